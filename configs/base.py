@@ -1,0 +1,43 @@
+"""Settings shared by every app (model, mesh, tokenizer, data paths). Apps' configs start from ``get_config()``."""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+
+def get_config(size: str = "tiny") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    # '' = random init; 'hf:PATH_OR_HUB_ID' = Hugging Face OPT; 'metaseq:FILE' = consolidated metaseq checkpoint;
+    # 'ckpt:DIR' = an alert_jax checkpoint directory (a workdir's checkpoints/ or one step of it).
+    c.init_from = ""
+
+    c.model = ml_collections.ConfigDict()
+    c.model.size = size  # a name from alert_jax/models/sizes.py
+    c.model.dtype = "float32"  # compute dtype ('bfloat16' on accelerators)
+    c.model.param_dtype = "float32"  # master weights
+    c.model.remat_policy = "none"  # none | full | save_dots | save_dots_no_batch
+    c.model.attention_impl = "xla"  # xla | cudnn | reference
+    c.model.dropout = 0.1
+    c.model.attention_dropout = 0.1
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 = fill with the remaining devices
+
+    # Tokenizer spec: 'bpe:DIR' (vocab.json+merges.txt or tokenizer.json), 'sp:MODEL_FILE', or a directory.
+    # '' = the tokenizer stored beside the checkpoint named by init_from.
+    c.tokenizer = ""
+
+    c.data = ml_collections.ConfigDict()
+    c.data.niv2_dir = os.environ.get("ALERT_JAX_NIV2_DIR", "")  # folder of NIV2 task files or an NIV2 checkout
+    c.data.finetune_dir = os.environ.get("ALERT_JAX_FINETUNE_DIR", "")  # folder with one sub-folder per corpus
+    c.data.seq_len = 2048
+
+    # Multi-host: empty = jax.distributed.initialize() auto-detection (SLURM, TPU, GKE) when more than one process.
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.coordinator_address = ""
+    c.distributed.num_processes = 0
+    c.distributed.process_id = -1
+    return c
