@@ -1,0 +1,152 @@
+"""Expands a sweep config (configs/sweep.py) into runs and renders them for a launcher.
+
+A :class:`Run` is one workdir and the list of app commands that fill it: ``ft``/``cot`` runs call
+``launch/train.py`` then ``launch/evaluate.py`` on the resulting checkpoint; ``pretrained`` runs evaluate the initial
+weights only. Launchers:
+
+* ``local``: run the commands here, one run after another (subprocesses; output streamed).
+* ``slurm``: one sbatch script per run from ``launch/slurm/job.sbatch`` (``srun``: one process per host).
+* ``tpu``: one shell script per run that calls ``gcloud compute tpus tpu-vm ssh --worker=all`` with the commands.
+* ``gke``: one JobSet yaml per run from ``launch/gke/jobset.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import shlex
+import string
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+
+import ml_collections
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+TEMPLATE_DIR = REPO_ROOT / "launch"
+LAUNCHERS = ("local", "slurm", "tpu", "gke")
+VARIANTS = ("pretrained", "ft", "cot")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One experiment: ``size`` x ``variant``, written to ``workdir`` by ``commands`` (argv lists, run in order)."""
+
+    name: str
+    size: str
+    variant: str
+    workdir: str
+    hosts: int
+    commands: tuple[tuple[str, ...], ...]
+
+
+def _flag_overrides(overrides: Mapping[str, object]) -> list[str]:
+    flat = overrides.to_dict() if isinstance(overrides, ml_collections.ConfigDict) else dict(overrides)
+
+    def walk(prefix: str, value: object):
+        if isinstance(value, Mapping):
+            for key, sub in value.items():
+                yield from walk(f"{prefix}.{key}" if prefix else str(key), sub)
+        else:
+            yield f"--config.{prefix}={value}"
+
+    return list(walk("", flat))
+
+
+def _hosts_per_size(entries: Sequence[str]) -> dict[str, int]:
+    table = {}
+    for entry in entries:
+        size, sep, count = str(entry).rpartition(":")
+        if not sep or not count.isdigit() or int(count) < 1:
+            raise ValueError(f"sweep hosts entry {entry!r} must be 'SIZE:PROCESSES', e.g. '13b:4'")
+        table[size] = int(count)
+    return table
+
+
+def expand_runs(cfg: ml_collections.ConfigDict) -> list[Run]:
+    """Sizes x variants -> runs, in the order they should execute (each size's pretrained run first)."""
+    unknown = [v for v in cfg.variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"sweep variants {unknown} are not known; valid: {VARIANTS}")
+    runs = []
+    for size in cfg.sizes:
+        init_from = cfg.init_from.format(size=size)
+        hosts = _hosts_per_size(cfg.hosts).get(size, 1)
+        for variant in cfg.variants:
+            name = f"{size}-{variant}".replace(".", "p")
+            workdir = os.path.join(cfg.root, name)
+            evaluate = [cfg.python, "launch/evaluate.py", f"--config=configs/evaluate.py:{size}", f"--workdir={workdir}/eval"]
+            evaluate += _flag_overrides(cfg.eval_overrides)
+            commands = []
+            if variant == "pretrained":
+                evaluate.append(f"--config.init_from={init_from}")
+            else:
+                train = [cfg.python, "launch/train.py", f"--config=configs/finetune.py:{size},{variant}", f"--workdir={workdir}"]
+                train += [f"--config.init_from={init_from}"] + _flag_overrides(cfg.train_overrides)
+                commands.append(tuple(train))
+                evaluate.append(f"--config.init_from=ckpt:{workdir}/checkpoints")
+            commands.append(tuple(evaluate))
+            runs.append(Run(name, size, variant, workdir, hosts, tuple(commands)))
+    return runs
+
+
+def _shell_lines(run: Run, indent: str = "", extra_args: Sequence[str] = ()) -> str:
+    return "\n".join(indent + shlex.join([*cmd, *extra_args]) for cmd in run.commands)
+
+
+def render(run: Run, launcher: str, cfg: ml_collections.ConfigDict) -> tuple[str, str]:
+    """Returns ``(file name, text)`` of the job script for ``run`` under ``launcher`` (not 'local')."""
+    common = {"run_name": run.name, "hosts": run.hosts, "gpus_per_host": cfg.gpus_per_host, "workdir": run.workdir}
+    if launcher == "slurm":
+        body = "\n".join("srun --ntasks-per-node=1 " + shlex.join(cmd) for cmd in run.commands)
+        text = string.Template((TEMPLATE_DIR / "slurm" / "job.sbatch").read_text()).substitute(
+            common,
+            partition=cfg.slurm.partition,
+            time=cfg.slurm.time,
+            account_line=f"#SBATCH --account={cfg.slurm.account}" if cfg.slurm.account else "",
+            commands=body,
+        )
+        return f"{run.name}.sbatch", text
+    if launcher == "tpu":
+        project = f" --project={shlex.quote(cfg.tpu.project)}" if cfg.tpu.project else ""
+        remote = f"cd {cfg.tpu.repo_dir} && " + " && ".join(shlex.join(cmd) for cmd in run.commands)
+        body = (
+            f"gcloud compute tpus tpu-vm ssh {shlex.quote(cfg.tpu.name)} --zone={shlex.quote(cfg.tpu.zone)}{project} "
+            f"--worker=all --command={shlex.quote(remote)}"
+        )
+        text = string.Template((TEMPLATE_DIR / "tpu" / "run.sh").read_text()).substitute(common, commands=body)
+        return f"{run.name}.sh", text
+    if launcher == "gke":
+        # Kubernetes names must start with a letter (DNS-1035); pod 0's hostname is <jobset>-workers-0-0.<jobset>.
+        k8s_name = f"alert-{run.name}"
+        common["run_name"] = k8s_name
+        flags = (
+            f"--config.distributed.coordinator_address={k8s_name}-workers-0-0.{k8s_name}:{cfg.gke.coordinator_port}",
+            f"--config.distributed.num_processes={run.hosts}",
+        )
+        # The process id is the pod's completion index, expanded by bash inside the pod.
+        lines = [shlex.join([*cmd, *flags]) + " --config.distributed.process_id=$JOB_COMPLETION_INDEX"
+                 for cmd in run.commands]
+        body = "\n".join(" " * 22 + line for line in ["set -e", *lines])
+        text = string.Template((TEMPLATE_DIR / "gke" / "jobset.yaml").read_text()).substitute(
+            common,
+            namespace=cfg.gke.namespace,
+            image=cfg.gke.image,
+            gpu_resource=cfg.gke.gpu_resource,
+            coordinator_port=cfg.gke.coordinator_port,
+            commands_yaml=body,
+        )
+        return f"{run.name}.yaml", text
+    raise ValueError(f"unknown launcher {launcher!r}; valid: {LAUNCHERS}")
+
+
+def run_local(runs: Sequence[Run], cwd: str | os.PathLike = REPO_ROOT) -> None:
+    """Runs every command of every run here, in order; stops at the first failing command (naming it)."""
+    for i, run in enumerate(runs, 1):
+        for cmd in run.commands:
+            argv = [sys.executable if cmd[0] == "python" else cmd[0], *cmd[1:]]
+            print(f"[sweep {i}/{len(runs)}] {run.name}: {shlex.join(cmd)}", flush=True)
+            result = subprocess.run(argv, cwd=cwd)
+            if result.returncode:
+                raise RuntimeError(f"run {run.name} failed (exit {result.returncode}): {shlex.join(cmd)}")

@@ -1,0 +1,55 @@
+"""Scale-ablation sweep: sizes x {pretrained, ft, cot} (DESIGN.md section 7, the paper's Figure 4).
+
+    python launch/sweep.py --config=configs/sweep.py --launcher=slurm --dry_run
+    python launch/sweep.py --config=configs/sweep.py:tiny --launcher=local     # CPU-sized sweep
+
+Each run is one workdir ``{root}/{size}-{variant}``: ``ft``/``cot`` runs finetune (launch/train.py) and then evaluate
+their checkpoint (launch/evaluate.py); ``pretrained`` runs only evaluate the initial weights.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.root = "workdirs/sweep"
+    c.variants = ("pretrained", "ft", "cot")
+    c.python = "python"
+    # Overrides passed to both apps as --config.KEY=VALUE (e.g. {"data.finetune_dir": "/data/finetune"}).
+    c.train_overrides = ml_collections.ConfigDict()
+    c.eval_overrides = ml_collections.ConfigDict()
+
+    if preset == "paper":
+        c.sizes = ("1.3b", "13b")
+        # '{size}' is replaced per run; the hub id is resolved by huggingface_hub on the cluster.
+        c.init_from = "hf:facebook/opt-{size}"
+        c.hosts = ("1.3b:1", "13b:4")  # "size:processes" (one process per host); unlisted sizes: 1
+        c.gpus_per_host = 8
+    elif preset == "tiny":
+        c.sizes = ("tiny",)
+        c.init_from = ""  # random init (seeded): the pretrained baseline of a from-scratch tiny run
+        c.hosts = ("tiny:1",)
+        c.gpus_per_host = 0
+    else:
+        raise ValueError(f"unknown sweep preset {preset!r}; valid: 'paper', 'tiny'")
+
+    c.slurm = ml_collections.ConfigDict()
+    c.slurm.partition = "gpu"
+    c.slurm.time = "48:00:00"
+    c.slurm.account = ""
+    c.slurm.coordinator_port = 12345
+
+    c.tpu = ml_collections.ConfigDict()
+    c.tpu.name = "alert-tpu"
+    c.tpu.zone = "us-central2-b"
+    c.tpu.project = ""
+    c.tpu.repo_dir = "~/alert-jax"
+
+    c.gke = ml_collections.ConfigDict()
+    c.gke.image = "us-docker.pkg.dev/PROJECT/alert-jax/alert-jax:latest"
+    c.gke.namespace = "default"
+    c.gke.gpu_resource = "nvidia.com/gpu"
+    c.gke.coordinator_port = 12345
+    return c
