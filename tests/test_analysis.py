@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from alert_jax.analysis import overlap, selection, templates
+from conftest import REPO_ROOT
 
 
 def test_vocabulary_normalises_like_the_metrics():
@@ -69,3 +73,47 @@ def test_checkpoint_selection_criteria():
     assert picked.by_dev_score == 200 and picked.by_perplexity == 300 and not picked.agree
     assert records[1].validation_perplexity == pytest.approx(math.exp(1.5))
     assert selection.select_checkpoints([]).by_dev_score is None
+
+
+def _fake_run(folder, scale: float):
+    """A scores.json built by the evaluation's own aggregation from hand-made per-template scores."""
+    from alert_jax.eval import report as eval_report
+
+    results = {
+        task: {t: eval_report.TemplateResult({"exact_match": scale * (i + 1) * (j + 1), "rougeL": 50.0}, n=4)
+               for j, t in enumerate(["T1", "T4"])}
+        for i, task in enumerate(["task080_piqa_answer_generation", "task1388_cb_entailment"])
+    }
+    folder.mkdir(parents=True)
+    eval_report.atomic_write_text(folder / "scores.json", json.dumps(eval_report.aggregate(results)))
+
+
+def test_launch_analyze_tables_and_figures(tmp_path):
+    _fake_run(tmp_path / "tiny-pretrained" / "eval", 1.0)
+    _fake_run(tmp_path / "tiny-cot" / "eval", 2.0)
+    out = tmp_path / "out"
+    subprocess.run(
+        [sys.executable, "launch/analyze.py", f"--runs={tmp_path / 'tiny-pretrained'},{tmp_path / 'tiny-cot'}",
+         f"--out={out}", "--metrics=exact_match"],
+        cwd=REPO_ROOT, check=True, capture_output=True, text=True,
+    )
+    result = json.loads((out / "analysis.json").read_text())["metrics"]["exact_match"]
+    # overall = mean over the two datasets of the max over templates: base (2 + 4) / 2 = 3, cot twice that.
+    assert result["scale"] == {"tiny": {"pretrained": 3.0, "cot": 6.0}}
+    # gains per template: T1 mean((2-1), (4-2)) = 1.5, T4 mean((4-2), (8-4)) = 3
+    assert result["templates"]["tiny-cot"]["per_template"] == {"T1": 1.5, "T4": 3.0}
+    assert (out / "figures" / "scale_exact_match.png").stat().st_size > 0
+    assert (out / "figures" / "templates_exact_match.png").stat().st_size > 0
+    assert "| tiny | 3.0 | - | 6.0 |" in (out / "analysis.md").read_text()
+
+
+def test_run_labels_from_names_and_flags(tmp_path):
+    from alert_jax.analysis import report
+
+    assert report.label_from_name("x/1p3b-ft/eval") == ("1.3b", "ft")
+    assert report.label_from_name("x/tiny-postln-cot") == ("tiny-postln", "cot")
+    _fake_run(tmp_path / "somewhere", 1.0)
+    with pytest.raises(ValueError, match="--labels"):
+        report.load_runs([str(tmp_path / "somewhere")])
+    (run,) = report.load_runs([str(tmp_path / "somewhere")], ["13b:ft"])
+    assert (run.size, run.variant) == ("13b", "ft")

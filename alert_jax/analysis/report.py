@@ -1,0 +1,228 @@
+"""Gathers several evaluation runs (their ``scores.json``) into the paper's comparisons.
+
+A *run* is one evaluated model: its ``scores.json`` (written by ``launch/evaluate.py``) plus a label
+``(size, variant)`` with variant in ``pretrained`` / ``ft`` / ``cot``. Labels come from the run folder's name as
+``launch/sweep.py`` writes it (``{size}-{variant}``, ``1p3b`` = ``1.3b``) or are given explicitly.
+
+Outputs (``write_analysis``): ``analysis.json``, ``analysis.md`` and ``figures/`` with
+
+* ``scale_<metric>.png``: Figure-4-style bars of OPT / OPT-FT / OPT-CoT per size (overall default score);
+* ``templates_<metric>.png``: gain over the pretrained model per template (template memorization);
+* ``overlap_<metric>.png``: vocabulary overlap vs gain per dataset, when the texts are given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from alert_jax.analysis import overlap as overlap_lib
+from alert_jax.analysis import templates as templates_lib
+from alert_jax.data.templates import TEMPLATES
+
+VARIANTS = ("pretrained", "ft", "cot")
+VARIANT_LABELS = {"pretrained": "OPT", "ft": "OPT-FT", "cot": "OPT-CoT"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunScores:
+    path: str
+    size: str
+    variant: str
+    scores: dict[str, Any]
+
+    def overall(self, metric: str) -> float:
+        group = self.scores.get("overall") or {}
+        return float((group.get("max") or {}).get(metric, math.nan))
+
+    def dataset_scores(self, metric: str) -> dict[str, float]:
+        """Dataset -> default (max over templates) score."""
+        return {name: float(d["max"][metric]) for name, d in self.scores["datasets"].items() if metric in d["max"]}
+
+    def template_scores(self, metric: str) -> dict[tuple[str, str], float]:
+        """(dataset, template) -> score."""
+        return {
+            (name, t): float(r["scores"][metric])
+            for name, d in self.scores["datasets"].items()
+            for t, r in d["templates"].items()
+            if metric in r["scores"]
+        }
+
+
+def find_scores(path: str | pathlib.Path) -> pathlib.Path:
+    """``scores.json`` of a run folder: the folder itself, or its ``eval/`` sub-folder (sweep layout)."""
+    path = pathlib.Path(path)
+    for candidate in (path, path / "scores.json", path / "eval" / "scores.json"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no scores.json in {path} or {path / 'eval'}; run launch/evaluate.py for it first")
+
+
+def label_from_name(path: str | pathlib.Path) -> tuple[str, str] | None:
+    """``.../13b-cot`` or ``.../1p3b-ft/eval`` -> ('13b', 'cot') / ('1.3b', 'ft'); None if the name has no label."""
+    path = pathlib.Path(path)
+    for part in (path.name, path.parent.name) if path.name in ("eval", "scores.json") else (path.name,):
+        size, sep, variant = part.rpartition("-")
+        if sep and variant in VARIANTS and size:
+            return re.sub(r"(\d)p(\d)", r"\1.\2", size), variant
+    return None
+
+
+def load_runs(paths: Sequence[str], labels: Sequence[str] = ()) -> list[RunScores]:
+    """Loads each run's scores; ``labels`` (``'SIZE:VARIANT'`` per path) override names, else names are parsed."""
+    if labels and len(labels) != len(paths):
+        raise ValueError(f"--labels has {len(labels)} entries for {len(paths)} runs; give one SIZE:VARIANT per run")
+    runs = []
+    for i, path in enumerate(paths):
+        scores_path = find_scores(path)
+        if labels:
+            size, sep, variant = labels[i].rpartition(":")
+            if not sep or variant not in VARIANTS:
+                raise ValueError(f"label {labels[i]!r} must be SIZE:VARIANT with VARIANT in {VARIANTS}")
+            label = (size, variant)
+        else:
+            label = label_from_name(scores_path.parent if scores_path.name == "scores.json" else path)
+            if label is None:
+                raise ValueError(
+                    f"cannot tell the size and variant of run {path}: name it SIZE-VARIANT (as launch/sweep.py does) "
+                    f"or pass --labels=SIZE:VARIANT,..."
+                )
+        runs.append(RunScores(str(path), label[0], label[1], json.loads(scores_path.read_text())))
+    return runs
+
+
+def scale_table(runs: Iterable[RunScores], metric: str) -> dict[str, dict[str, float]]:
+    """size -> variant -> overall default score (the data of Figure 4)."""
+    table: dict[str, dict[str, float]] = {}
+    for run in runs:
+        table.setdefault(run.size, {})[run.variant] = run.overall(metric)
+    return table
+
+
+def _pairs(runs: Sequence[RunScores]) -> list[tuple[RunScores, RunScores]]:
+    """(pretrained, tuned) pairs of the same size."""
+    base = {r.size: r for r in runs if r.variant == "pretrained"}
+    return [(base[r.size], r) for r in runs if r.variant != "pretrained" and r.size in base]
+
+
+def template_memorization(runs: Sequence[RunScores], metric: str) -> dict[str, templates_lib.TemplateGains]:
+    """'{size}-{variant}' -> per-template gains over the same size's pretrained run."""
+    like = [name for name, t in TEMPLATES.items() if t.resembles_finetuning]
+    return {
+        f"{tuned.size}-{tuned.variant}": templates_lib.template_gains(
+            base.template_scores(metric), tuned.template_scores(metric), like)
+        for base, tuned in _pairs(runs)
+    }
+
+
+def overlap_analysis(
+    runs: Sequence[RunScores], metric: str, eval_texts: Mapping[str, Iterable[str]], finetune_texts: Sequence[str]
+) -> dict[str, tuple[list[overlap_lib.OverlapRow], overlap_lib.Correlation]]:
+    """'{size}-{variant}' -> (per-dataset overlap and gain, their correlation)."""
+    return {
+        f"{tuned.size}-{tuned.variant}": overlap_lib.overlap_vs_gain(
+            eval_texts, finetune_texts, base.dataset_scores(metric), tuned.dataset_scores(metric))
+        for base, tuned in _pairs(runs)
+    }
+
+
+def _fmt(x: float) -> str:
+    return "-" if x is None or math.isnan(x) else f"{x:.1f}"
+
+
+def _plot_scale(table: Mapping[str, Mapping[str, float]], metric: str, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    sizes = list(table)
+    x = np.arange(len(sizes))
+    width = 0.8 / len(VARIANTS)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * len(sizes)), 3.8))
+    for i, variant in enumerate(VARIANTS):
+        values = [table[s].get(variant, math.nan) for s in sizes]
+        ax.bar(x + (i - 1) * width, values, width, label=VARIANT_LABELS[variant])
+    ax.set_xticks(x, sizes)
+    ax.set_ylabel(f"{metric} (overall, max over templates)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_templates(gains: Mapping[str, templates_lib.TemplateGains], metric: str, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = sorted({t for g in gains.values() for t in g.per_template})
+    x = np.arange(len(names))
+    width = 0.8 / max(1, len(gains))
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for i, (label, g) in enumerate(gains.items()):
+        ax.bar(x + (i - (len(gains) - 1) / 2) * width, [g.per_template.get(t, math.nan) for t in names], width, label=label)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xticks(x, names)
+    ax.set_ylabel(f"{metric} gain over the pretrained model")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_analysis(
+    runs: Sequence[RunScores],
+    out_dir: str | pathlib.Path,
+    *,
+    metrics: Sequence[str] = ("exact_match", "relaxed_match", "rougeL"),
+    eval_texts: Mapping[str, Iterable[str]] | None = None,
+    finetune_texts: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Writes ``analysis.json``, ``analysis.md`` and ``figures/`` into ``out_dir``; returns the JSON content."""
+    out_dir = pathlib.Path(out_dir)
+    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"runs": [dataclasses.asdict(r) | {"scores": None} for r in runs], "metrics": {}}
+    lines = ["# ALERT analysis", "", "Runs: " + ", ".join(f"`{r.size}-{r.variant}` ({r.path})" for r in runs), ""]
+    for metric in metrics:
+        table = scale_table(runs, metric)
+        gains = template_memorization(runs, metric)
+        entry: dict[str, Any] = {"scale": table, "templates": {k: dataclasses.asdict(g) | {"gap": g.gap}
+                                                               for k, g in gains.items()}}
+        lines += [f"## {metric}", "", "### Scale (overall, max over templates)", "",
+                  "| size | " + " | ".join(VARIANT_LABELS[v] for v in VARIANTS) + " |", "|---|---:|---:|---:|"]
+        lines += [f"| {s} | " + " | ".join(_fmt(row.get(v, math.nan)) for v in VARIANTS) + " |" for s, row in table.items()]
+        _plot_scale(table, metric, out_dir / "figures" / f"scale_{metric}.png")
+        if gains:
+            names = sorted({t for g in gains.values() for t in g.per_template})
+            lines += ["", "### Template memorization (gain over the pretrained model per template)", "",
+                      "| run | " + " | ".join(names) + " | finetuning-like | other | gap |",
+                      "|---|" + "---:|" * (len(names) + 3)]
+            for label, g in gains.items():
+                cells = [_fmt(g.per_template.get(t, math.nan)) for t in names]
+                lines.append(f"| {label} | " + " | ".join(cells) + f" | {_fmt(g.finetuning_like)} | {_fmt(g.other)} | {_fmt(g.gap)} |")
+            _plot_templates(gains, metric, out_dir / "figures" / f"templates_{metric}.png")
+        if eval_texts is not None and finetune_texts is not None:
+            overlaps = overlap_analysis(runs, metric, eval_texts, finetune_texts)
+            entry["overlap"] = {k: {"rows": [dataclasses.asdict(r) for r in rows], "correlation": dataclasses.asdict(c)}
+                                for k, (rows, c) in overlaps.items()}
+            if overlaps:
+                lines += ["", "### Vocabulary overlap vs gain", "", "| run | datasets | Pearson r (p) | Spearman rho (p) |",
+                          "|---|---:|---:|---:|"]
+                for label, (rows, c) in overlaps.items():
+                    lines.append(f"| {label} | {c.n} | {c.pearson_r:.3f} ({c.pearson_p:.3g}) | "
+                                 f"{c.spearman_rho:.3f} ({c.spearman_p:.3g}) |")
+                overlap_lib.plot_overlap_vs_gain(overlaps, str(out_dir / "figures" / f"overlap_{metric}.png"))
+        result["metrics"][metric] = entry
+        lines.append("")
+    (out_dir / "analysis.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    (out_dir / "analysis.md").write_text("\n".join(lines) + "\n")
+    return result

@@ -1,0 +1,109 @@
+"""The paper's analyses over several evaluated runs.
+
+    python launch/analyze.py --runs=workdirs/sweep/1p3b-pretrained,workdirs/sweep/1p3b-ft,workdirs/sweep/1p3b-cot \
+        [--labels=1.3b:pretrained,1.3b:ft,1.3b:cot] [--out=DIR] \
+        [--niv2_dir=PATH --finetune_corpora=gsm8k,strategyqa --finetune_dir=PATH]   # vocabulary overlap
+        [--checkpoints=RUN_DIR]                                                       # checkpoint selection
+
+Each run folder holds a ``scores.json`` (or ``eval/scores.json``) from ``launch/evaluate.py``; its size and variant
+come from the folder name (``SIZE-VARIANT``, as ``launch/sweep.py`` names them) or from ``--labels``. Writes
+``analysis.md``, ``analysis.json`` and ``figures/`` into ``--out`` (default: ``analysis/`` beside the first run).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from absl import app, flags  # noqa: E402
+
+from alert_jax.analysis import report, selection  # noqa: E402
+
+_RUNS = flags.DEFINE_list("runs", [], "Run folders (each with scores.json or eval/scores.json).")
+_LABELS = flags.DEFINE_list("labels", [], "SIZE:VARIANT per run (default: parsed from the folder names).")
+_OUT = flags.DEFINE_string("out", "", "Output folder (default: <parent of the first run>/analysis).")
+_METRICS = flags.DEFINE_list("metrics", ["exact_match", "relaxed_match", "rougeL"], "Metrics to analyse.")
+_NIV2_DIR = flags.DEFINE_string("niv2_dir", "", "Task folder of the evaluated datasets (for vocabulary overlap).")
+_MAX_INSTANCES = flags.DEFINE_integer("max_instances", 100, "Instances per dataset used for its vocabulary.")
+_CORPORA = flags.DEFINE_list("finetune_corpora", [], "Finetuning corpora ('synthetic' or names in data/finetune.py).")
+_FINETUNE_DIR = flags.DEFINE_string("finetune_dir", "", "Folder of the finetuning corpora (one sub-folder each).")
+_CHECKPOINTS = flags.DEFINE_list("checkpoints", [], "Finetuning run folders whose checkpoints to compare.")
+
+
+def _eval_texts(runs: list[report.RunScores]) -> dict[str, list[str]]:
+    from alert_jax.data import niv2
+
+    names = sorted({name for r in runs for name in r.scores["datasets"]})
+    tasks = niv2.load_tasks(names, _NIV2_DIR.value, missing="skip")
+    return {
+        name: [inst.input for inst in task.instances[: _MAX_INSTANCES.value]]
+        + [o for inst in task.instances[: _MAX_INSTANCES.value] for o in inst.outputs]
+        for name, task in tasks.items()
+    }
+
+
+def _finetune_texts() -> list[str]:
+    from alert_jax.data import finetune
+
+    if _CORPORA.value == ["synthetic"]:
+        from alert_jax.data import synthetic
+
+        examples = synthetic.synthetic_corpus()
+    else:
+        examples = finetune.read_corpora(_CORPORA.value, _FINETUNE_DIR.value, "train")
+    return [text for ex in examples for text in (ex.prompt, ex.rationale, ex.answer)]
+
+
+def _checkpoint_records(run_dir: pathlib.Path) -> list[selection.CheckpointRecord]:
+    """Validation loss per step from ``metrics.jsonl``; dev score per step from ``selection/step_N/scores.json``."""
+    losses: dict[int, float] = {}
+    metrics_file = run_dir / "metrics.jsonl"
+    if not metrics_file.is_file():
+        raise FileNotFoundError(f"{metrics_file} not found: --checkpoints takes launch/train.py workdirs")
+    for line in metrics_file.read_text().splitlines():
+        record = json.loads(line)
+        if "validation_loss" in record:
+            losses[int(record["step"])] = float(record["validation_loss"])
+    dev: dict[int, float] = {}
+    for path in sorted((run_dir / "selection").glob("step_*/scores.json")):
+        group = json.loads(path.read_text()).get("dev") or {}
+        dev[int(path.parent.name.split("_")[1])] = float((group.get("max") or {}).get(_METRICS.value[0], float("nan")))
+    return [selection.CheckpointRecord(step, dev.get(step, float("nan")), losses.get(step, float("nan")))
+            for step in sorted(set(losses) | set(dev))]
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    if not _RUNS.value:
+        raise app.UsageError("--runs is required: comma-separated run folders with scores.json")
+    runs = report.load_runs(_RUNS.value, _LABELS.value)
+    out = pathlib.Path(_OUT.value or pathlib.Path(_RUNS.value[0]).resolve().parent / "analysis")
+    eval_texts = finetune_texts = None
+    if _NIV2_DIR.value and _CORPORA.value:
+        eval_texts, finetune_texts = _eval_texts(runs), _finetune_texts()
+    elif _NIV2_DIR.value or _CORPORA.value:
+        raise app.UsageError("vocabulary overlap needs both --niv2_dir and --finetune_corpora")
+    print(f"analysing {len(runs)} runs: " + ", ".join(f"{r.size}-{r.variant}" for r in runs), flush=True)
+    report.write_analysis(runs, out, metrics=_METRICS.value, eval_texts=eval_texts, finetune_texts=finetune_texts)
+    if _CHECKPOINTS.value:
+        lines = ["", "## Checkpoint selection", "", "| run | step | dev score | validation ppl |", "|---|---:|---:|---:|"]
+        picks = {}
+        for run_dir in map(pathlib.Path, _CHECKPOINTS.value):
+            records = _checkpoint_records(run_dir)
+            picked = selection.select_checkpoints(records)
+            picks[str(run_dir)] = {"by_dev_score": picked.by_dev_score, "by_perplexity": picked.by_perplexity,
+                                   "records": [r.__dict__ for r in records]}
+            lines += [f"| {run_dir.name} | {r.step} | {r.dev_score:.1f} | {r.validation_perplexity:.3f} |" for r in records]
+            lines.append(f"| {run_dir.name} | picks: dev score -> {picked.by_dev_score}, "
+                         f"perplexity -> {picked.by_perplexity} | | |")
+        with open(out / "analysis.md", "a") as f:
+            f.write("\n".join(lines) + "\n")
+        (out / "selection.json").write_text(json.dumps(picks, indent=2, default=float) + "\n")
+    print(f"wrote {out / 'analysis.md'}, {out / 'analysis.json'} and {out / 'figures'}", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
