@@ -1,0 +1,623 @@
+"""Readers for the rationale corpora, each from its original release format.
+
+Every reader turns the files of one published release into a list of :class:`RationaleExample`
+``(source, prompt, rationale, answer, id)``. Split handling (which file is which split, the validation holdout) lives
+in :mod:`alert_jax.data.finetune`; this module only knows record formats.
+
+Normalisation shared by every reader (so finetuning targets are uniform):
+
+* ``rationale`` is one line: every run of whitespace (newlines included) becomes one space, so a generation stopped
+  at a newline still holds the whole chain (GSM8K and AQuA-RAT steps, one per line, each become a sentence: see
+  :func:`lines_as_sentences`). It ends with terminal punctuation (a period is added when missing) so
+  ``" {rationale} So the answer is {answer}."`` reads as sentences. Explanations stored in lower case (e-SNLI,
+  CoS-E, ECQA, WinoWhy, CoQA spans) get a capital first letter. It may be empty only when the release has no
+  rationale text for the record.
+* ``answer`` is one line, stripped, with one trailing period removed (the CoT target adds its own period).
+* ``prompt`` keeps the release's line structure (stripped); it is what follows ``Input:`` in the finetuning prompt.
+
+Any malformed record raises :class:`CorpusFormatError` naming the file, the record (line number, list index or id)
+and the field.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import pathlib
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+PathLike = str | pathlib.Path
+
+
+@dataclasses.dataclass
+class RationaleExample:
+    """One finetuning example: ``prompt`` (the input), ``rationale`` (reasoning), ``answer`` (final answer).
+
+    ``source`` is the corpus name (e.g. ``'gsm8k'``); ``id`` is a stable record id (native id where the release has
+    one, else ``'<file>:<line or index>'``).
+    """
+
+    source: str
+    prompt: str
+    rationale: str
+    answer: str
+    id: str = ""
+
+
+class CorpusFormatError(ValueError):
+    """A record (or file) does not follow its release's published format.
+
+    Attributes: ``path`` (file), ``record`` (e.g. ``'line 3'``, ``'index 7'``, ``'id abc'``), ``field`` (or None).
+    """
+
+    def __init__(self, path: PathLike, record: str, problem: str, field: str | None = None):
+        self.path = str(path)
+        self.record = record
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{path}: {record}: {problem}")
+
+    def __reduce__(self):  # keeps the error picklable (e.g. raised in a data-loader worker process)
+        return type(self), (self.path, self.record, self.problem, self.field)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Text helpers
+
+
+def one_line(text: str) -> str:
+    """Collapses every whitespace run (newlines included) into one space and strips."""
+    return " ".join(text.split())
+
+
+def as_sentence(text: str) -> str:
+    """``one_line(text)`` ending in ``.``/``!``/``?`` (optionally followed by closing quotes, brackets or ``$``);
+    a period is appended otherwise; '' stays ''."""
+    text = one_line(text)
+    if text and not re.search(r"[.!?][\"')\]$]*$", text):
+        text += "."
+    return text
+
+
+def capitalized(text: str) -> str:
+    """``text`` with its first character upper-cased (for explanations written or stored in lower case)."""
+    return text[:1].upper() + text[1:]
+
+
+def lines_as_sentences(text: str) -> str:
+    """Joins the lines of a step-per-line rationale with spaces, ending each line that ends in a letter, digit or
+    closing bracket with a period (``'x = 5\ny = 6'`` -> ``'x = 5. y = 6.'``); the whole ends as a sentence."""
+    lines = [one_line(line) for line in text.split("\n") if line.strip()]
+    lines = [line + "." if re.search(r"[A-Za-z0-9)\]}%$'\"]$", line) else line for line in lines]
+    return as_sentence(" ".join(lines))
+
+
+def clean_answer(text: str) -> str:
+    """One line, stripped, without one trailing period (``'250 m.'`` -> ``'250 m'``)."""
+    text = one_line(text)
+    if len(text) > 1 and text.endswith(".") and not text.endswith(".."):
+        text = text[:-1].rstrip()
+    return text
+
+
+def detokenize(text: str) -> str:
+    """Light detokenisation of PTB-style text (e-SNLI): ``'a , b .'`` -> ``'a, b.'``, ``"does n't"`` ->
+    ``"doesn't"``."""
+    text = one_line(text)
+    text = re.sub(r" ([.,;:!?%)\]])", r"\1", text)
+    text = re.sub(r"([(\[]) ", r"\1", text)
+    return re.sub(r" (n't|'s|'re|'ve|'ll|'d|'m)\b", r"\1", text, flags=re.IGNORECASE)
+
+
+def options_line(choices: Sequence[tuple[str, str]]) -> str:
+    """``[('A', 'x'), ('B', 'y')]`` -> ``'Options: (A) x (B) y'`` (the one multiple-choice layout of all corpora)."""
+    return "Options: " + " ".join(f"({label}) {one_line(text)}" for label, text in choices)
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the LAST top-level ``\\boxed{...}`` (or ``\\fbox{...}``, ``\\boxed 5``) with balanced braces.
+
+    Escaped braces (``\\{``) are content, not delimiters. Returns None when there is no complete box.
+    """
+    found, end_of_last = None, -1
+    for match in re.finditer(r"\\(?:boxed|fbox)(?![A-Za-z])", text):
+        if match.start() < end_of_last:  # nested inside the previous box
+            continue
+        i = match.end()
+        if text[i:i + 1] == "{":
+            depth, j = 0, i
+            while j < len(text):
+                char = text[j]
+                if char == "\\":
+                    j += 2
+                    continue
+                if char == "{":
+                    depth += 1
+                elif char == "}":
+                    depth -= 1
+                    if depth == 0:
+                        break
+                j += 1
+            if depth != 0:
+                continue
+            found, end_of_last = text[i + 1:j], j + 1
+        else:
+            tail = re.match(r"\s+([^\s$]+)", text[i:])
+            if tail:
+                found, end_of_last = tail.group(1), i + tail.end()
+    return None if found is None else found.strip()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# File helpers
+
+
+def _read_jsonl(path: pathlib.Path) -> Iterator[tuple[str, Any]]:
+    """Yields ``('line N', record)`` for each non-blank line (N 1-based)."""
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield f"line {number}", json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CorpusFormatError(path, f"line {number}", f"invalid JSON ({e.msg})") from None
+
+
+def _read_json(path: pathlib.Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise CorpusFormatError(path, f"line {e.lineno}", f"invalid JSON ({e.msg})") from None
+
+
+def _read_lines(path: pathlib.Path) -> list[str]:
+    """Lines of a line-aligned text file; a missing final newline does not drop or add a line."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
+
+
+def _get(record: Any, key: str, path: PathLike, where: str, kind: type | tuple[type, ...] = str) -> Any:
+    """``record[key]``, checked to be present and of ``kind``; else CorpusFormatError naming the field."""
+    if not isinstance(record, dict):
+        raise CorpusFormatError(path, where, f"expected a JSON object, got {type(record).__name__}")
+    if key not in record or record[key] is None:
+        raise CorpusFormatError(path, where, f"missing field {key!r}", field=key)
+    value = record[key]
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise CorpusFormatError(path, where, f"field {key!r} should be {names}, got {type(value).__name__}", field=key)
+    return value
+
+
+def _need_answer(answer: str, path: PathLike, where: str, field: str) -> str:
+    if not answer:
+        raise CorpusFormatError(path, where, f"empty answer in field {field!r}", field=field)
+    return answer
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Readers
+
+
+_CALCULATOR_NOTE = re.compile(r"<<[^<>]*>>")
+
+
+def read_gsm8k(path: PathLike) -> list[RationaleExample]:
+    """GSM8K jsonl ``{question, answer}``; ``answer`` = steps with ``<<calc>>`` notes, then ``#### final``.
+
+    rationale = the text before the last ``####`` with calculator notes removed (socratic files keep their
+    ``sub-question ** step`` layout); answer = the text after ``####`` as published (thousands commas kept).
+    """
+    path = pathlib.Path(path)
+    out = []
+    for where, rec in _read_jsonl(path):
+        question = _get(rec, "question", path, where)
+        solution = _get(rec, "answer", path, where)
+        if "####" not in solution:
+            raise CorpusFormatError(path, where, "field 'answer' has no '#### <final answer>' marker", "answer")
+        steps, final = solution.rsplit("####", 1)
+        answer = _need_answer(clean_answer(final), path, where, "answer")
+        rationale = lines_as_sentences(_CALCULATOR_NOTE.sub("", steps))
+        out.append(RationaleExample("gsm8k", question.strip(), rationale, answer, f"{path.name}:{where[5:]}"))
+    return out
+
+
+_OPTION = re.compile(r"^\s*\(?([A-Z])\s*\)\s*(.*)$", re.DOTALL)
+# A closing statement of the chosen letter, e.g. "Answer D", "ANSWER:B", "The answer is A.", "correct option is C".
+_AQUA_TAIL = re.compile(
+    r"(?:^|(?<=[\s.,;:]))(?:(?:hence|so|thus|therefore)[\s,]+)?(?:the\s+)?(?:(?:correct|right|required)\s+)?"
+    r"(?:answer|ans|option|choice)(?:\s+(?:is|will\s+be|should\s+be))?\s*[:=\-]?\s*(?:option\s*)?"
+    r"\(?((?-i:[A-E]))\)?\s*[.!]?\s*$",
+    re.IGNORECASE,
+)
+
+
+def strip_aqua_answer_line(rationale: str, correct: str) -> str:
+    """Removes a trailing statement of the correct letter (``'... = 250 m. Answer D'`` -> ``'... = 250 m.'``).
+
+    Only a statement naming ``correct`` is removed (a contradicting one is kept); a last line that is only the
+    letter is removed too. If nothing else would remain, the rationale is returned unchanged.
+    """
+    lines = [line for line in rationale.strip().split("\n") if line.strip()]
+    if lines and re.fullmatch(r"\s*\(?([A-E])\)?\.?\s*", lines[-1]) and lines[-1].strip(" ().") == correct:
+        lines = lines[:-1]
+    text = "\n".join(lines).rstrip()
+    match = _AQUA_TAIL.search(text)
+    if match and match.group(1) == correct:
+        text = text[:match.start()].rstrip(" \n,;:-")
+    return text if text.strip() else rationale
+
+
+def read_aqua_rat(path: PathLike) -> list[RationaleExample]:
+    """AQuA-RAT jsonl ``{question, options: ['A)..', ...], rationale, correct}``.
+
+    prompt = question + ``Options: (A) .. (E) ..``; answer = the correct option's text (what a free-form evaluation
+    would compare); rationale = the published rationale minus a trailing ``Answer: X`` statement of the same letter.
+    """
+    path = pathlib.Path(path)
+    out = []
+    for where, rec in _read_jsonl(path):
+        question = _get(rec, "question", path, where)
+        raw_options = _get(rec, "options", path, where, list)
+        rationale = _get(rec, "rationale", path, where)
+        correct = _get(rec, "correct", path, where).strip().upper()
+        options = []
+        for k, option in enumerate(raw_options):
+            match = _OPTION.match(option) if isinstance(option, str) else None
+            if not match:
+                raise CorpusFormatError(path, where, f"option {k} {option!r} is not 'X)text'", "options")
+            options.append((match.group(1), match.group(2).strip()))
+        texts = dict(options)
+        if correct not in texts:
+            raise CorpusFormatError(path, where, f"field 'correct' {correct!r} is not an option letter", "correct")
+        prompt = f"{question.strip()}\n{options_line(options)}"
+        answer = _need_answer(clean_answer(texts[correct]), path, where, "options")
+        rationale = lines_as_sentences(strip_aqua_answer_line(rationale, correct))
+        out.append(RationaleExample("aqua_rat", prompt, rationale, answer, f"{path.name}:{where[5:]}"))
+    return out
+
+
+def read_strategyqa(path: PathLike) -> list[RationaleExample]:
+    """StrategyQA JSON list ``{qid, question, answer: bool, facts: [str], ...}``.
+
+    rationale = the ``facts``, each made a sentence, joined with spaces (``decomposition`` unused); answer yes/no.
+    """
+    path = pathlib.Path(path)
+    data = _read_json(path)
+    if not isinstance(data, list):
+        raise CorpusFormatError(path, "top level", "expected a JSON list of questions")
+    out = []
+    for index, rec in enumerate(data):
+        where = f"index {index}"
+        question = _get(rec, "question", path, where)
+        answer = _get(rec, "answer", path, where, bool)
+        facts = _get(rec, "facts", path, where, list)
+        if not all(isinstance(fact, str) for fact in facts):
+            raise CorpusFormatError(path, where, "field 'facts' should be a list of strings", "facts")
+        rationale = " ".join(as_sentence(fact) for fact in facts if fact.strip())
+        qid = str(rec.get("qid", f"{path.name}:{index}"))
+        out.append(RationaleExample("strategyqa", question.strip(), rationale, "yes" if answer else "no", qid))
+    return out
+
+
+def _cqa_question(rec: Any, path: pathlib.Path, where: str) -> tuple[str, str, str]:
+    """CommonsenseQA record -> (id, prompt with options, answer text)."""
+    qid = _get(rec, "id", path, where)
+    where = f"{where} (id {qid})"
+    key = _get(rec, "answerKey", path, where).strip()
+    question = _get(rec, "question", path, where, dict)
+    stem = _get(question, "stem", path, where)
+    choices = []
+    for choice in _get(question, "choices", path, where, list):
+        choices.append((_get(choice, "label", path, where), _get(choice, "text", path, where)))
+    texts = dict(choices)
+    if key not in texts:
+        raise CorpusFormatError(path, where, f"field 'answerKey' {key!r} is not a choice label", "answerKey")
+    answer = _need_answer(clean_answer(texts[key]), path, where, "choices")
+    return qid, f"{stem.strip()}\n{options_line(choices)}", answer
+
+
+def read_cqa_questions(paths: Sequence[PathLike]) -> dict[str, tuple[str, str, str, str]]:
+    """CommonsenseQA jsonl files -> ``{id: (prompt, answer, file name, record)}`` (first occurrence wins)."""
+    out: dict[str, tuple[str, str, str, str]] = {}
+    for path in map(pathlib.Path, paths):
+        for where, rec in _read_jsonl(path):
+            qid, prompt, answer = _cqa_question(rec, path, where)
+            out.setdefault(qid, (prompt, answer, str(path), where))
+    return out
+
+
+def read_cos_e(questions_path: PathLike, explanation_paths: Sequence[PathLike]) -> list[RationaleExample]:
+    """CoS-E: CommonsenseQA questions joined by id with open-ended explanations.
+
+    ``explanation_paths`` are CoS-E jsonl files ``{id, explanation: {open-ended, selected}}`` in priority order: the
+    first file holding an id supplies its explanation. Every question needs an explanation in some file.
+    """
+    questions_path = pathlib.Path(questions_path)
+    explanations: dict[str, str] = {}
+    for path in map(pathlib.Path, explanation_paths):
+        for where, rec in _read_jsonl(path):
+            qid = _get(rec, "id", path, where)
+            explanation = _get(rec, "explanation", path, f"{where} (id {qid})", dict)
+            text = _get(explanation, "open-ended", path, f"{where} (id {qid})")
+            explanations.setdefault(qid, text)
+    out = []
+    for where, rec in _read_jsonl(questions_path):
+        qid, prompt, answer = _cqa_question(rec, questions_path, where)
+        if qid not in explanations:
+            names = ", ".join(str(p) for p in explanation_paths)
+            raise CorpusFormatError(questions_path, f"{where} (id {qid})", f"no CoS-E explanation in {names}")
+        out.append(RationaleExample("cos_e", prompt, capitalized(as_sentence(explanations[qid])), answer, qid))
+    return out
+
+
+def read_ecqa(annotations_path: PathLike, question_paths: Sequence[PathLike],
+              ids_path: PathLike | None = None) -> list[RationaleExample]:
+    """ECQA: ``ecqa.jsonl`` ``{id, positives, negatives, explanation}`` joined with CommonsenseQA questions.
+
+    rationale = the free-flow ``explanation`` (positive/negative properties unused). Order and membership follow
+    ``ids_path`` (an author split list, one id a line) when given, else the question files. As in the authors'
+    join script, the first annotation of an id wins and ids without an annotation are left out; an id in the
+    split list without a CommonsenseQA question is an error.
+    """
+    annotations_path = pathlib.Path(annotations_path)
+    explanations: dict[str, str] = {}
+    for where, rec in _read_jsonl(annotations_path):
+        qid = _get(rec, "id", annotations_path, where)
+        text = _get(rec, "explanation", annotations_path, f"{where} (id {qid})")
+        explanations.setdefault(qid, text)
+    questions = read_cqa_questions(question_paths)
+    if ids_path is not None:
+        ids_path = pathlib.Path(ids_path)
+        ids = [(f"line {n}", line.strip()) for n, line in enumerate(_read_lines(ids_path), 1) if line.strip()]
+        for where, qid in ids:
+            if qid not in questions:
+                files = ", ".join(str(p) for p in question_paths)
+                raise CorpusFormatError(ids_path, f"{where} (id {qid})", f"id not found in the questions {files}")
+        order = [qid for _, qid in ids]
+    else:
+        order = list(questions)
+    out = []
+    for qid in order:
+        if qid in explanations:
+            prompt, answer, _, _ = questions[qid]
+            out.append(RationaleExample("ecqa", prompt, capitalized(as_sentence(explanations[qid])), answer, qid))
+    return out
+
+
+ESNLI_LABELS = ("entailment", "neutral", "contradiction")
+
+
+def _esnli_example(premise: str, hypothesis: str, label: str, explanation: str, rid: str) -> RationaleExample:
+    rationale = capitalized(as_sentence(detokenize(explanation)))
+    prompt = f"Premise: {detokenize(premise)}\nHypothesis: {detokenize(hypothesis)}"
+    return RationaleExample("esnli", prompt, rationale, label, rid)
+
+
+def read_esnli_lines(directory: PathLike, split: str) -> list[RationaleExample]:
+    """e-SNLI line-aligned files ``s1.X``, ``s2.X``, ``labels.X``, ``preproc1_expl_1.X`` (tokenized text).
+
+    prompt = ``Premise: ..\\nHypothesis: ..``; answer = the label; rationale = explanation 1. Text is lightly
+    detokenized (no space before punctuation or inside contractions) and the explanation's first letter is
+    capitalised (the ``preproc1`` files are lower-cased).
+    """
+    directory = pathlib.Path(directory)
+    names = ("s1", "s2", "labels", "preproc1_expl_1")
+    columns = {name: _read_lines(directory / f"{name}.{split}") for name in names}
+    counts = {name: len(lines) for name, lines in columns.items()}
+    if len(set(counts.values())) != 1:
+        raise CorpusFormatError(directory / f"labels.{split}", "file", f"line counts differ across files: {counts}")
+    out = []
+    for i, (premise, hypothesis, label, explanation) in enumerate(zip(*columns.values())):
+        label = label.strip()
+        if label not in ESNLI_LABELS:
+            raise CorpusFormatError(directory / f"labels.{split}", f"line {i + 1}",
+                                    f"label {label!r} is not one of {ESNLI_LABELS}", "labels")
+        out.append(_esnli_example(premise, hypothesis, label, explanation, f"{split}:{i + 1}"))
+    return out
+
+
+def read_esnli_csv(paths: Sequence[PathLike]) -> list[RationaleExample]:
+    """e-SNLI csv files (``esnli_train_1.csv`` ...): columns ``pairID, gold_label, Sentence1, Sentence2,
+    Explanation_1, ...``; same mapping as :func:`read_esnli_lines`."""
+    out = []
+    for path in map(pathlib.Path, paths):
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            for column in ("gold_label", "Sentence1", "Sentence2", "Explanation_1"):
+                if column not in (reader.fieldnames or []):
+                    raise CorpusFormatError(path, "header", f"missing column {column!r}", column)
+            for row in reader:
+                where = f"line {reader.line_num}"
+                label = (row["gold_label"] or "").strip()
+                if label not in ESNLI_LABELS:
+                    raise CorpusFormatError(path, where, f"gold_label {label!r} is not one of {ESNLI_LABELS}",
+                                            "gold_label")
+                rid = row.get("pairID") or f"{path.name}:{reader.line_num}"
+                out.append(_esnli_example(row["Sentence1"] or "", row["Sentence2"] or "", label,
+                                          row["Explanation_1"] or "", rid))
+    return out
+
+
+def pick_winowhy_reason(reasons: list[Any], path: PathLike, where: str) -> str | None:
+    """The 'Valid' human reason with the highest score (first on ties); else any 'Valid' one; else None."""
+    parsed = []
+    for k, reason in enumerate(reasons):
+        if not (isinstance(reason, list) and len(reason) == 4 and isinstance(reason[0], str)
+                and isinstance(reason[2], (int, float))):
+            raise CorpusFormatError(path, f"{where} reason {k}", "reason should be [text, source, score, label]",
+                                    "reasons")
+        parsed.append(reason)
+    for wanted_source in ("human", None):
+        valid = [r for r in parsed if r[3] == "Valid" and (wanted_source is None or r[1] == wanted_source)]
+        if valid:
+            return max(valid, key=lambda r: r[2])[0]  # max keeps the first of equal scores
+    return None
+
+
+def read_winowhy(path: PathLike) -> list[RationaleExample]:
+    """WinoWhy ``winowhy.json``: list of ``{text: {txt1, pron, txt2}, answers: [A, B], correctAnswer, reasons}``.
+
+    prompt = the sentence, the pronoun question and the two candidates; answer = the correct candidate's text;
+    rationale = :func:`pick_winowhy_reason`. Questions with no 'Valid' reason are left out.
+    """
+    path = pathlib.Path(path)
+    data = _read_json(path)
+    if not isinstance(data, list):
+        raise CorpusFormatError(path, "top level", "expected a JSON list of questions")
+    out = []
+    for index, rec in enumerate(data):
+        where = f"index {index}"
+        text = _get(rec, "text", path, where, dict)
+        txt1, pron, txt2 = (_get(text, key, path, where) for key in ("txt1", "pron", "txt2"))
+        answers = _get(rec, "answers", path, where, list)
+        correct = _get(rec, "correctAnswer", path, where).strip().rstrip(".")
+        if len(answers) != 2 or correct not in ("A", "B") or not all(isinstance(a, str) for a in answers):
+            raise CorpusFormatError(path, where, "expected two 'answers' and 'correctAnswer' A or B", "answers")
+        reason = pick_winowhy_reason(_get(rec, "reasons", path, where, list), path, where)
+        if reason is None:
+            continue
+        sentence = re.sub(r"\s+([.,;:!?])", r"\1", one_line(f"{txt1} {pron} {txt2}"))
+        a, b = (one_line(x) for x in answers)
+        prompt = (f'{sentence}\nQuestion: In the sentence above, who or what does "{pron.strip()}" refer to?\n'
+                  f"{options_line([('A', a), ('B', b)])}")
+        answer = clean_answer(answers["AB".index(correct)])
+        out.append(RationaleExample("winowhy", prompt, capitalized(as_sentence(reason)), answer, f"winowhy:{index}"))
+    return out
+
+
+def _math_example(rec: Any, path: pathlib.Path, where: str, rid: str) -> RationaleExample:
+    problem = _get(rec, "problem", path, where)
+    solution = _get(rec, "solution", path, where)
+    boxed = extract_boxed(solution)
+    if boxed is None:
+        raise CorpusFormatError(path, where, "field 'solution' has no complete \\boxed{...} answer", "solution")
+    answer = _need_answer(one_line(boxed), path, where, "solution")
+    return RationaleExample("math", problem.strip(), as_sentence(solution), answer, rid)
+
+
+def read_math_jsonl(path: PathLike) -> list[RationaleExample]:
+    """MATH problems as jsonl ``{problem, level, type, solution}`` (e.g. a subset file).
+
+    answer = content of the last ``\\boxed{..}`` (balanced braces); rationale = the full solution (box kept).
+    """
+    path = pathlib.Path(path)
+    return [_math_example(rec, path, where, f"{path.name}:{where[5:]}") for where, rec in _read_jsonl(path)]
+
+
+def read_math_dir(directory: PathLike) -> list[RationaleExample]:
+    """MATH's original release layout: ``<split>/<subject>/<n>.json``, one problem per file (sorted paths)."""
+    directory = pathlib.Path(directory)
+    files = sorted(directory.glob("*/*.json"), key=lambda p: (p.parent.name, int(p.stem) if p.stem.isdigit() else -1,
+                                                               p.stem))
+    out = []
+    for path in files:
+        rid = f"{path.parent.name}/{path.name}"
+        out.append(_math_example(_read_json(path), path, "file", rid))
+    return out
+
+
+_PROOF_REF = re.compile(r"\b(triple\d+|rule\d+|int\d+)\b")
+PROOFWRITER_NO_PROOF = {
+    "Unknown": "The facts and rules neither prove nor disprove the statement.",
+    "False": "The statement cannot be proved from the facts and rules.",
+    "True": "The statement follows from the facts and rules.",
+}
+
+
+def proofwriter_rationale(rec: dict, question: dict, path: PathLike, where: str, answer: str) -> str:
+    """Natural-language rendering of the first proof in ``proofsWithIntermediates``.
+
+    The texts of the facts (``tripleN``), rules (``ruleN``) and intermediate conclusions (``intN``) in the order
+    they appear in the proof's representation -- premises before the conclusion drawn from them -- each used
+    once. Without a proof (``Unknown``, closed-world ``False``) a fixed sentence per answer is used.
+    """
+    proofs = question.get("proofsWithIntermediates") or []
+    if not proofs:
+        return PROOFWRITER_NO_PROOF[answer]
+    proof = proofs[0]
+    representation = _get(proof, "representation", path, where)
+    texts = {}
+    for kind in ("triples", "rules"):
+        for key, value in (rec.get(kind) or {}).items():
+            texts[key] = value.get("text") if isinstance(value, dict) else None
+    for key, value in (proof.get("intermediates") or {}).items():
+        texts[key] = value.get("text") if isinstance(value, dict) else None
+    sentences: list[str] = []
+    for ref in dict.fromkeys(_PROOF_REF.findall(representation)):
+        if not isinstance(texts.get(ref), str):
+            raise CorpusFormatError(path, where, f"proof refers to {ref!r}, which has no text in the record",
+                                    "proofsWithIntermediates")
+        sentences.append(as_sentence(texts[ref]))
+    return " ".join(sentences)
+
+
+def read_proofwriter(path: PathLike) -> list[RationaleExample]:
+    """ProofWriter ``meta-<split>.jsonl``: ``{id, theory, triples, rules, questions: {Qn: {question, answer,
+    proofsWithIntermediates, ...}}}``; one example per question.
+
+    prompt = ``{theory}\\nStatement: {question}``; answer = ``True``/``False``/``Unknown``; rationale =
+    :func:`proofwriter_rationale`.
+    """
+    path = pathlib.Path(path)
+    out = []
+    for where, rec in _read_jsonl(path):
+        rid = _get(rec, "id", path, where)
+        theory = _get(rec, "theory", path, f"{where} (id {rid})")
+        questions = _get(rec, "questions", path, f"{where} (id {rid})", dict)
+        for qid, question in questions.items():
+            qwhere = f"{where} (id {rid}, question {qid})"
+            statement = _get(question, "question", path, qwhere)
+            raw = _get(question, "answer", path, qwhere, (bool, str))
+            answer = str(raw).strip().capitalize() if not isinstance(raw, bool) else str(raw)
+            if answer not in PROOFWRITER_NO_PROOF:
+                raise CorpusFormatError(path, qwhere, f"answer {raw!r} is not True, False or Unknown", "answer")
+            rationale = proofwriter_rationale(rec, question, path, qwhere, answer)
+            prompt = f"{theory.strip()}\nStatement: {statement.strip()}"
+            out.append(RationaleExample("proofwriter", prompt, rationale, answer, f"{rid}/{qid}"))
+    return out
+
+
+def read_coqa(path: PathLike) -> list[RationaleExample]:
+    """CoQA ``coqa-<split>-v1.0.json``: ``{data: [{id, story, questions: [{input_text, turn_id}], answers:
+    [{span_text, input_text, turn_id}]}]}``; one example per turn.
+
+    prompt = the story, the earlier turns as ``Q: ..\\nA: ..`` lines (CoQA questions lean on them), then
+    ``Q: {question}``; rationale = the answer's ``span_text``; answer = its free-form ``input_text``.
+    """
+    path = pathlib.Path(path)
+    top = _read_json(path)
+    stories = _get(top, "data", path, "top level", list)
+    out = []
+    for index, story in enumerate(stories):
+        where = f"index {index}"
+        sid = str(story.get("id", index)) if isinstance(story, dict) else str(index)
+        where = f"{where} (id {sid})"
+        text = _get(story, "story", path, where)
+        answers = {}
+        for answer in _get(story, "answers", path, where, list):
+            turn = _get(answer, "turn_id", path, where, int)
+            answers[turn] = answer
+        history: list[str] = []
+        for question in sorted(_get(story, "questions", path, where, list),
+                               key=lambda q: q.get("turn_id", 0) if isinstance(q, dict) else 0):
+            turn = _get(question, "turn_id", path, where, int)
+            twhere = f"{where} turn {turn}"
+            asked = one_line(_get(question, "input_text", path, twhere))
+            if turn not in answers:
+                raise CorpusFormatError(path, twhere, "question has no answer with the same turn_id", "answers")
+            reply = clean_answer(_get(answers[turn], "input_text", path, twhere))
+            span = _get(answers[turn], "span_text", path, twhere)
+            prompt = text.strip() + "\n\n" + "".join(history) + f"Q: {asked}"
+            out.append(RationaleExample("coqa", prompt, capitalized(as_sentence(span)),
+                                        _need_answer(reply, path, twhere, "input_text"), f"{sid}/{turn}"))
+            history.append(f"Q: {asked}\nA: {reply}\n")
+    return out
