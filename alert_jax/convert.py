@@ -1,0 +1,640 @@
+"""Checkpoint conversion: Hugging Face OPT (safetensors, sharded safetensors, pytorch ``.bin``) and metaseq
+consolidated checkpoints <-> alert_jax :class:`~alert_jax.models.opt.OPT`.
+
+Weight layouts (HF ``nn.Linear`` stores ``weight [out, in]``; alert_jax stores ``kernel [in, ...out]``)::
+
+    decoder.embed_tokens.weight         [V, E]    -> token_embedding          (same)
+    decoder.embed_positions.weight      [P+2, D]  -> position_embedding       (same)
+    decoder.project_in.weight           [D, E]    -> project_in_kernel [E, D] (transpose)
+    decoder.project_out.weight          [E, D]    -> project_out_kernel [D, E]
+    decoder.final_layer_norm.{weight,bias}        -> final_ln_{scale,bias}
+    decoder.layers.i.self_attn.{q,k,v}_proj.weight [D, D] -> layers.{q,k,v}_kernel[i] [D, N, H]
+    decoder.layers.i.self_attn.{q,k,v}_proj.bias   [D]    -> layers.{q,k,v}_bias[i]   [N, H]
+    decoder.layers.i.self_attn.out_proj.weight     [D, D] -> layers.out_kernel[i]     [N, H, D]
+    decoder.layers.i.self_attn_layer_norm.*        -> layers.attn_ln_*[i]
+    decoder.layers.i.fc1.weight [F, D] / fc2.weight [D, F] -> layers.fc1_kernel[i] [D, F] / fc2_kernel[i] [F, D]
+    decoder.layers.i.final_layer_norm.*            -> layers.ffn_ln_*[i]
+    lm_head.weight                                 tied to embed_tokens (checked equal, then ignored)
+
+HF names may carry a ``model.`` prefix (``OPTForCausalLM``) or not (``OPTModel``). metaseq names differ only in
+``decoder.layer_norm`` (final LN), ``decoder.project_{in,out}_dim`` and, in some checkpoints, a fused
+``self_attn.qkv_proj`` whose rows are ordered K, V, Q (metaseq's sequence-parallel layer).
+
+Loading checks every weight before anything is allocated: a missing, unexpected or mis-shaped weight raises
+:class:`CheckpointError` naming it (and both shapes). Arrays are placed one parameter at a time, directly with
+their sharding on ``mesh`` (``jax.make_array_from_callback``: each process builds only its own shards).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from alert_jax.models.opt import OPT, abstract_model
+from alert_jax.models.sizes import ARCHITECTURE_FIELDS, RUNTIME_FIELDS, OPTConfig
+from alert_jax.sharding import logical_sharding
+
+WEIGHT_FILES: tuple[str, ...] = (
+    "model.safetensors.index.json",
+    "model.safetensors",
+    "pytorch_model.bin.index.json",
+    "pytorch_model.bin",
+)
+_IGNORED_SUFFIXES = ("version", "_float_tensor")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not match the model it is loaded into (or cannot be found / read)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The name/shape/transform table
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rule:
+    """How one alert_jax param relates to HF tensor(s): ``hf`` is a name (``{i}`` = layer index for stacked
+    params), ``hf_shape`` the HF tensor shape, ``to_ours``/``to_hf`` the per-tensor transforms."""
+
+    hf: str
+    hf_shape: tuple[int, ...]
+    to_ours: Callable[[np.ndarray], np.ndarray]
+    to_hf: Callable[[np.ndarray], np.ndarray]
+    stacked: bool
+
+
+def _rules(c: OPTConfig) -> dict[tuple[str, ...], _Rule]:
+    D, N, H, F, E = c.hidden_size, c.num_heads, c.head_dim, c.ffn_dim, c.embed_dim
+    same = lambda a: a  # noqa: E731
+    T = lambda a: a.T  # noqa: E731
+    rules: dict[tuple[str, ...], _Rule] = {
+        ("token_embedding",): _Rule("decoder.embed_tokens.weight", (c.vocab_size, E), same, same, False),
+        ("position_embedding",): _Rule(
+            "decoder.embed_positions.weight", (c.max_position_embeddings + 2, D), same, same, False
+        ),
+    }
+    if c.has_projection:
+        rules[("project_in_kernel",)] = _Rule("decoder.project_in.weight", (D, E), T, T, False)
+        rules[("project_out_kernel",)] = _Rule("decoder.project_out.weight", (E, D), T, T, False)
+    if c.has_final_layer_norm:
+        rules[("final_ln_scale",)] = _Rule("decoder.final_layer_norm.weight", (D,), same, same, False)
+        rules[("final_ln_bias",)] = _Rule("decoder.final_layer_norm.bias", (D,), same, same, False)
+
+    def layer(name: str, hf: str, shape: tuple[int, ...], to_ours: Callable, to_hf: Callable) -> None:
+        rules[("layers", name)] = _Rule("decoder.layers.{i}." + hf, shape, to_ours, to_hf, True)
+
+    for p in ("q", "k", "v"):
+        layer(f"{p}_kernel", f"self_attn.{p}_proj.weight", (D, D), lambda w: w.T.reshape(D, N, H),
+              lambda a: a.reshape(D, N * H).T)
+        layer(f"{p}_bias", f"self_attn.{p}_proj.bias", (D,), lambda b: b.reshape(N, H), lambda a: a.reshape(N * H))
+    layer("out_kernel", "self_attn.out_proj.weight", (D, D), lambda w: w.T.reshape(N, H, D),
+          lambda a: a.reshape(N * H, D).T)
+    layer("out_bias", "self_attn.out_proj.bias", (D,), same, same)
+    layer("attn_ln_scale", "self_attn_layer_norm.weight", (D,), same, same)
+    layer("attn_ln_bias", "self_attn_layer_norm.bias", (D,), same, same)
+    layer("fc1_kernel", "fc1.weight", (F, D), T, T)
+    layer("fc1_bias", "fc1.bias", (F,), same, same)
+    layer("fc2_kernel", "fc2.weight", (D, F), T, T)
+    layer("fc2_bias", "fc2.bias", (D,), same, same)
+    layer("ffn_ln_scale", "final_layer_norm.weight", (D,), same, same)
+    layer("ffn_ln_bias", "final_layer_norm.bias", (D,), same, same)
+    return rules
+
+
+def expected_hf_shapes(config: OPTConfig) -> dict[str, tuple[int, ...]]:
+    """``{canonical HF name (no 'model.' prefix): shape}`` for every tensor the config implies."""
+    out = {}
+    for rule in _rules(config).values():
+        if rule.stacked:
+            out.update({rule.hf.format(i=i): rule.hf_shape for i in range(config.num_layers)})
+        else:
+            out[rule.hf] = rule.hf_shape
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tensor sources
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _torch_to_numpy(t: Any) -> np.ndarray:
+    if isinstance(t, np.ndarray):
+        return t
+    import torch  # lazily: only .bin files and metaseq checkpoints need torch
+
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return t.numpy()
+
+
+class _Source:
+    """Read-only view of named tensors: canonical name -> (shape, loader). ``origin`` names it in errors."""
+
+    def __init__(self, origin: str):
+        self.origin = origin
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._loaders: dict[str, Callable[[], np.ndarray]] = {}
+
+    def add(self, name: str, shape: Iterable[int], loader: Callable[[], np.ndarray]) -> None:
+        if name in self._shapes:
+            raise CheckpointError(f"{self.origin}: weight {name!r} appears twice (with and without 'model.' prefix?)")
+        self._shapes[name] = tuple(int(s) for s in shape)
+        self._loaders[name] = loader
+
+    def names(self) -> set[str]:
+        return set(self._shapes)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._shapes[name]
+
+    def get(self, name: str) -> np.ndarray:
+        return np.asarray(self._loaders[name]())
+
+    def pop(self, name: str) -> None:
+        self._shapes.pop(name, None)
+        self._loaders.pop(name, None)
+
+
+def _canonical_hf_name(name: str) -> str:
+    return name[len("model."):] if name.startswith("model.") else name
+
+
+def _add_safetensors(source: _Source, file: pathlib.Path, only: set[str] | None = None) -> None:
+    from safetensors import safe_open
+
+    if not file.is_file():
+        raise CheckpointError(f"{source.origin}: weights file {file.name} (listed in the index) does not exist")
+    with safe_open(str(file), framework="np") as f:
+        for raw in f.keys():
+            if only is not None and raw not in only:
+                continue
+            shape = f.get_slice(raw).get_shape()
+
+            def load(raw: str = raw) -> np.ndarray:
+                with safe_open(str(file), framework="np") as g:
+                    return g.get_tensor(raw)
+
+            source.add(_canonical_hf_name(raw), shape, load)
+
+
+def _add_torch_bin(source: _Source, file: pathlib.Path) -> None:
+    import torch
+
+    if not file.is_file():
+        raise CheckpointError(f"{source.origin}: weights file {file.name} (listed in the index) does not exist")
+    try:
+        sd = torch.load(str(file), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
+        raise CheckpointError(f"{file}: cannot read as a PyTorch state dict ({type(e).__name__}: {e})") from e
+    for raw, t in sd.items():
+        if hasattr(t, "shape"):
+            source.add(_canonical_hf_name(raw), tuple(t.shape), lambda t=t: _torch_to_numpy(t))
+
+
+def _open_hf_weights(directory: pathlib.Path) -> _Source:
+    source = _Source(str(directory))
+    for name in WEIGHT_FILES:
+        file = directory / name
+        if not file.is_file():
+            continue
+        if name.endswith(".index.json"):
+            try:
+                weight_map = json.loads(file.read_text())["weight_map"]
+            except (ValueError, KeyError) as e:
+                raise CheckpointError(f"{file}: not a valid weight index (needs a 'weight_map' object): {e}") from e
+            by_file: dict[str, set[str]] = {}
+            for raw, shard in weight_map.items():
+                by_file.setdefault(shard, set()).add(raw)
+            for shard, raws in sorted(by_file.items()):
+                if name.startswith("model.safetensors"):
+                    _add_safetensors(source, directory / shard, raws)
+                else:
+                    _add_torch_bin(source, directory / shard)
+        elif name.endswith(".safetensors"):
+            _add_safetensors(source, file)
+        else:
+            _add_torch_bin(source, file)
+        return source
+    raise CheckpointError(
+        f"no weights file in {directory}: looked for {', '.join(WEIGHT_FILES)}"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Validation and assembly
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _check_tied_head(source: _Source, name: str) -> None:
+    """A stored LM head must equal the token embedding (OPT ties them); then it is dropped."""
+    if name not in source.names():
+        return
+    emb = "decoder.embed_tokens.weight"
+    if emb in source.names():
+        if source.shape(name) != source.shape(emb):
+            raise CheckpointError(
+                f"{source.origin}: weight {name} has shape {source.shape(name)} but the tied "
+                f"{emb} has shape {source.shape(emb)}"
+            )
+        if not np.array_equal(source.get(name), source.get(emb)):
+            raise CheckpointError(
+                f"{source.origin}: {name} differs from {emb}; OPT ties the LM head to the token embedding and "
+                "untied heads are not supported"
+            )
+    source.pop(name)
+
+
+def _validate(source: _Source, config: OPTConfig, config_origin: str) -> None:
+    expected = expected_hf_shapes(config)
+    names = {n for n in source.names() if not n.endswith(_IGNORED_SUFFIXES)}
+    missing = sorted(set(expected) - names, key=_natural_key)
+    unexpected = sorted(names - set(expected), key=_natural_key)
+    if missing:
+        raise CheckpointError(
+            f"{source.origin}: missing weight(s) {_few(missing)} required by the config from {config_origin}"
+        )
+    if unexpected:
+        raise CheckpointError(
+            f"{source.origin}: unexpected weight(s) {_few(unexpected)} not used by the config from {config_origin} "
+            f"(layers={config.num_layers}, word_embed_proj_dim={config.embed_dim}, "
+            f"do_layer_norm_before={config.do_layer_norm_before})"
+        )
+    for name in sorted(expected, key=_natural_key):
+        if source.shape(name) != expected[name]:
+            raise CheckpointError(
+                f"{source.origin}: weight {name} has shape {source.shape(name)} in the checkpoint but the config "
+                f"from {config_origin} expects shape {expected[name]}"
+            )
+
+
+def _natural_key(name: str) -> list[Any]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _few(names: list[str], k: int = 5) -> str:
+    shown = ", ".join(names[:k])
+    return shown + (f" ... ({len(names)} in all)" if len(names) > k else "")
+
+
+def _place(array: np.ndarray, var: nnx.Variable, mesh: jax.sharding.Mesh | None) -> jax.Array:
+    if mesh is None:
+        return jnp.asarray(array)
+    sharding = logical_sharding(mesh, var.get_metadata().get("out_sharding"))
+    return jax.make_array_from_callback(array.shape, sharding, lambda idx: array[idx])
+
+
+def _build(config: OPTConfig, source: _Source, mesh: jax.sharding.Mesh | None, config_origin: str) -> OPT:
+    """Validates ``source`` against ``config`` and assembles the model, one parameter at a time."""
+    _check_tied_head(source, "lm_head.weight")
+    _validate(source, config, config_origin)
+    rules = _rules(config)
+    dtype = jnp.dtype(config.param_dtype)
+    graphdef, state = nnx.split(abstract_model(config))
+
+    def fill(path: tuple, var: nnx.Variable) -> nnx.Variable:
+        key = tuple(str(p) for p in path)
+        rule = rules[key]
+        if rule.stacked:
+            array = np.stack(
+                [rule.to_ours(source.get(rule.hf.format(i=i))) for i in range(config.num_layers)]
+            )
+        else:
+            array = rule.to_ours(source.get(rule.hf))
+        array = np.ascontiguousarray(array.astype(dtype))
+        if array.shape != tuple(var.shape):  # the rule table and the model disagree: a bug, not a bad file
+            raise AssertionError(f"{key}: converted shape {array.shape} != model shape {tuple(var.shape)}")
+        return var.replace(_place(array, var, mesh))
+
+    state = nnx.map_state(fill, state)
+    return nnx.merge(graphdef, state)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Hugging Face
+# ----------------------------------------------------------------------------------------------------------------
+
+_HF_DEFAULTS: dict[str, Any] = {  # transformers' OPTConfig defaults, used for keys a config.json leaves out
+    "vocab_size": 50272,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "ffn_dim": 3072,
+    "max_position_embeddings": 2048,
+    "do_layer_norm_before": True,
+    "word_embed_proj_dim": None,
+    "dropout": 0.1,
+    "attention_dropout": 0.0,
+    "num_attention_heads": 12,
+}
+# config.json entries we do not implement, with the only value we accept.
+_HF_REQUIRED: dict[str, Any] = {
+    "activation_function": "relu",
+    "enable_bias": True,
+    "layer_norm_elementwise_affine": True,
+    "_remove_final_layer_norm": False,
+    "tie_word_embeddings": True,
+    "layerdrop": 0.0,
+}
+
+
+def _hf_directory(path: str | os.PathLike) -> pathlib.Path:
+    p = pathlib.Path(path).expanduser()
+    return p.parent if p.is_file() else p
+
+
+def load_hf_config(path: str | os.PathLike) -> OPTConfig:
+    """OPTConfig from a HF ``config.json`` (``path`` = the file, its directory, or a weights file beside it).
+    Runtime fields (dtype, remat, attention impl) get their defaults; dropout rates come from the file."""
+    directory = _hf_directory(path)
+    file = pathlib.Path(path) if str(path).endswith(".json") else directory / "config.json"
+    if not file.is_file():
+        raise CheckpointError(f"no config.json in {directory} (a Hugging Face OPT checkpoint directory needs one)")
+    try:
+        raw = json.loads(file.read_text())
+    except ValueError as e:
+        raise CheckpointError(f"{file}: not valid JSON ({e})") from e
+    if raw.get("model_type", "opt") != "opt":
+        raise CheckpointError(f"{file}: model_type is {raw.get('model_type')!r}, expected 'opt'")
+    for key, value in _HF_REQUIRED.items():
+        if key in raw and raw[key] != value:
+            raise CheckpointError(f"{file}: {key}={raw[key]!r} is not supported (alert_jax's OPT needs {value!r})")
+    h = {**_HF_DEFAULTS, **{k: v for k, v in raw.items() if k in _HF_DEFAULTS}}
+    hidden = int(h["hidden_size"])
+    proj = h["word_embed_proj_dim"]
+    try:
+        return OPTConfig(
+            hidden_size=hidden,
+            ffn_dim=int(h["ffn_dim"]),
+            num_layers=int(h["num_hidden_layers"]),
+            num_heads=int(h["num_attention_heads"]),
+            vocab_size=int(h["vocab_size"]),
+            max_position_embeddings=int(h["max_position_embeddings"]),
+            word_embed_proj_dim=None if proj is None or int(proj) == hidden else int(proj),
+            do_layer_norm_before=bool(h["do_layer_norm_before"]),
+            dropout=float(h["dropout"]),
+            attention_dropout=float(h["attention_dropout"]),
+        )
+    except ValueError as e:
+        raise CheckpointError(f"{file}: {e}") from e
+
+
+def hf_config_dict(config: OPTConfig, dtype: str = "float32") -> dict[str, Any]:
+    """The ``config.json`` transformers' ``OPTForCausalLM`` expects for ``config``."""
+    return {
+        "architectures": ["OPTForCausalLM"],
+        "model_type": "opt",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_layers,
+        "ffn_dim": config.ffn_dim,
+        "num_attention_heads": config.num_heads,
+        "max_position_embeddings": config.max_position_embeddings,
+        "word_embed_proj_dim": config.embed_dim,
+        "do_layer_norm_before": config.do_layer_norm_before,
+        "_remove_final_layer_norm": False,
+        "dropout": config.dropout,
+        "attention_dropout": config.attention_dropout,
+        "activation_function": "relu",
+        "layerdrop": 0.0,
+        "init_std": 0.02,
+        "enable_bias": True,
+        "layer_norm_elementwise_affine": True,
+        "tie_word_embeddings": True,
+        "use_cache": True,
+        "pad_token_id": 1,
+        "bos_token_id": 2,
+        "eos_token_id": 2,
+        "dtype": dtype,
+    }
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    return re.fullmatch(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+", spec) is not None
+
+
+def resolve_hf_path(path_or_hub_id: str | os.PathLike) -> pathlib.Path:
+    """A local directory for ``path_or_hub_id``: an existing path as is, else a Hub id ('facebook/opt-1.3b')
+    downloaded (or found in the local HF cache) with ``huggingface_hub.snapshot_download``."""
+    spec = str(path_or_hub_id)
+    path = pathlib.Path(spec).expanduser()
+    if path.exists():
+        return _hf_directory(path)
+    if not _looks_like_hub_id(spec):
+        raise CheckpointError(
+            f"{spec!r} is neither an existing file or directory nor a Hub id like 'facebook/opt-1.3b'"
+        )
+    try:
+        import huggingface_hub
+        from huggingface_hub import errors as hub_errors
+    except ImportError as e:
+        raise CheckpointError(
+            f"{spec!r} is not a local path, and downloading it from the Hub needs the huggingface_hub package"
+        ) from e
+    try:
+        directory = pathlib.Path(
+            huggingface_hub.snapshot_download(
+                spec, allow_patterns=["config.json", "model*.safetensors", "model.safetensors.index.json"]
+            )
+        )
+        if not any((directory / f).is_file() for f in WEIGHT_FILES):
+            directory = pathlib.Path(
+                huggingface_hub.snapshot_download(
+                    spec, allow_patterns=["config.json", "pytorch_model*.bin", "pytorch_model.bin.index.json"]
+                )
+            )
+    except (hub_errors.RepositoryNotFoundError, hub_errors.GatedRepoError) as e:
+        raise CheckpointError(
+            f"{spec!r} is not a local path and the Hugging Face Hub has no accessible repository of that name: {e}"
+        ) from e
+    except Exception as e:  # noqa: BLE001 - connection errors come in many types (httpx, OSError, offline mode)
+        raise CheckpointError(
+            f"{spec!r} is not a local path, and the Hugging Face Hub is unreachable ({type(e).__name__}: {e}); "
+            "download the checkpoint where there is network access and pass its local directory instead"
+        ) from e
+    return directory
+
+
+def from_hf(path_or_hub_id: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None, **overrides: Any) -> OPT:
+    """Loads a Hugging Face OPT checkpoint (directory, a file in it, or Hub id).
+
+    Args:
+      path_or_hub_id: directory holding ``config.json`` and ``model.safetensors`` / sharded safetensors with
+        ``model.safetensors.index.json`` / ``pytorch_model.bin`` (+ index); or a Hub id.
+      mesh: place params sharded on this mesh by their logical axes (None = default device).
+      **overrides: OPTConfig fields replacing the checkpoint's (dtype, param_dtype, remat_policy,
+        attention_impl, dropout, attention_dropout). Architecture overrides that contradict the weights fail
+        the shape check.
+    """
+    directory = resolve_hf_path(path_or_hub_id)
+    config = load_hf_config(directory)
+    if overrides:
+        config = dataclasses.replace(config, **overrides)
+    source = _open_hf_weights(directory)
+    return _build(config, source, mesh, str(directory / "config.json"))
+
+
+def _host_array(x: jax.Array) -> np.ndarray:
+    if getattr(x, "is_fully_addressable", True):
+        return np.asarray(jax.device_get(x))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def to_hf_state_dict(model: OPT, dtype: str | None = None) -> dict[str, np.ndarray]:
+    """``{'model.decoder...': numpy array}`` in HF layout (LM head omitted: tied). Every process must call it
+    for a model sharded across processes."""
+    config = model.config
+    rules = _rules(config)
+    out: dict[str, np.ndarray] = {}
+    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        rule = rules[tuple(str(p) for p in path)]
+        array = _host_array(var[...])
+        if dtype is not None:
+            array = array.astype(jnp.dtype(dtype))
+        if rule.stacked:
+            for i in range(config.num_layers):
+                out["model." + rule.hf.format(i=i)] = np.ascontiguousarray(rule.to_hf(array[i]))
+        else:
+            out["model." + rule.hf] = np.ascontiguousarray(rule.to_hf(array))
+    return out
+
+
+def to_hf(model: OPT, path: str | os.PathLike, *, dtype: str | None = None) -> pathlib.Path:
+    """Writes ``config.json`` + ``model.safetensors`` loadable by ``transformers.OPTForCausalLM.from_pretrained``.
+    ``dtype`` (e.g. 'float16') converts on the way out; default keeps the param dtype. Only process 0 writes."""
+    from safetensors.numpy import save_file
+
+    tensors = to_hf_state_dict(model, dtype)
+    directory = pathlib.Path(path).expanduser()
+    if jax.process_index() != 0:
+        return directory
+    directory.mkdir(parents=True, exist_ok=True)
+    out_dtype = dtype or model.config.param_dtype
+    (directory / "config.json").write_text(json.dumps(hf_config_dict(model.config, out_dtype), indent=2) + "\n")
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    return directory
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# metaseq
+# ----------------------------------------------------------------------------------------------------------------
+
+_METASEQ_RENAMES = (
+    ("decoder.layer_norm.", "decoder.final_layer_norm."),
+    ("decoder.project_in_dim.", "decoder.project_in."),
+    ("decoder.project_out_dim.", "decoder.project_out."),
+    ("decoder.output_projection.", "lm_head."),
+)
+
+
+def _metaseq_source(state: Mapping[str, Any], origin: str) -> _Source:
+    """HF-canonical view of a metaseq state dict (renames; fused K,V,Q ``qkv_proj`` split in three)."""
+    source = _Source(origin)
+    for raw, value in state.items():
+        if not hasattr(value, "shape"):
+            continue
+        name = raw[len("model."):] if raw.startswith("model.") else raw
+        for old, new in _METASEQ_RENAMES:
+            if name.startswith(old):
+                name = new + name[len(old):]
+        if ".self_attn.qkv_proj." in name:
+            rows = int(value.shape[0])
+            if rows % 3:
+                raise CheckpointError(f"{origin}: fused weight {raw} has {rows} rows, not divisible into K, V, Q")
+            part = rows // 3
+            for j, proj in enumerate(("k_proj", "v_proj", "q_proj")):  # metaseq's fused order is K, V, Q
+                source.add(
+                    name.replace(".qkv_proj.", f".{proj}."),
+                    (part, *value.shape[1:]),
+                    lambda v=value, j=j: _torch_to_numpy(v)[j * part:(j + 1) * part],
+                )
+        else:
+            source.add(name, tuple(value.shape), lambda v=value: _torch_to_numpy(v))
+    return source
+
+
+def from_metaseq(
+    file_or_dict: str | os.PathLike | Mapping[str, Any],
+    config: OPTConfig,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+    trust_pickle: bool = False,
+) -> OPT:
+    """Loads a consolidated (not model-parallel-sharded) metaseq checkpoint into the architecture ``config``.
+
+    ``file_or_dict``: a ``.pt`` file or an already loaded dict; either the full checkpoint (weights under
+    ``'model'``) or the weights dict itself. Files are read with ``torch.load(weights_only=True)``; checkpoints
+    that also pickle training args need ``trust_pickle=True`` (only for files you trust: unpickling runs code).
+    """
+    if isinstance(file_or_dict, Mapping):
+        state, origin = file_or_dict, "<metaseq state dict>"
+    else:
+        import torch
+
+        origin = str(file_or_dict)
+        if not pathlib.Path(origin).is_file():
+            raise CheckpointError(f"metaseq checkpoint {origin} does not exist")
+        try:
+            state = torch.load(origin, map_location="cpu", weights_only=not trust_pickle, mmap=True)
+        except Exception as e:  # noqa: BLE001
+            hint = (
+                "" if trust_pickle else
+                "; if it pickles training args besides tensors and you trust it, pass trust_pickle=True, or re-save "
+                "only its 'model' dict"
+            )
+            raise CheckpointError(f"{origin}: cannot read the checkpoint ({type(e).__name__}: {e}){hint}") from e
+    if "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]
+    return _build(config, _metaseq_source(state, origin), mesh, "the given OPTConfig")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# init_from strings
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def resolve_init(init_from: str, config: OPTConfig | None = None, mesh: jax.sharding.Mesh | None = None) -> OPT:
+    """Model for an ``init_from`` setting: ``'hf:PATH_OR_HUB_ID'`` or ``'metaseq:FILE'``.
+
+    For ``hf:`` the architecture comes from the checkpoint and ``config`` (if given) supplies the runtime fields
+    (dtype, param_dtype, remat_policy, attention_impl, dropout, attention_dropout); a differing architecture in
+    ``config`` only warns. ``metaseq:`` needs ``config`` for the architecture. ``ckpt:DIR`` is
+    ``alert_jax.checkpoint.restore_model``'s job.
+    """
+    kind, sep, arg = init_from.partition(":")
+    if not sep or not arg:
+        raise ValueError(f"init_from={init_from!r}: expected 'hf:PATH_OR_HUB_ID' or 'metaseq:FILE'")
+    if kind == "hf":
+        runtime = {f: getattr(config, f) for f in RUNTIME_FIELDS} if config is not None else {}
+        model = from_hf(arg, mesh=mesh, **runtime)
+        if config is not None:
+            diff = [f for f in ARCHITECTURE_FIELDS if getattr(config, f) != getattr(model.config, f)]
+            if diff:
+                warnings.warn(
+                    f"init_from={init_from!r}: the checkpoint's architecture differs from the configured model in "
+                    f"{diff}; using the checkpoint's",
+                    stacklevel=2,
+                )
+        return model
+    if kind == "metaseq":
+        if config is None:
+            raise ValueError(f"init_from={init_from!r}: metaseq checkpoints need the model config (model.size)")
+        return from_metaseq(arg, config, mesh=mesh)
+    if kind == "ckpt":
+        raise ValueError(f"init_from={init_from!r}: 'ckpt:' is restored by alert_jax.checkpoint.restore_model")
+    raise ValueError(f"init_from={init_from!r}: unknown kind {kind!r}; expected 'hf:' or 'metaseq:'")
