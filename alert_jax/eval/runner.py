@@ -1,0 +1,481 @@
+"""Evaluation runner: datasets x templates -> predictions files, ``scores.json``, ``report.md``, figures.
+
+For each task and template (DESIGN.md section 6):
+
+1. render every instance's prompt with ``templates.render`` under a token budget of ``context - max_new_tokens``
+   (``count_tokens`` = the tokenizer's length of ``[bos] + encode(text)``);
+2. tokenize (BOS first), decode with :class:`alert_jax.eval.generate.Generator` (buckets, fixed batch size, greedy
+   unless configured otherwise), cut each continuation at the first stop string;
+3. score with ``metrics.score_instances`` (EM / relaxed match on the extracted answer, ROUGE-L on the prediction);
+4. write ``predictions/<task>/<template>.jsonl`` (one record per instance: ``id, prompt, prediction, answer,
+   references, scores, finish, demos_dropped, input_chars_cut, overflow``) atomically.
+
+**Prompts that cannot fit** the context even with no demonstrations and an empty input (``RenderedPrompt.fits`` is
+False): with ``eval.on_overflow='empty'`` (default) they are not decoded, are scored as the empty prediction (0 on
+every metric), are flagged ``"overflow": true`` in the predictions file, logged, and counted as ``n_overflow`` in
+``scores.json`` and ``report.md``: the denominator of a task stays its first N instances, so scores stay comparable
+between templates and models. ``eval.on_overflow='error'`` stops with an error naming the task, instance and template.
+
+**Resume**: a predictions file is complete iff it exists and holds exactly the expected instance ids (it is written
+through a temporary file and renamed, so a killed run never leaves a partial file under the final name). Complete
+files are read back, not recomputed; when all are complete the model is not even loaded. ``eval_config.json`` in the
+workdir records the settings that decide the predictions; re-running with different ones is an error unless
+``eval.overwrite=True``.
+
+Only process 0 writes files; every process decodes (the model is sharded over all devices).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+import pathlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from alert_jax import sharding as sharding_lib
+from alert_jax.data import alert as alert_lib
+from alert_jax.data import niv2
+from alert_jax.data import templates as templates_lib
+from alert_jax.eval import generate as gen_lib
+from alert_jax.eval import metrics as metrics_lib
+from alert_jax.eval import report as report_lib
+
+log = logging.getLogger("alert_jax.eval")
+
+# Settings that change predictions: a resumed run must use the same values.
+_PREDICTION_KEYS = (
+    "init_from", "tokenizer", "model.size", "model.dtype", "eval.max_instances", "eval.num_demos",
+    "eval.max_new_tokens", "eval.context", "eval.stop_strings", "eval.temperature", "eval.top_p", "eval.on_overflow",
+    "seed",
+)
+
+
+class EvalConfigError(ValueError):
+    """A bad evaluation setting (unknown template, missing folder or checkpoint, changed settings on resume, ...)."""
+
+
+def is_writer() -> bool:
+    return jax.process_index() == 0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Settings
+
+
+def resolve_templates(spec: str | Sequence[str]) -> list[str]:
+    """'all' or comma-separated names -> registered template names; unknown names -> EvalConfigError listing them."""
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if str(s).strip()]
+    if not items:
+        raise EvalConfigError(f"eval.templates is empty; valid: 'all' or {', '.join(templates_lib.template_names())}")
+    out: list[str] = []
+    for item in items:
+        if item.lower() == "all":
+            out += templates_lib.template_names()
+            continue
+        try:
+            out.append(templates_lib.get_template(item).name)
+        except ValueError as e:
+            raise EvalConfigError(f"eval.templates: {e}") from None
+    return list(dict.fromkeys(out))
+
+
+def build_registry(spec: Any) -> alert_lib.Registry:
+    """``eval.registry`` -> Registry: '' (ALERT), 'synthetic', a JSON file, or 'skill:task[:held_out],...' entries."""
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        return alert_lib.ALERT
+    if isinstance(spec, alert_lib.Registry):
+        return spec
+    if isinstance(spec, str):
+        s = spec.strip()
+        if s.lower() == "synthetic":
+            from alert_jax.data import synthetic
+
+            return synthetic.synthetic_registry()
+        if s.endswith(".json") or os.path.isfile(s):
+            if not os.path.isfile(s):
+                raise EvalConfigError(f"eval.registry: file {s} does not exist")
+            with open(s, encoding="utf-8") as f:
+                return alert_lib.Registry.from_config(json.load(f))
+    try:
+        return alert_lib.Registry.from_config(spec)
+    except ValueError as e:
+        raise EvalConfigError(f"eval.registry: {e}") from None
+
+
+def _get(cfg: ml_collections.ConfigDict, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = node.get(part) if hasattr(node, "get") else None
+    return list(node) if isinstance(node, tuple) else node
+
+
+def _check_resume_settings(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
+    """Raises when ``workdir/eval_config.json`` records other prediction settings; returns the current ones."""
+    settings = {k: _get(cfg, k) for k in _PREDICTION_KEYS}
+    path = workdir / "eval_config.json"
+    if path.exists() and not cfg.eval.overwrite:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        changed = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        if changed:
+            diff = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            raise EvalConfigError(
+                f"workdir {workdir} holds predictions made with other settings ({diff}); use a new --workdir or "
+                f"--config.eval.overwrite=True"
+            )
+    return settings
+
+
+def _record_settings(cfg: ml_collections.ConfigDict, workdir: pathlib.Path, settings: Mapping[str, Any]) -> None:
+    if is_writer():
+        report_lib.atomic_write_text(workdir / "eval_config.json", json.dumps(settings, indent=2) + "\n")
+        report_lib.atomic_write_text(workdir / "config.json", cfg.to_json_best_effort(indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Model + tokenizer
+
+
+def load_model_and_tokenizer(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> tuple[Any, Any]:
+    """``cfg.init_from`` -> (OPT, Tokenizer). '' = random init of ``cfg.model``; 'hf:' / 'metaseq:' via convert;
+    'ckpt:DIR' via checkpoint.restore_model. The tokenizer is ``cfg.tokenizer`` or the one stored beside the weights."""
+    from alert_jax import tokenizers
+    from alert_jax.models import sizes
+
+    init_from = str(cfg.init_from or "")
+    kind, _, where = init_from.partition(":")
+    stored_tokenizer_dir = None
+    if not init_from:
+        from alert_jax.models import opt
+
+        model = opt.create_model(sizes.model_config_from(cfg.model), mesh, rngs_seed=cfg.seed)
+    elif kind == "ckpt":
+        if not where or not os.path.exists(where):
+            raise EvalConfigError(f"init_from={init_from!r}: checkpoint directory {where!r} does not exist")
+        from alert_jax import checkpoint
+
+        # The compute dtype is the checkpoint's own (its saved config); cfg.model is not applied to it.
+        model, _ = checkpoint.restore_model(where, mesh=mesh)
+        stored_tokenizer_dir = str(checkpoint.tokenizer_dir(where))
+    elif kind in ("hf", "metaseq"):
+        if kind == "metaseq" and not os.path.exists(where):
+            raise EvalConfigError(f"init_from={init_from!r}: metaseq checkpoint file {where!r} does not exist")
+        from alert_jax import convert
+
+        model = convert.resolve_init(init_from, config=sizes.model_config_from(cfg.model), mesh=mesh)
+        if kind == "hf":  # a local folder, or the Hub snapshot folder the weights came from
+            try:
+                stored_tokenizer_dir = str(convert.resolve_hf_path(where))
+            except Exception:  # noqa: BLE001 - then the tokenizer must come from cfg.tokenizer
+                stored_tokenizer_dir = None
+    else:
+        raise EvalConfigError(
+            f"init_from={init_from!r}: expected '' (random init), 'hf:PATH_OR_HUB_ID', 'metaseq:FILE' or 'ckpt:DIR'"
+        )
+    spec = str(cfg.tokenizer or "")
+    if not spec:
+        if stored_tokenizer_dir is None:
+            raise EvalConfigError(
+                f"no tokenizer: set --config.tokenizer (init_from={init_from!r} does not carry tokenizer files)"
+            )
+        spec = _find_tokenizer_dir(stored_tokenizer_dir)
+    return model, tokenizers.load_tokenizer(spec)
+
+
+def _find_tokenizer_dir(where: str) -> str:
+    """The checkpoint folder itself, or its parent (a step folder inside ``checkpoints/``), holding tokenizer files."""
+    from alert_jax import tokenizers
+
+    for d in (pathlib.Path(where), pathlib.Path(where).parent, pathlib.Path(where).parent.parent):
+        try:
+            tokenizers.load_tokenizer(str(d))
+            return str(d)
+        except Exception:  # noqa: BLE001 - try the next candidate folder
+            continue
+    raise EvalConfigError(f"no tokenizer files found in {where} (or its parents); set --config.tokenizer")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# One task x template
+
+
+def _expected_ids(instances: Sequence[niv2.Instance]) -> list[str]:
+    return [str(inst.id) for inst in instances]
+
+
+def read_predictions(path: pathlib.Path, expected_ids: Sequence[str]) -> list[dict[str, Any]] | None:
+    """The records of a complete predictions file, or None when missing, unreadable or not matching the ids."""
+    if not path.is_file():
+        return None
+    try:
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError) as e:
+        log.warning("ignoring unreadable predictions file %s (%s); recomputing", path, e)
+        return None
+    if [str(r.get("id")) for r in records] != list(expected_ids):
+        log.warning("predictions file %s does not hold the expected %d instances; recomputing", path, len(expected_ids))
+        return None
+    return records
+
+
+def summarize(records: Sequence[Mapping[str, Any]]) -> report_lib.TemplateResult:
+    """Per-template scores (``metrics.score_instances``) and counts from predictions records."""
+    scores = metrics_lib.score_instances([r["prediction"] for r in records], [r["references"] for r in records])
+    return report_lib.TemplateResult(
+        scores=scores,
+        n=len(records),
+        n_overflow=sum(bool(r.get("overflow")) for r in records),
+        n_truncated=sum(bool(r.get("demos_dropped") or r.get("input_chars_cut")) for r in records),
+        n_length=sum(r.get("finish") == "length" for r in records),
+    )
+
+
+def run_template(
+    task: niv2.Task,
+    instances: Sequence[niv2.Instance],
+    template: str,
+    *,
+    tokenizer: Any,
+    generator: gen_lib.Generator,
+    max_prompt_tokens: int,
+    stop_strings: Sequence[str],
+    num_demos: int | None = None,
+    on_overflow: str = "empty",
+    progress: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Renders, decodes, post-processes and scores ``instances`` under ``template``; returns the records."""
+
+    def count_tokens(text: str) -> int:
+        return len(tokenizer.encode(text, add_bos=True))
+
+    rendered = []
+    for inst in instances:
+        r = templates_lib.render(
+            template, task, inst, count_tokens=count_tokens, max_tokens=max_prompt_tokens, num_demos=num_demos
+        )
+        if not r.fits:
+            msg = (
+                f"task {task.name!r}, instance {inst.id!r}, template {template!r}: the prompt needs {r.num_tokens} "
+                f"tokens with no demonstrations and an empty input, more than the {max_prompt_tokens} available "
+                f"(context - max_new_tokens)"
+            )
+            if on_overflow == "error":
+                raise EvalConfigError(msg + "; set eval.on_overflow='empty' to score it as an empty prediction")
+            log.warning("%s: scored as an empty prediction (eval.on_overflow='empty')", msg)
+        rendered.append(r)
+    to_decode = [i for i, r in enumerate(rendered) if r.fits]
+    prompts = [tokenizer.encode(rendered[i].text, add_bos=True) for i in to_decode]
+    gens = generator.generate(prompts, progress=progress) if prompts else []
+    by_index = dict(zip(to_decode, gens))
+    records = []
+    for i, (inst, r) in enumerate(zip(instances, rendered)):
+        g = by_index.get(i)
+        text = tokenizer.decode(g.tokens) if g is not None else ""
+        prediction, _ = gen_lib.truncate_at_stop(text, stop_strings)
+        refs = list(inst.outputs)
+        records.append(
+            {
+                "id": str(inst.id),
+                "prompt": r.text,
+                "prediction": prediction,
+                "answer": metrics_lib.extract_answer(prediction),
+                "references": refs,
+                "scores": metrics_lib.score_instances([prediction], [refs]),
+                "finish": g.finish if g is not None else "overflow",
+                "num_prompt_tokens": r.num_tokens,
+                "demos_used": r.demos_used,
+                "demos_dropped": r.demos_dropped,
+                "input_chars_cut": r.input_chars_cut,
+                "overflow": not r.fits,
+            }
+        )
+    return records
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The whole evaluation
+
+
+def _previous_metadata(workdir: pathlib.Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((workdir / "scores.json").read_text(encoding="utf-8")).get("metadata", {}))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _same_scores(workdir: pathlib.Path, scores: Mapping[str, Any]) -> bool:
+    """Whether ``workdir`` already has ``scores.json`` with these per-dataset scores and a figures folder with all
+    figures drawn from them (then a resumed run with nothing new need not redraw them)."""
+    try:
+        old = json.loads((workdir / "scores.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    names = report_lib.figure_names(scores)
+    return old.get("datasets") == json.loads(json.dumps(scores["datasets"])) and all(
+        (workdir / "figures" / n).is_file() for n in names
+    )
+
+
+def _agree(flag: bool) -> bool:
+    """Process 0's value of ``flag`` on every process (so all processes skip or decode the same work)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.int32)))
+
+
+def evaluate(
+    cfg: ml_collections.ConfigDict,
+    workdir: str | os.PathLike,
+    *,
+    model: Any = None,
+    tokenizer: Any = None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> dict[str, Any]:
+    """Runs the evaluation described by ``cfg`` (configs/evaluate.py) into ``workdir``; returns the scores dict.
+
+    ``model``/``tokenizer`` may be passed in (tests, notebooks); otherwise they come from ``cfg.init_from``.
+    Counters of the work done are in ``scores['metadata']['run']`` (``computed``, ``reused`` template files).
+    """
+    e = cfg.eval
+    workdir = pathlib.Path(workdir)
+    if e.on_overflow not in ("empty", "error"):
+        raise EvalConfigError(f"eval.on_overflow={e.on_overflow!r}; valid: 'empty', 'error'")
+    registry = build_registry(e.get("registry", ""))
+    try:
+        tasks = alert_lib.resolve_tasks(e.tasks, registry, allow_unregistered=True)
+    except ValueError as err:
+        raise EvalConfigError(f"eval.tasks={e.tasks!r}: {err}") from None
+    template_list = resolve_templates(e.templates)
+    niv2_dir = str(cfg.data.niv2_dir or "")
+    if not niv2_dir or not os.path.isdir(niv2_dir):
+        raise EvalConfigError(f"data.niv2_dir={niv2_dir!r} is not a folder of NIV2 task files (--config.data.niv2_dir)")
+    present, missing = alert_lib.available(registry, niv2_dir, tasks)
+    known = set(registry.names) | set(registry.dev_set)
+    unknown = [t for t in missing if t not in known]
+    if unknown:
+        on_disk = niv2.list_tasks(niv2_dir)
+        pool = sorted(set(on_disk) | known)
+        close = sorted({c for t in unknown for c in difflib.get_close_matches(t, pool, n=3, cutoff=0.5)}
+                       | {c for t in unknown for c in pool if c.startswith(t)})
+        raise EvalConfigError(
+            f"unknown task(s) {', '.join(map(repr, unknown))}: not in the registry and no file in {niv2_dir}."
+            + (f" Did you mean: {', '.join(close)}?" if close else "")
+            + f" Valid: 'all', 'dev', a skill ({', '.join(registry.skills)}), a registry task, or one of the "
+            f"{len(on_disk)} task files in data.niv2_dir"
+        )
+    if missing:
+        msg = f"no task file in {niv2_dir} for: {', '.join(missing)}"
+        if not e.allow_missing or not present:
+            raise EvalConfigError(msg + ("" if present else " (none of the requested tasks is present)"))
+        log.warning("%s; skipping them (listed in scores.json)", msg)
+    # Read every task file before loading the model: a bad file fails fast (TaskFileError names file and field).
+    loaded = {name: niv2.load_task(name, niv2_dir) for name in present}
+    if is_writer():
+        workdir.mkdir(parents=True, exist_ok=True)
+    settings = _check_resume_settings(cfg, workdir)
+
+    # Complete predictions files are reused; the model is loaded only when something is left to decode.
+    t_start = time.time()
+    results: dict[str, dict[str, report_lib.TemplateResult]] = {name: {} for name in present}
+    instances_of = {}
+    pending: list[tuple[str, str]] = []
+    for name in present:
+        all_instances = loaded[name].instances
+        instances_of[name] = all_instances[: int(e.max_instances)] if int(e.max_instances) > 0 else all_instances
+        ids = _expected_ids(instances_of[name])
+        for template in template_list:
+            path = workdir / "predictions" / name / f"{template}.jsonl"
+            records = None if e.overwrite else read_predictions(path, ids)
+            if _agree(records is not None):
+                if records is not None:  # process 0 (and others that see the file) aggregate
+                    results[name][template] = summarize(records)
+                log.info("%s %s: complete, reused %s", name, template, path)
+            else:
+                pending.append((name, template))
+    reused = len(present) * len(template_list) - len(pending)
+    log.info("%d template files to compute, %d complete", len(pending), reused)
+
+    context: int | None = None
+    compiled: list = []
+    stop_strings = tuple(s for s in e.stop_strings if s)
+    if pending:
+        mesh = mesh if mesh is not None else sharding_lib.make_mesh(tuple(cfg.mesh.shape))
+        if model is None or tokenizer is None:
+            loaded_model, loaded_tok = load_model_and_tokenizer(cfg, mesh)
+            model, tokenizer = model or loaded_model, tokenizer or loaded_tok
+        context = int(e.context) or int(model.config.max_position_embeddings)
+        max_prompt = context - int(e.max_new_tokens)
+        if max_prompt < 1:
+            raise EvalConfigError(
+                f"eval.max_new_tokens={e.max_new_tokens} leaves no room for a prompt in {context} tokens"
+            )
+        options = gen_lib.DecodeOptions(
+            max_new_tokens=int(e.max_new_tokens),
+            eos_id=int(tokenizer.eos_id),
+            pad_id=int(tokenizer.pad_id),
+            stop_sequences=gen_lib.stop_token_sequences(stop_strings, tokenizer.encode),
+            temperature=float(e.temperature),
+            top_p=float(e.top_p),
+        )
+        buckets = [int(b) for b in str(e.buckets).split(",") if b.strip()] if e.buckets else None
+        generator = gen_lib.Generator(
+            model, options, batch_size=int(e.batch_size), mesh=mesh, buckets=buckets, max_prompt_len=max_prompt,
+            seed=int(cfg.seed),
+        )
+        _record_settings(cfg, workdir, settings)
+        for k, (name, template) in enumerate(pending):
+            tag = f"[{k + 1}/{len(pending)}] {name} {template}"
+            t0, done, n = time.time(), [0], len(instances_of[name])
+
+            def progress(count: int, _tag=tag, _t0=t0, _done=done, _n=n) -> None:
+                _done[0] += count
+                log.info("%s: %d/%d prompts (%.1f/s)", _tag, _done[0], _n, _done[0] / max(time.time() - _t0, 1e-9))
+
+            records = run_template(
+                loaded[name], instances_of[name], template, tokenizer=tokenizer, generator=generator,
+                max_prompt_tokens=max_prompt, stop_strings=stop_strings,
+                num_demos=None if int(e.num_demos) < 0 else int(e.num_demos), on_overflow=e.on_overflow,
+                progress=progress,
+            )
+            if is_writer():
+                path = workdir / "predictions" / name / f"{template}.jsonl"
+                report_lib.atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+            res = results[name][template] = summarize(records)
+            summary = ", ".join(f"{m}={v:.1f}" for m, v in res.scores.items())
+            log.info("%s: %s (n=%d, overflow=%d) in %.1fs", tag, summary, res.n, res.n_overflow, time.time() - t0)
+        compiled = sorted(generator.compiled_shapes)
+    else:
+        _record_settings(cfg, workdir, settings)
+        log.info("every predictions file is complete: the model was not loaded")
+        context = _previous_metadata(workdir).get("context")
+
+    metadata = {
+        "init_from": str(cfg.init_from),
+        "model_size": str(cfg.model.size),
+        "max_instances": int(e.max_instances),
+        "max_new_tokens": int(e.max_new_tokens),
+        "context": context,
+        "templates": template_list,
+        "tasks": present,
+        "decoding": "greedy" if float(e.temperature) == 0 else f"temperature={e.temperature}, top_p={e.top_p}",
+        "stop_strings": list(stop_strings),
+        "on_overflow": e.on_overflow,
+        "run": {"computed": len(pending), "reused": reused, "seconds": round(time.time() - t_start, 2),
+                "compiled_shapes": compiled},
+    }
+    scores = report_lib.aggregate(results, registry=registry, metadata=metadata, missing_tasks=missing)
+    if is_writer():
+        redraw = bool(e.figures) and (len(pending) > 0 or not _same_scores(workdir, scores))
+        report_lib.write_report(scores, workdir, figures=redraw)
+    log.info("evaluation done: %d template files computed, %d reused; scores in %s", len(pending), reused,
+             workdir / "scores.json")
+    return scores

@@ -1,0 +1,50 @@
+"""Evaluation on the ALERT datasets x prompt templates (DESIGN.md section 6).
+
+    python launch/evaluate.py --config=configs/evaluate.py:1.3b --config.init_from=hf:facebook/opt-1.3b \
+        --config.data.niv2_dir=/data/natural-instructions --workdir=workdirs/opt-1.3b-eval
+    python launch/evaluate.py --config=configs/evaluate.py:tiny --config.init_from=ckpt:workdirs/tiny-cot/checkpoints \
+        --config.eval.tasks=dev --config.eval.templates=T1,T4 --config.eval.max_instances=20 --workdir=/tmp/ev
+
+Re-running with the same workdir skips every (task, template) whose predictions file is complete.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import base
+
+
+def get_config(size: str = "tiny") -> ml_collections.ConfigDict:
+    c = base.get_config(size)
+    c.model.dropout = 0.0
+    c.model.attention_dropout = 0.0
+
+    e = c.eval = ml_collections.ConfigDict()
+    # Task spec (data/alert.py resolve_tasks): 'all', 'dev', 'in_domain', 'held_out', skill names, task names,
+    # comma-separated. Registered tasks whose file is missing from data.niv2_dir are skipped and listed in
+    # scores.json, unless allow_missing=False.
+    e.tasks = "all"
+    e.allow_missing = True
+    # Registry: '' = the ALERT registry; 'synthetic' = the registry of data/synthetic.py's tasks; a JSON file
+    # ({"datasets": [{"name", "skill", "in_domain"}...], "dev_set": [...]}); or comma-separated
+    # 'skill:task[:held_out]' entries.
+    e.registry = ""
+    e.templates = "all"  # 'all' or comma-separated template names (data/templates.py), e.g. 'T1,T3'
+    e.max_instances = 100  # first N instances of each task (NIV2 test protocol); 0 = all
+    e.num_demos = -1  # -1 = each template's own number of demonstrations
+    e.max_new_tokens = 128
+    e.context = 0  # prompt + generation budget in tokens; 0 = the model's max_position_embeddings
+    # Generation ends at EOS, at max_new_tokens, or at the first stop string (the prediction is cut there).
+    e.stop_strings = ("\n\n",)
+    e.temperature = 0.0  # 0 = greedy
+    e.top_p = 1.0
+    e.batch_size = 8  # rows per decode call (rounded up to a multiple of the mesh's data x fsdp size)
+    e.buckets = ""  # comma-separated prompt-length buckets; '' = powers of two and 1.5x powers of two
+    # Prompts that cannot fit the context even with no demonstrations and an empty input:
+    # 'empty' = scored as an empty prediction, flagged in the predictions file and counted in scores.json/report;
+    # 'error' = stop with an error naming the task, instance and template.
+    e.on_overflow = "empty"
+    e.overwrite = False  # True: recompute everything even when predictions files exist
+    e.figures = True
+    return c

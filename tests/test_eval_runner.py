@@ -1,0 +1,260 @@
+"""Evaluation runner + report: launch/evaluate.py end to end on a tiny random model, resume, bad input, overflow.
+
+The model is a tiny random OPT written in HF format (``convert.to_hf``) beside a SentencePiece tokenizer trained on
+the task texts, so ``--config.init_from=hf:DIR`` finds both.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from alert_jax import convert, tokenizers
+from alert_jax.data import alert as alert_lib
+from alert_jax.data import niv2, synthetic
+from alert_jax.eval import report as report_lib
+from alert_jax.eval import runner
+from alert_jax.models import opt, sizes
+from configs import evaluate as eval_config
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+MAX_POS = 384
+NEW = 6
+METRICS = ("exact_match", "relaxed_match", "rougeL")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, niv2_tasks_dir):
+    """hf-format tiny OPT (random) + SentencePiece tokenizer in one folder."""
+    texts = []
+    for path in sorted(niv2_tasks_dir.glob("*.json"))[:8]:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        texts += [d for d in data["Definition"]] + [i["input"] for i in data["Instances"][:20]]
+    d = tmp_path_factory.mktemp("tiny_hf")
+    tok = tokenizers.train_sentencepiece(texts + synthetic.synthetic_pretraining_text(0, 50), 700, d / "sp")
+    os.unlink(d / "sp.model")
+    model = opt.create_model(sizes.get_model_config("tiny", max_position_embeddings=MAX_POS, dropout=0.0,
+                                                    attention_dropout=0.0), None, rngs_seed=0)
+    convert.to_hf(model, d)
+    tokenizers.save_tokenizer(tok, d)
+    return d
+
+
+def _cfg(**eval_overrides):
+    cfg = eval_config.get_config("tiny")
+    cfg.eval.max_new_tokens = NEW
+    cfg.eval.max_instances = 3
+    for k, v in eval_overrides.items():
+        setattr(cfg.eval, k, v)
+    return cfg
+
+
+def _launch(workdir, *flags, timeout=240):
+    cmd = [sys.executable, str(REPO / "launch" / "evaluate.py"), "--config=configs/evaluate.py:tiny",
+           f"--workdir={workdir}", *flags]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_launch_end_to_end_and_resume(model_dir, niv2_tasks_dir, tmp_path):
+    workdir = tmp_path / "eval"
+    flags = [f"--config.init_from=hf:{model_dir}", f"--config.data.niv2_dir={niv2_tasks_dir}",
+             "--config.eval.tasks=all", "--config.eval.templates=T1,T4", "--config.eval.max_instances=3",
+             f"--config.eval.max_new_tokens={NEW}", f"--config.eval.buckets={MAX_POS - NEW}"]
+    first = _launch(workdir, *flags)
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    present, missing = alert_lib.available(alert_lib.ALERT, niv2_tasks_dir, alert_lib.ALERT.names)
+    assert present, "the fixture holds some registry tasks"
+    scores = json.loads((workdir / "scores.json").read_text())
+    assert scores["missing_tasks"] == missing
+    assert sorted(scores["datasets"]) == sorted(present)
+    assert scores["templates"] == ["T1", "T4"] and scores["metrics"] == sorted(METRICS)
+    assert f"{2 * len(present)} template files computed, 0 reused" in first.stdout
+    tok = tokenizers.load_tokenizer(str(model_dir))
+    for task in present:
+        instances = niv2.load_task(task, niv2_tasks_dir).instances[:3]
+        entry = scores["datasets"][task]
+        for template in ("T1", "T4"):
+            records = [json.loads(x) for x in (workdir / "predictions" / task / f"{template}.jsonl").read_text()
+                       .splitlines()]
+            assert [r["id"] for r in records] == [i.id for i in instances]
+            for r, inst in zip(records, instances):
+                assert set(r) >= {"id", "prompt", "prediction", "answer", "references", "scores", "overflow"}
+                assert r["references"] == inst.outputs
+                assert "\n\n" not in r["prediction"]  # cut at the stop string
+                if not r["overflow"]:
+                    assert len(tok.encode(r["prompt"], add_bos=True)) <= MAX_POS - NEW
+            per_instance = {m: sum(r["scores"][m] for r in records) / len(records) for m in METRICS}
+            for m in METRICS:
+                assert math.isclose(entry["templates"][template]["scores"][m], per_instance[m], abs_tol=1e-9)
+        for m in METRICS:  # the default score is the max over templates; mean alongside
+            per_t = [entry["templates"][t]["scores"][m] for t in ("T1", "T4")]
+            assert entry["max"][m] == max(per_t) == entry["default"][m]
+            assert math.isclose(entry["mean"][m], sum(per_t) / 2)
+    for skill, group in scores["skills"].items():
+        names = [d.name for d in alert_lib.ALERT.datasets_for(skill) if d.name in present]
+        assert group["datasets"] == names
+        for m in METRICS:
+            assert math.isclose(group["max"][m], sum(scores["datasets"][n]["max"][m] for n in names) / len(names))
+    for m in METRICS:
+        assert math.isclose(scores["overall"]["max"][m],
+                            sum(scores["datasets"][n]["max"][m] for n in present) / len(present))
+    assert scores["in_domain"]["datasets"] + scores["held_out"]["datasets"] == sorted(
+        present, key=alert_lib.ALERT.names.index)
+    report = (workdir / "report.md").read_text()
+    assert all(t in report for t in present) and "max over templates" in report
+    figures = sorted(p.name for p in (workdir / "figures").iterdir())
+    assert figures == sorted(["skills.png"] + [f"heatmap_{m}.png" for m in METRICS])
+    assert all((workdir / "figures" / f).stat().st_size > 1000 for f in figures)
+
+    # Second run: nothing recomputed, predictions files and figures untouched, same scores.
+    files = sorted((workdir / "predictions").rglob("*.jsonl")) + sorted((workdir / "figures").iterdir())
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    second = _launch(workdir, *flags)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"0 template files computed, {2 * len(present)} reused" in second.stdout
+    assert "the model was not loaded" in second.stderr
+    assert [f.stat().st_mtime_ns for f in files] == mtimes
+    again = json.loads((workdir / "scores.json").read_text())
+    assert again["datasets"] == scores["datasets"]
+
+    # A changed prediction setting on the same workdir is refused, naming the setting (before loading anything).
+    changed = _cfg(tasks="all", templates="T1,T4", max_new_tokens=NEW + 1)
+    changed.init_from, changed.data.niv2_dir = f"hf:{model_dir}", str(niv2_tasks_dir)
+    with pytest.raises(runner.EvalConfigError, match=f"eval.max_new_tokens: {NEW} -> {NEW + 1}"):
+        runner.evaluate(changed, workdir)
+
+
+def test_bad_input_errors(niv2_tasks_dir, tmp_path):
+    base = dict(tasks="task080_piqa_answer_generation", templates="T1")
+    cfg = _cfg(**base)
+    cfg.data.niv2_dir = str(niv2_tasks_dir)
+    with pytest.raises(runner.EvalConfigError, match="unknown task or skill 'piqa_answers'.*Valid specs"):
+        runner.evaluate(_with(cfg, tasks="piqa_answers"), tmp_path / "a")
+    with pytest.raises(runner.EvalConfigError, match="unknown task.*'task080_piqa'.*Did you mean: task080_piqa_answer"):
+        runner.evaluate(_with(cfg, tasks="task080_piqa"), tmp_path / "a")
+    with pytest.raises(runner.EvalConfigError, match="unknown template 'T9'; valid templates: T1, T2, T3, T4, T5"):
+        runner.evaluate(_with(cfg, templates="T1,T9"), tmp_path / "b")
+    missing = tmp_path / "no_such_ckpt"
+    cfg_ckpt = _with(cfg)
+    cfg_ckpt.init_from = f"ckpt:{missing}"
+    with pytest.raises(runner.EvalConfigError, match=f"checkpoint directory '{missing}' does not exist"):
+        runner.evaluate(cfg_ckpt, tmp_path / "c")
+    with pytest.raises(runner.EvalConfigError, match="data.niv2_dir"):
+        bad = _with(cfg)
+        bad.data.niv2_dir = str(tmp_path / "nope")
+        runner.evaluate(bad, tmp_path / "d")
+    with pytest.raises(runner.EvalConfigError, match="task966_ruletaker.*none of the requested tasks"):
+        runner.evaluate(_with(cfg, tasks="task966_ruletaker_fact_checking_based_on_given_context"), tmp_path / "e")
+    # An empty task file: the reader's error names the file, before any model is loaded.
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    src = json.loads((niv2_tasks_dir / "task080_piqa_answer_generation.json").read_text())
+    src["Instances"] = []
+    (folder / "task080_piqa_answer_generation.json").write_text(json.dumps(src))
+    empty = _with(cfg)
+    empty.data.niv2_dir = str(folder)
+    with pytest.raises(niv2.TaskFileError, match="task080_piqa_answer_generation.json"):
+        runner.evaluate(empty, tmp_path / "f")
+    assert not (tmp_path / "f" / "predictions").exists()
+    # The launcher turns these into a one-line error and exit status 2.
+    res = _launch(tmp_path / "g", f"--config.data.niv2_dir={niv2_tasks_dir}", f"--config.init_from=ckpt:{missing}",
+                  "--config.eval.tasks=task080_piqa_answer_generation")
+    assert res.returncode == 2 and str(missing) in res.stderr and "Traceback" not in res.stderr
+
+
+def _with(cfg, **eval_overrides):
+    c = cfg.copy_and_resolve_references()
+    for k, v in eval_overrides.items():
+        setattr(c.eval, k, v)
+    return c
+
+
+def test_synthetic_tasks_and_overflow(model_dir, tmp_path):
+    """Synthetic tasks with the synthetic registry, plus one task whose definition alone cannot fit the context."""
+    folder = tmp_path / "synth"
+    synthetic.write_synthetic_tasks(folder, seed=0, instances_per_task=3)
+    registry = synthetic.synthetic_registry()
+    chosen = [registry.datasets[0].name, registry.datasets[-1].name]
+    probe = json.loads((folder / f"{chosen[0]}.json").read_text())
+    probe["Definition"] = [" ".join(["Answer the question about the numbers given below carefully."] * 200)]
+    (folder / "task9999_overflow_probe.json").write_text(json.dumps(probe))
+
+    model = convert.from_hf(model_dir)
+    tok = tokenizers.load_tokenizer(str(model_dir))
+    cfg = _cfg(tasks=",".join(chosen + ["task9999_overflow_probe"]), templates="T1", registry="synthetic",
+               buckets="256")
+    cfg.data.niv2_dir = str(folder)
+    scores = runner.evaluate(cfg, tmp_path / "w", model=model, tokenizer=tok)
+
+    assert list(scores["datasets"]) == chosen + ["task9999_overflow_probe"]
+    assert set(scores["skills"]) == {registry.datasets[0].skill, registry.datasets[-1].skill}
+    assert scores["overall"]["datasets"] == chosen  # the probe is not a registry dataset
+    probe_entry = scores["datasets"]["task9999_overflow_probe"]
+    assert probe_entry["n_overflow"] == 3 and scores["n_overflow"] == 3
+    assert probe_entry["skill"] is None and all(v == 0.0 for v in probe_entry["max"].values())
+    records = [json.loads(x) for x in (tmp_path / "w" / "predictions" / "task9999_overflow_probe" / "T1.jsonl")
+               .read_text().splitlines()]
+    assert all(r["overflow"] and r["prediction"] == "" and r["finish"] == "overflow" for r in records)
+    assert "did not fit the context** (scored as empty predictions): 3" in (tmp_path / "w" / "report.md").read_text()
+    for name in chosen:
+        assert scores["datasets"][name]["n_overflow"] == 0
+
+    with pytest.raises(runner.EvalConfigError, match="task9999_overflow_probe.*instance.*template 'T1'"):
+        runner.evaluate(_with(cfg, on_overflow="error"), tmp_path / "w2", model=model, tokenizer=tok)
+
+
+def test_aggregate_rules():
+    tr = report_lib.TemplateResult
+    results = {
+        "a": {"T1": tr({"m": 10.0}, 5), "T2": tr({"m": 30.0}, 5)},
+        "b": {"T1": tr({"m": 50.0}, 5, n_overflow=2)},
+        "dev1": {"T1": tr({"m": 70.0}, 5)},
+    }
+    reg = alert_lib.Registry.from_config(["s1:a", "s2:b:held_out"], dev_set=["dev1"])
+    s = report_lib.aggregate(results, registry=reg)
+    assert s["datasets"]["a"]["max"] == {"m": 30.0} and s["datasets"]["a"]["mean"] == {"m": 20.0}
+    assert s["overall"]["max"] == {"m": 40.0} and s["overall"]["mean"] == {"m": 35.0}
+    assert s["in_domain"]["datasets"] == ["a"] and s["held_out"]["max"] == {"m": 50.0}
+    assert s["dev"]["max"] == {"m": 70.0} and s["n_overflow"] == 2
+    assert s["skills"]["s2"]["in_domain"] is False
+
+
+def test_ckpt_init_loads_params_and_tokenizer(model_dir, tmp_path):
+    """``init_from=ckpt:DIR`` restores the saved parameters and the tokenizer stored beside them."""
+    import jax
+    import numpy as np
+    import optax
+    from flax import nnx
+
+    from alert_jax import checkpoint
+    from alert_jax.sharding import make_mesh
+    from alert_jax.train import state as state_lib
+
+    cfg = _cfg()
+    cfg.model.max_position_embeddings = MAX_POS
+    model = opt.create_model(sizes.model_config_from(cfg), None, rngs_seed=3)
+    mesh = make_mesh((1, 1, 1), devices=jax.devices()[:1])
+    parts, params = state_lib.split_model(model)
+    tx = optax.sgd(0.1)
+    train_state = state_lib.create_train_state(params, tx, state_lib.state_shardings(parts, tx, mesh), seed=0)
+    ckpt = checkpoint.Checkpointer(tmp_path / "run" / "checkpoints", async_save=False)
+    ckpt.save(7, train_state, cfg)
+    ckpt.write_extras(cfg, tokenizers.load_tokenizer(str(model_dir)))  # config.json + tokenizer/ beside the steps
+    ckpt.close()
+
+    cfg.init_from = f"ckpt:{tmp_path / 'run'}"
+    restored, tok = runner.load_model_and_tokenizer(cfg, mesh)
+    want = jax.tree.leaves(nnx.state(model, nnx.Param))
+    got = jax.tree.leaves(nnx.state(restored, nnx.Param))
+    assert len(want) == len(got) and all(np.array_equal(a, b) for a, b in zip(want, got))
+    assert tok.encode("Input: 3 apples") == tokenizers.load_tokenizer(str(model_dir)).encode("Input: 3 apples")
+
