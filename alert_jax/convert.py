@@ -51,6 +51,8 @@ WEIGHT_FILES: tuple[str, ...] = (
     "pytorch_model.bin.index.json",
     "pytorch_model.bin",
 )
+# Fetched beside the weights from the hub so evaluation finds the checkpoint's own tokenizer (GPT-2 byte-level BPE).
+TOKENIZER_FILES: tuple[str, ...] = ("vocab.json", "merges.txt", "tokenizer.json", "special_tokens_map.json")
 _IGNORED_SUFFIXES = ("version", "_float_tensor")
 
 
@@ -447,13 +449,13 @@ def resolve_hf_path(path_or_hub_id: str | os.PathLike) -> pathlib.Path:
     try:
         directory = pathlib.Path(
             huggingface_hub.snapshot_download(
-                spec, allow_patterns=["config.json", "model*.safetensors", "model.safetensors.index.json"]
+                spec, allow_patterns=["config.json", "model*.safetensors", "model.safetensors.index.json", *TOKENIZER_FILES]
             )
         )
         if not any((directory / f).is_file() for f in WEIGHT_FILES):
             directory = pathlib.Path(
                 huggingface_hub.snapshot_download(
-                    spec, allow_patterns=["config.json", "pytorch_model*.bin", "pytorch_model.bin.index.json"]
+                    spec, allow_patterns=["config.json", "pytorch_model*.bin", "pytorch_model.bin.index.json", *TOKENIZER_FILES]
                 )
             )
     except (hub_errors.RepositoryNotFoundError, hub_errors.GatedRepoError) as e:
