@@ -1,0 +1,124 @@
+"""Finetuning config: ``--config=configs/finetune.py:SIZE,MODE`` (MODE: ``ft`` = answers only, ``cot`` = rationale +
+answer; default ``tiny,cot``). Every field can be overridden with ``--config.a.b=value``.
+
+Paper-scale sizes (1.3b, 13b, ...) follow the ALERT setup as far as it is described (OPT initialisation, sequence
+length 2048, batch 128 sequences for 1.3b and 256 for 13b, AdamW b2 0.95, clip 1.0, dropout 0.1). The learning rates,
+warmup and step counts are OPT-IML-style defaults (the paper does not state them in a form we could verify); change
+them per run. ``tiny`` trains a 2-layer model on CPU in seconds (synthetic corpus, SentencePiece tokenizer trained
+on the fly).
+
+Weight decay choice (stated here as DESIGN.md requires): 0.1 on matrices only — all ``*_kernel`` weights and the
+token and position embedding tables; never on biases or LayerNorm scales/biases (see alert_jax/train/optimizer.py).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import ml_collections
+
+try:
+    from configs import base
+except ImportError:  # loaded by path (ml_collections config_flags) without the repo root on sys.path
+    _spec = importlib.util.spec_from_file_location("_alert_configs_base", pathlib.Path(__file__).with_name("base.py"))
+    base = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(base)
+
+MODES = ("ft", "cot")
+
+# size -> (global batch in sequences, peak lr, warmup steps, train steps, mesh shape, compute dtype, remat policy)
+_PAPER: dict[str, tuple[int, float, int, int, tuple[int, int, int], str, str]] = {
+    "125m": (128, 5e-5, 60, 2000, (-1, 1, 1), "bfloat16", "none"),
+    "350m": (128, 5e-5, 60, 2000, (-1, 1, 1), "bfloat16", "none"),
+    "1.3b": (128, 5e-5, 60, 2000, (1, -1, 1), "bfloat16", "save_dots"),
+    "2.7b": (128, 5e-5, 60, 2000, (1, -1, 1), "bfloat16", "save_dots"),
+    "6.7b": (256, 3e-5, 60, 2000, (1, -1, 1), "bfloat16", "full"),
+    "13b": (256, 3e-5, 60, 2000, (1, -1, 1), "bfloat16", "full"),
+    "30b": (256, 3e-5, 60, 2000, (1, -1, 8), "bfloat16", "full"),
+    "66b": (256, 2e-5, 60, 2000, (1, -1, 8), "bfloat16", "full"),
+    "175b": (256, 2e-5, 60, 2000, (1, -1, 8), "bfloat16", "full"),
+}
+
+
+def get_config(arg: str = "tiny,cot") -> ml_collections.ConfigDict:
+    size, _, mode = (arg or "tiny,cot").partition(",")
+    size, mode = size.strip() or "tiny", (mode.strip() or "cot")
+    if mode not in MODES:
+        raise ValueError(f"configs/finetune.py: MODE must be one of {MODES}, got {mode!r} (use SIZE,MODE)")
+    c = base.get_config(size)
+    c.mode = mode  # ft: target = answer; cot: target = rationale + " So the answer is {answer}."
+
+    # ---- data ------------------------------------------------------------------------------------------------
+    c.data.corpus = "all"  # 'synthetic' | 'all' | comma-separated names from alert_jax.data.finetune.CORPORA
+    c.data.skip_missing_corpora = True  # 'all': skip corpora whose folder / split is absent (logged)
+    c.data.train_split = "train"
+    c.data.validation_split = "validation"
+    c.data.max_eval_examples = 1000  # per corpus validation examples (first N; 0 = all)
+    c.data.synthetic_seed = 0
+    c.data.synthetic_train_examples = 2000
+    c.data.synthetic_valid_examples = 200
+    c.data.loss_on_prompt = False  # True: the prompt tokens are trained too
+    c.data.pack_chunk_examples = 4096
+    c.data.num_threads = 2
+    c.data.tokenizer_train_texts = 20000  # texts used when a SentencePiece tokenizer must be trained (scratch init)
+
+    # ---- optimizer (alert_jax/train/optimizer.py) -------------------------------------------------------------
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.learning_rate = 5e-5
+    c.optimizer.warmup_steps = 60
+    c.optimizer.end_lr_fraction = 0.1
+    c.optimizer.b1 = 0.9
+    c.optimizer.b2 = 0.95
+    c.optimizer.eps = 1e-8
+    c.optimizer.weight_decay = 0.1
+    c.optimizer.weight_decay_mask = "matrices"  # kernels + embeddings decay; biases and LayerNorm params never
+    c.optimizer.clip_norm = 1.0
+    c.optimizer.moment_dtype = "float32"
+
+    # ---- training loop (alert_jax/train/loop.py) --------------------------------------------------------------
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 128  # global batch in packed sequences of data.seq_len tokens
+    c.train.grad_accum_steps = 1  # microbatches per step (strided split of the batch)
+    c.train.eval_batch_size = 0  # 0 = batch_size // grad_accum_steps
+    c.train.num_steps = 2000
+    c.train.log_every = 10
+    c.train.eval_every = 200  # 0 = only at the end
+    c.train.eval_at_start = False  # also evaluate before the first step (the starting model's validation loss)
+    c.train.checkpoint_every = 200  # 0 = only at the end (and on SIGTERM)
+    c.train.stop_at_step = 0  # > 0: checkpoint and stop when reaching this step (time-sliced jobs); rerun continues
+    c.train.keep_checkpoints = 3  # latest k steps kept ...
+    c.train.keep_best = True  # ... plus the one with the lowest validation loss
+    c.train.async_checkpointing = True
+    c.train.max_replicated_fraction = 0.02  # fail fast above this on fsdp/tensor meshes (param_sharding.py)
+    c.train.measure_cpu_peak = True  # on CPU, measure a matmul peak once to quote MFU against
+    c.train.tensorboard = True  # also write TensorBoard events (needs tensorboardX)
+
+    if size in _PAPER:
+        batch, lr, warmup, steps, mesh, dtype, remat = _PAPER[size]
+        c.train.batch_size = batch
+        c.optimizer.learning_rate = lr
+        c.optimizer.warmup_steps = warmup
+        c.train.num_steps = steps
+        c.mesh.shape = mesh
+        c.model.dtype = dtype
+        c.model.remat_policy = remat
+        c.data.seq_len = 2048
+    elif size.startswith("tiny"):
+        c.data.corpus = "synthetic"
+        c.data.seq_len = 128
+        c.data.pack_chunk_examples = 512
+        c.data.max_eval_examples = 200
+        c.train.batch_size = 8
+        c.train.num_steps = 40
+        c.train.log_every = 5
+        c.train.eval_every = 20
+        c.train.checkpoint_every = 20
+        c.optimizer.learning_rate = 1e-3
+        c.optimizer.warmup_steps = 5
+        c.model.dropout = 0.0
+        c.model.attention_dropout = 0.0
+    else:
+        raise ValueError(f"configs/finetune.py: no settings for size {size!r}; sizes: tiny, tiny-postln, "
+                         f"{', '.join(_PAPER)}")
+    return c
