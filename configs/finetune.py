@@ -40,6 +40,12 @@ _PAPER: dict[str, tuple[int, float, int, int, tuple[int, int, int], str, str]] =
     "175b": (256, 2e-5, 60, 2000, (1, -1, 8), "bfloat16", "full"),
 }
 
+# Microbatches per step for 8 devices of 80 GiB, from launch/plan.py on fsdp:8 (2026-11-28, XLA:CPU temporaries, an
+# upper bound for GPU): 1.3b peaks at 319 GiB/device with 128 rows in one pass and fits 16 rows; 13b peaks at
+# 262 GiB with 256 rows and fits 24. Re-plan for other meshes:
+#   python launch/plan.py --config=configs/finetune.py:13b,cot --mesh=fsdp:8 --device_memory=80GiB
+_GRAD_ACCUM: dict[str, int] = {"1.3b": 8, "2.7b": 8, "6.7b": 16, "13b": 16, "30b": 32, "66b": 32, "175b": 64}
+
 
 def get_config(arg: str = "tiny,cot") -> ml_collections.ConfigDict:
     size, _, mode = (arg or "tiny,cot").partition(",")
@@ -97,6 +103,7 @@ def get_config(arg: str = "tiny,cot") -> ml_collections.ConfigDict:
     if size in _PAPER:
         batch, lr, warmup, steps, mesh, dtype, remat = _PAPER[size]
         c.train.batch_size = batch
+        c.train.grad_accum_steps = _GRAD_ACCUM.get(size, 1)
         c.optimizer.learning_rate = lr
         c.optimizer.warmup_steps = warmup
         c.train.num_steps = steps

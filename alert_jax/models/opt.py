@@ -321,7 +321,10 @@ class OPT(nnx.Module):
         """``[B, T]`` ints -> ``[B, T, D]``: token embedding (projected in) + learned position (row pos + 2;
         padding uses row 1 like HF). Out-of-range ids give NaN (``jnp.take``'s fill mode), never a silent clip."""
         dt = self._dtype
-        x = jnp.take(self.token_embedding[...], tokens, axis=0).astype(dt)
+        # Gather the table's embed dim first (FSDP all-gather): a lookup into an embed-sharded table would give an
+        # embed-sharded output that XLA must fully rematerialize to reach the batch-sharded activation layout.
+        table = _constrain(self.token_embedding[...], ("vocab", None))
+        x = jnp.take(table, tokens, axis=0).astype(dt)
         if self.project_in_kernel is not None:
             x = jnp.matmul(x, self.project_in_kernel[...].astype(dt), precision=_precision(dt))
         rows = jnp.where(segment_ids != 0, positions + POSITION_OFFSET, POSITION_OFFSET - 1)

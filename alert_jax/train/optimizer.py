@@ -26,14 +26,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 from alert_jax.param_sharding import LogicalNames
+
+if TYPE_CHECKING:  # only in annotations: the training code imports without ml_collections
+    import ml_collections
 
 # A path component (module or leaf name) that marks a LayerNorm parameter.
 _NORM_RE = re.compile(r"norm|(^|_)ln(_|\d|$)", re.IGNORECASE)
