@@ -28,8 +28,11 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
         c.hosts = ("1.3b:1", "13b:4")  # "size:processes" (one process per host); unlisted sizes: 1
         c.gpus_per_host = 8
     elif preset == "tiny":
+        # From scratch on CPU: there is no pretrained tiny OPT to evaluate, so only the finetuned variants run
+        # (each trains a SentencePiece tokenizer on the synthetic corpus and stores it with its checkpoints).
         c.sizes = ("tiny",)
-        c.init_from = ""  # random init (seeded): the pretrained baseline of a from-scratch tiny run
+        c.variants = ("ft", "cot")
+        c.init_from = ""
         c.hosts = ("tiny:1",)
         c.gpus_per_host = 0
     else:

@@ -3,7 +3,7 @@
     python launch/analyze.py --runs=workdirs/sweep/1p3b-pretrained,workdirs/sweep/1p3b-ft,workdirs/sweep/1p3b-cot \
         [--labels=1.3b:pretrained,1.3b:ft,1.3b:cot] [--out=DIR] \
         [--niv2_dir=PATH --finetune_corpora=gsm8k,strategyqa --finetune_dir=PATH]   # vocabulary overlap
-        [--checkpoints=RUN_DIR]                                                       # checkpoint selection
+        [--checkpoints=RUN_DIR [--evaluate_checkpoints]]                              # checkpoint selection
 
 Each run folder holds a ``scores.json`` (or ``eval/scores.json``) from ``launch/evaluate.py``; its size and variant
 come from the folder name (``SIZE-VARIANT``, as ``launch/sweep.py`` names them) or from ``--labels``. Writes
@@ -31,6 +31,13 @@ _MAX_INSTANCES = flags.DEFINE_integer("max_instances", 100, "Instances per datas
 _CORPORA = flags.DEFINE_list("finetune_corpora", [], "Finetuning corpora ('synthetic' or names in data/finetune.py).")
 _FINETUNE_DIR = flags.DEFINE_string("finetune_dir", "", "Folder of the finetuning corpora (one sub-folder each).")
 _CHECKPOINTS = flags.DEFINE_list("checkpoints", [], "Finetuning run folders whose checkpoints to compare.")
+_EVALUATE_CHECKPOINTS = flags.DEFINE_bool(
+    "evaluate_checkpoints", False,
+    "Score every saved checkpoint of each --checkpoints run on the dev set (into RUN/selection/step_N; finished "
+    "steps are reused). Needs --niv2_dir.")
+_REGISTRY = flags.DEFINE_string("registry", "", "eval.registry for the dev-set scoring ('' = ALERT, 'synthetic').")
+_TEMPLATES = flags.DEFINE_string("templates", "all", "Templates for the dev-set scoring.")
+_MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 128, "Generation budget for the dev-set scoring.")
 
 
 def _eval_texts(runs: list[report.RunScores]) -> dict[str, list[str]]:
@@ -65,14 +72,39 @@ def _checkpoint_records(run_dir: pathlib.Path) -> list[selection.CheckpointRecor
         raise FileNotFoundError(f"{metrics_file} not found: --checkpoints takes launch/train.py workdirs")
     for line in metrics_file.read_text().splitlines():
         record = json.loads(line)
-        if "validation_loss" in record:
-            losses[int(record["step"])] = float(record["validation_loss"])
+        if "val_loss" in record:
+            losses[int(record["step"])] = float(record["val_loss"])
     dev: dict[int, float] = {}
     for path in sorted((run_dir / "selection").glob("step_*/scores.json")):
         group = json.loads(path.read_text()).get("dev") or {}
         dev[int(path.parent.name.split("_")[1])] = float((group.get("max") or {}).get(_METRICS.value[0], float("nan")))
     return [selection.CheckpointRecord(step, dev.get(step, float("nan")), losses.get(step, float("nan")))
             for step in sorted(set(losses) | set(dev))]
+
+
+def _evaluate_checkpoints(run_dir: pathlib.Path) -> None:
+    """Dev-set scores of every saved checkpoint step, with the evaluation runner, into ``run_dir/selection``."""
+    from alert_jax import checkpoint
+    from alert_jax.eval import runner
+    from configs import evaluate as evaluate_config
+
+    ckpt_dir = run_dir / checkpoint.CHECKPOINTS_SUBDIR
+    steps = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) if ckpt_dir.is_dir() else []
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint steps in {ckpt_dir}: --checkpoints takes launch/train.py workdirs")
+    size = str(checkpoint.load_config(ckpt_dir / str(steps[-1])).model.size)
+    for i, step in enumerate(steps, 1):
+        cfg = evaluate_config.get_config(size)
+        cfg.init_from = f"ckpt:{ckpt_dir / str(step)}"
+        cfg.data.niv2_dir = _NIV2_DIR.value
+        cfg.eval.tasks = "dev"
+        cfg.eval.registry = _REGISTRY.value
+        cfg.eval.templates = _TEMPLATES.value
+        cfg.eval.max_instances = _MAX_INSTANCES.value
+        cfg.eval.max_new_tokens = _MAX_NEW_TOKENS.value
+        cfg.eval.figures = False
+        print(f"[selection {i}/{len(steps)}] {run_dir.name} step {step}: dev-set scoring", flush=True)
+        runner.evaluate(cfg, run_dir / "selection" / f"step_{step}")
 
 
 def main(argv: list[str]) -> None:
@@ -84,7 +116,7 @@ def main(argv: list[str]) -> None:
     eval_texts = finetune_texts = None
     if _NIV2_DIR.value and _CORPORA.value:
         eval_texts, finetune_texts = _eval_texts(runs), _finetune_texts()
-    elif _NIV2_DIR.value or _CORPORA.value:
+    elif _CORPORA.value:
         raise app.UsageError("vocabulary overlap needs both --niv2_dir and --finetune_corpora")
     print(f"analysing {len(runs)} runs: " + ", ".join(f"{r.size}-{r.variant}" for r in runs), flush=True)
     report.write_analysis(runs, out, metrics=_METRICS.value, eval_texts=eval_texts, finetune_texts=finetune_texts)
@@ -92,6 +124,10 @@ def main(argv: list[str]) -> None:
         lines = ["", "## Checkpoint selection", "", "| run | step | dev score | validation ppl |", "|---|---:|---:|---:|"]
         picks = {}
         for run_dir in map(pathlib.Path, _CHECKPOINTS.value):
+            if _EVALUATE_CHECKPOINTS.value:
+                if not _NIV2_DIR.value:
+                    raise app.UsageError("--evaluate_checkpoints needs --niv2_dir (where the dev-set task files are)")
+                _evaluate_checkpoints(run_dir)
             records = _checkpoint_records(run_dir)
             picked = selection.select_checkpoints(records)
             picks[str(run_dir)] = {"by_dev_score": picked.by_dev_score, "by_perplexity": picked.by_perplexity,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -83,3 +84,57 @@ def test_gke_launcher_prints_jobsets_that_parse():
     assert "launch/train.py" in script and "--config.distributed.num_processes=4" in script
     check = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
+
+
+SWEEP_CONFIG = '''
+from configs import sweep
+
+
+def get_config():
+    c = sweep.get_config("tiny")
+    c.root = {root!r}
+    c.train_overrides = {{"train": {{"num_steps": 4, "eval_every": 2, "checkpoint_every": 2, "log_every": 2,
+                                     "batch_size": 4}},
+                          "data": {{"synthetic_train_examples": 100, "synthetic_valid_examples": 20}}}}
+    c.eval_overrides = {{"data": {{"niv2_dir": {niv2!r}}},
+                         "eval": {{"tasks": "task1388_cb_entailment,task1385_anli_r1_entailment", "templates": "T1,T4",
+                                   "max_instances": 2, "max_new_tokens": 4}}}}
+    return c
+'''
+
+
+def test_local_tiny_sweep_then_analyze(tmp_path, niv2_tasks_dir):
+    """launch/sweep.py --launcher=local runs 2 tiny runs (train + evaluate); launch/analyze.py gathers them and
+    scores every saved checkpoint of one on the dev set for checkpoint selection."""
+    import json
+
+    root = tmp_path / "sweep"
+    config_file = tmp_path / "tiny_sweep.py"
+    config_file.write_text(SWEEP_CONFIG.format(root=str(root), niv2=str(niv2_tasks_dir)))
+    # One CPU device for the child processes (the suite's 8 fake devices only slow tiny runs down).
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    subprocess.run([sys.executable, "launch/sweep.py", f"--config={config_file}", "--launcher=local"],
+                   cwd=REPO_ROOT, check=True, env=env)
+    for variant in ("ft", "cot"):
+        scores = json.loads((root / f"tiny-{variant}" / "eval" / "scores.json").read_text())
+        assert set(scores["datasets"]) == {"task1388_cb_entailment", "task1385_anli_r1_entailment"}
+        assert (root / f"tiny-{variant}" / "metrics.jsonl").is_file()
+
+    out = tmp_path / "analysis"
+    subprocess.run(
+        [sys.executable, "launch/analyze.py", f"--runs={root / 'tiny-ft'},{root / 'tiny-cot'}", f"--out={out}",
+         f"--checkpoints={root / 'tiny-cot'}", "--evaluate_checkpoints", f"--niv2_dir={niv2_tasks_dir}",
+         "--max_instances=2", "--templates=T1", "--max_new_tokens=4"],
+        cwd=REPO_ROOT, check=True, env=env,
+    )
+    analysis = json.loads((out / "analysis.json").read_text())["metrics"]["rougeL"]
+    for variant in ("ft", "cot"):
+        scores = json.loads((root / f"tiny-{variant}" / "eval" / "scores.json").read_text())
+        assert analysis["scale"]["tiny"][variant] == pytest.approx(scores["overall"]["max"]["rougeL"])
+    picks = json.loads((out / "selection.json").read_text())[str(root / "tiny-cot")]
+    steps = [r["step"] for r in picks["records"]]
+    assert steps == [2, 4]
+    assert picks["by_perplexity"] in steps and picks["by_dev_score"] in steps
+    assert all((root / "tiny-cot" / "selection" / f"step_{s}" / "scores.json").is_file() for s in steps)
+    assert "Checkpoint selection" in (out / "analysis.md").read_text()
