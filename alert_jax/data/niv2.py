@@ -22,12 +22,13 @@ import dataclasses
 import json
 import os
 import pathlib
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
+
+from alert_jax.files import atomic_write_bytes
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -373,13 +374,5 @@ def download_tasks(
         except (urllib.error.URLError, OSError) as e:
             raise DownloadError(url, str(getattr(e, "reason", e))) from e
         parse_task(_decode(raw, url), name=name, path=url)  # validate before it enters the cache
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=cache)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(raw)
-            os.replace(tmp, dest)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_bytes(dest, raw)
     return paths

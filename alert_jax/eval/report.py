@@ -21,11 +21,11 @@ import json
 import math
 import os
 import pathlib
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from alert_jax.data import alert as alert_lib
+from alert_jax.files import atomic_write_text  # noqa: F401 - re-exported for the runner and the demo
 
 AGGREGATIONS = ("max", "mean")
 
@@ -128,21 +128,6 @@ def aggregate(
         "n_overflow": int(sum(d["n_overflow"] for d in datasets.values())),
         "missing_tasks": list(missing_tasks),
     }
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _fmt(x: float | None) -> str:
