@@ -22,13 +22,15 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 from alert_jax import convert  # noqa: E402
 from alert_jax.convert import CheckpointError  # noqa: E402
 from alert_jax.models.sizes import get_model_config  # noqa: E402
+from hf_reference import random_hf_opt  # noqa: E402
 
 VOCAB = 128
 SEQ = 12
 
 
 def _hf_model(pre_ln: bool, seed: int) -> transformers.OPTForCausalLM:
-    hc = transformers.OPTConfig(
+    return random_hf_opt(
+        seed,
         vocab_size=VOCAB,
         hidden_size=32,
         num_hidden_layers=2,
@@ -40,14 +42,6 @@ def _hf_model(pre_ln: bool, seed: int) -> transformers.OPTForCausalLM:
         dropout=0.0,
         attention_dropout=0.0,
     )
-    torch.manual_seed(seed)
-    model = transformers.OPTForCausalLM(hc).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.normal_(0.0, 0.15)
-            if "layer_norm.weight" in name:
-                p.add_(1.0)
-    return model
 
 
 @pytest.fixture(scope="module", params=["pre_ln", "post_ln_350m_style"])

@@ -17,6 +17,7 @@ transformers = pytest.importorskip("transformers")
 from alert_jax import convert  # noqa: E402
 from alert_jax.eval import generate as g  # noqa: E402
 from alert_jax.sharding import make_mesh  # noqa: E402
+from hf_reference import random_hf_opt  # noqa: E402
 
 VOCAB = 128
 PAD, EOS = 1, 2
@@ -35,18 +36,11 @@ def _gen(model, options=OPTS, **kw):
 
 @pytest.fixture(scope="module")
 def hf_checkpoint(tmp_path_factory):
-    hc = transformers.OPTConfig(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, ffn_dim=64, num_attention_heads=4,
+    model = random_hf_opt(
+        0, vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, ffn_dim=64, num_attention_heads=4,
         max_position_embeddings=64, word_embed_proj_dim=32, do_layer_norm_before=True, dropout=0.0,
         attention_dropout=0.0, pad_token_id=PAD, bos_token_id=EOS, eos_token_id=EOS,
     )
-    torch.manual_seed(0)
-    model = transformers.OPTForCausalLM(hc).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.normal_(0.0, 0.15)
-            if "layer_norm.weight" in name:
-                p.add_(1.0)
     directory = tmp_path_factory.mktemp("hf_tiny")
     model.save_pretrained(directory)
     return model, directory
