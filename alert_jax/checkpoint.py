@@ -227,20 +227,25 @@ def load_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
 
 
 def restore_model(
-    path: str | os.PathLike, mesh: jax.sharding.Mesh | None = None
+    path: str | os.PathLike, mesh: jax.sharding.Mesh | None = None, **runtime: Any
 ) -> tuple[Any, ml_collections.ConfigDict]:
     """``(OPT model, config)`` from an alert_jax checkpoint (workdir, checkpoints folder or step folder).
 
     Only the parameters are read (no optimizer state). With ``mesh`` they are restored directly into the rule-table
-    shardings; without, onto the first device. The tokenizer is at ``tokenizer_dir(path)``.
+    shardings; without, onto the first device. The tokenizer is at ``tokenizer_dir(path)``. ``runtime`` overrides
+    the saved model config's runtime fields (``dtype``, ``attention_impl``, ``remat_policy``, dropout rates), e.g.
+    to evaluate a bf16-trained checkpoint in fp32; architecture fields always come from the checkpoint.
     """
     from alert_jax.models.opt import abstract_model
-    from alert_jax.models.sizes import model_config_from
+    from alert_jax.models.sizes import RUNTIME_FIELDS, model_config_from
     from alert_jax.train import state as state_lib
 
+    unknown = sorted(set(runtime) - set(RUNTIME_FIELDS))
+    if unknown:
+        raise ValueError(f"restore_model: {unknown} are not runtime model settings; valid: {sorted(RUNTIME_FIELDS)}")
     root, step = locate(path)
     cfg = load_config(root / str(step))
-    model_cfg = model_config_from(cfg)
+    model_cfg = model_config_from(cfg).replace(**runtime)
     if mesh is None:
         from alert_jax.sharding import make_mesh
 

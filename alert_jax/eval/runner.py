@@ -161,8 +161,9 @@ def load_model_and_tokenizer(cfg: ml_collections.ConfigDict, mesh: jax.sharding.
             raise EvalConfigError(f"init_from={init_from!r}: checkpoint directory {where!r} does not exist")
         from alert_jax import checkpoint
 
-        # The compute dtype is the checkpoint's own (its saved config); cfg.model is not applied to it.
-        model, _ = checkpoint.restore_model(where, mesh=mesh)
+        # Architecture from the checkpoint; runtime settings (dtype, attention path, no dropout) from this config.
+        runtime = {k: cfg.model[k] for k in sizes.RUNTIME_FIELDS if k in cfg.model and k != "param_dtype"}
+        model, _ = checkpoint.restore_model(where, mesh=mesh, **runtime)
         stored_tokenizer_dir = str(checkpoint.tokenizer_dir(where))
     elif kind in ("hf", "metaseq"):
         if kind == "metaseq" and not os.path.exists(where):
