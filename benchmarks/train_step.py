@@ -197,7 +197,8 @@ def bench_torch(config: Any, tokens, targets, warmup: int, steps: int, threads: 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", default="125m", help="model size from alert_jax/models/sizes.py")
     p.add_argument("--seq_len", type=int, default=512)
     p.add_argument("--batch", type=int, default=2)
@@ -205,6 +206,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--steps", type=int, default=3, help="timed steps per implementation")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads")
     p.add_argument("--dropout", type=float, default=None, help="override dropout and attention dropout")
+    p.add_argument("--prng_impl", default="", help="jax_default_prng_impl for alert_jax's dropout masks, e.g. "
+                   "'unsafe_rbg' (default: jax's threefry2x32, what the train loop uses)")
     p.add_argument("--skip_torch", action="store_true")
     p.add_argument("--json", default="", help="also write the results to this JSON file")
     args = p.parse_args(argv)
@@ -212,6 +215,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import jax
     import numpy as np
 
+    if args.prng_impl:
+        jax.config.update("jax_default_prng_impl", args.prng_impl)
     from alert_jax import perf
     from alert_jax.models.sizes import get_model_config
 
@@ -230,7 +235,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"== train-step benchmark: OPT-{args.size} shapes (d={config.hidden_size}, layers={config.num_layers}, "
           f"vocab={config.vocab_size}), batch {b} x seq {s}, fp32, dropout {config.dropout}/{config.attention_dropout}")
     print(f"   jax {jax.__version__} on {jax.devices()[0].device_kind} ({jax.device_count()} device(s)); "
-          f"cpu_count={os.cpu_count()}; load avg {_load()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", flush=True)
+          f"cpu_count={os.cpu_count()}; load avg {_load()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; "
+          f"prng {jax.config.jax_default_prng_impl}", flush=True)
 
     shapes = [(1024, 1024, 1024), (2048, 2048, 2048), (b * s, config.hidden_size, config.ffn_dim)]
     peaks = measure_peak(shapes)
@@ -259,20 +265,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print()
     print(f"model FLOPs per step: {flops / 1e9:.1f} GFLOP (perf.train_step_flops); measured peak {peak / 1e9:.1f} "
           f"GFLOP/s; load avg now {_load()}")
-    header = f"| {'implementation':<40} | {'step s (median)':>15} | {'tokens/s':>9} | {'GFLOP/s':>8} | {'MFU vs peak':>11} |"
-    print(header)
+    print(f"| {'implementation':<40} | {'step s (median)':>15} | {'tokens/s':>9} | {'GFLOP/s':>8} | "
+          f"{'MFU vs peak':>11} |")
     print("|" + "-" * 42 + "|" + "-" * 17 + ":|" + "-" * 10 + ":|" + "-" * 9 + ":|" + "-" * 12 + ":|")
     for r in rows:
         print(f"| {r['name']:<40} | {r['step_s']:>15.3f} | {r['tokens_per_s']:>9.1f} | {r['gflops_per_s']:>8.1f} | "
               f"{100 * r['mfu']:>10.1f}% |")
     result: dict[str, Any] = {"size": args.size, "batch": b, "seq_len": s, "peak_flops": peak, "peaks": peaks,
-                              "step_flops": flops, "rows": rows, "load_avg": _load(), "config": dataclasses.asdict(config)}
+                              "step_flops": flops, "rows": rows, "load_avg": _load(),
+                              "config": dataclasses.asdict(config)}
     if torch_times is not None:
         ratio = rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"]
         result["ratio_vs_torch"] = ratio
-        print(f"\nalert_jax / HF torch tokens/s ratio: {ratio:.2f} (target >= 1.0: {'met' if ratio >= 1 else 'MISSED'})")
+        verdict = "met" if ratio >= 1 else "MISSED"
+        print(f"\nalert_jax / HF torch tokens/s ratio: {ratio:.2f} (target >= 1.0: {verdict})")
     mfu = rows[0]["mfu"]
-    print(f"alert_jax MFU vs measured matmul peak: {100 * mfu:.1f}% (target >= 50%: {'met' if mfu >= 0.5 else 'MISSED'})")
+    verdict = "met" if mfu >= 0.5 else "MISSED"
+    print(f"alert_jax MFU vs measured matmul peak: {100 * mfu:.1f}% (target >= 50%: {verdict})")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return result
