@@ -15,7 +15,7 @@ from alert_jax.data import alert, niv2
 from conftest import shared_data_dir
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "niv2"
-OLD_FORMAT = FIXTURES / "task9001_old_format_toy.json"
+OLD_FORMAT = FIXTURES / "old_format_toy_task.json"
 
 
 def _real_task_files() -> list[str]:

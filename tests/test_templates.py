@@ -11,7 +11,7 @@ from alert_jax.data.templates import Template, get_template, render
 from conftest import shared_data_dir
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "niv2"
-TOY = niv2.load_task(FIXTURES / "task9001_old_format_toy.json")
+TOY = niv2.load_task(FIXTURES / "old_format_toy_task.json")
 DEF = "Add the two numbers and answer with their sum."
 BUILTIN = ["T1", "T2", "T3", "T4", "T5"]
 
