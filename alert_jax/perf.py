@@ -86,16 +86,18 @@ def peak_flops(device: jax.Device | None = None, *, cpu_peak: float | None = Non
 
 
 def measure_matmul_peak(
-    n: int = 1024, dtype: Any = jnp.float32, repeats: int = 5, device: jax.Device | None = None
+    n: int | tuple[int, int, int] = 1024, dtype: Any = jnp.float32, repeats: int = 5, device: jax.Device | None = None
 ) -> float:
-    """Measured FLOP/s of an ``[n, n] @ [n, n]`` matmul on one device (best of ``repeats``, after a warm-up).
+    """Measured FLOP/s of a jitted matmul on one device (best of ``repeats``, after a warm-up): ``[n, n] @ [n, n]``,
+    or ``[m, k] @ [k, n]`` when ``n`` is an ``(m, k, n)`` tuple.
 
     On CPU this is the realistic peak to quote MFU against (all fake CPU devices share the same cores).
     """
+    m, k, n = (n, n, n) if isinstance(n, int) else n
     device = device or jax.devices()[0]
     key_a, key_b = jax.random.split(jax.random.PRNGKey(0))
-    a = jax.device_put(jax.random.normal(key_a, (n, n), dtype), device)
-    b = jax.device_put(jax.random.normal(key_b, (n, n), dtype), device)
+    a = jax.device_put(jax.random.normal(key_a, (m, k), dtype), device)
+    b = jax.device_put(jax.random.normal(key_b, (k, n), dtype), device)
     f = jax.jit(lambda x, y: x @ y)
     f(a, b).block_until_ready()
     best = float("inf")
@@ -103,7 +105,7 @@ def measure_matmul_peak(
         t0 = time.perf_counter()
         f(a, b).block_until_ready()
         best = min(best, time.perf_counter() - t0)
-    return 2.0 * n**3 / best
+    return 2.0 * m * k * n / best
 
 
 def throughput(

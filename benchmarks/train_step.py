@@ -69,23 +69,9 @@ def _time_steps(step: Callable[[], None], warmup: int, steps: int, label: str) -
 
 def measure_peak(shapes: list[tuple[int, int, int]], repeats: int = 5) -> dict[str, float]:
     """Best FLOP/s of a jitted fp32 ``[m, k] @ [k, n]`` for each ``(m, k, n)`` in ``shapes`` (one device)."""
-    import jax
-    import jax.numpy as jnp
+    from alert_jax import perf
 
-    out = {}
-    f = jax.jit(lambda x, y: x @ y)
-    for m, k, n in shapes:
-        ka, kb = jax.random.split(jax.random.PRNGKey(0))
-        a = jax.random.normal(ka, (m, k), jnp.float32)
-        b = jax.random.normal(kb, (k, n), jnp.float32)
-        f(a, b).block_until_ready()
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            f(a, b).block_until_ready()
-            best = min(best, time.perf_counter() - t0)
-        out[f"{m}x{k}x{n}"] = 2.0 * m * k * n / best
-    return out
+    return {f"{m}x{k}x{n}": perf.measure_matmul_peak((m, k, n), repeats=repeats) for m, k, n in shapes}
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -285,15 +285,21 @@ def read_aqua_rat(path: PathLike) -> list[RationaleExample]:
     return out
 
 
+def _read_json_list(path: pathlib.Path) -> list[Any]:
+    """A JSON file whose top level must be a list of question records."""
+    data = _read_json(path)
+    if not isinstance(data, list):
+        raise CorpusFormatError(path, "top level", "expected a JSON list of questions")
+    return data
+
+
 def read_strategyqa(path: PathLike) -> list[RationaleExample]:
     """StrategyQA JSON list ``{qid, question, answer: bool, facts: [str], ...}``.
 
     rationale = the ``facts``, each made a sentence, joined with spaces (``decomposition`` unused); answer yes/no.
     """
     path = pathlib.Path(path)
-    data = _read_json(path)
-    if not isinstance(data, list):
-        raise CorpusFormatError(path, "top level", "expected a JSON list of questions")
+    data = _read_json_list(path)
     out = []
     for index, rec in enumerate(data):
         where = f"index {index}"
@@ -470,9 +476,7 @@ def read_winowhy(path: PathLike) -> list[RationaleExample]:
     rationale = :func:`pick_winowhy_reason`. Questions with no 'Valid' reason are left out.
     """
     path = pathlib.Path(path)
-    data = _read_json(path)
-    if not isinstance(data, list):
-        raise CorpusFormatError(path, "top level", "expected a JSON list of questions")
+    data = _read_json_list(path)
     out = []
     for index, rec in enumerate(data):
         where = f"index {index}"
