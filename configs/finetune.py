@@ -87,6 +87,9 @@ def get_config(arg: str = "tiny,cot") -> ml_collections.ConfigDict:
     c.train.batch_size = 128  # global batch in packed sequences of data.seq_len tokens
     c.train.grad_accum_steps = 1  # microbatches per step (strided split of the batch)
     c.train.eval_batch_size = 0  # 0 = batch_size // grad_accum_steps
+    # PRNG of the dropout masks: threefry2x32 (bitwise the same on every mesh/backend) or rbg / unsafe_rbg (XLA's
+    # RngBitGenerator: much cheaper masks, still a function of (seed, step), but backend/mesh dependent bits)
+    c.train.dropout_rng_impl = "threefry2x32"
     c.train.num_steps = 2000
     c.train.log_every = 10
     c.train.eval_every = 200  # 0 = only at the end

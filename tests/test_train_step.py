@@ -224,6 +224,28 @@ def test_grad_accumulation_strided_microbatches_equal_full_batch(parts):
     np.testing.assert_array_equal(np.asarray(micro["inputs"][1]), batch["inputs"][1::4])
 
 
+def test_dropout_keys_are_a_function_of_seed_step_and_microbatch():
+    """Every impl: same (base, step, micro) -> same mask; any of them changed -> a different mask; rbg keys are
+    RngBitGenerator keys seeded from the threefry key, and an unknown impl names the setting."""
+    base = jax.random.PRNGKey(3)
+
+    def mask(step, micro, impl):
+        key = step_lib.dropout_key(base, jnp.int32(step), jnp.int32(micro), impl)
+        return np.asarray(jax.random.bernoulli(key, 0.5, (256,)))
+
+    for impl in step_lib.DROPOUT_RNG_IMPLS:
+        a = mask(4, 1, impl)
+        np.testing.assert_array_equal(a, mask(4, 1, impl))
+        assert (a != mask(5, 1, impl)).any() and (a != mask(4, 0, impl)).any(), impl
+    threefry = step_lib.dropout_key(base, jnp.int32(4), jnp.int32(1))
+    np.testing.assert_array_equal(np.asarray(threefry),
+                                  np.asarray(jax.random.fold_in(jax.random.fold_in(base, 4), 1)))
+    rbg = step_lib.dropout_key(base, jnp.int32(4), jnp.int32(1), "unsafe_rbg")
+    assert jax.random.key_data(rbg).shape == (4,) and "rbg" in str(rbg.dtype)
+    with pytest.raises(ValueError, match="train.dropout_rng_impl"):
+        step_lib.dropout_key(base, jnp.int32(0), jnp.int32(0), "philox")
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # FLOPs, peak table
 # ---------------------------------------------------------------------------------------------------------------------
