@@ -120,8 +120,10 @@ def test_size_table_and_config_errors():
         get_model_config("tiny", attention_impl="flash")
     with pytest.raises(ValueError, match="model.remat_policy"):
         get_model_config("tiny", remat_policy="some")
-    import ml_collections
 
+
+def test_model_config_from_an_app_config():
+    ml_collections = pytest.importorskip("ml_collections")  # absent on the GPU image benchmarks/gpu.sh runs on
     # The shape of configs/base.py's cfg.model (built here: configs/ is not an importable package in tests).
     cfg = ml_collections.ConfigDict()
     cfg.model = ml_collections.ConfigDict(
@@ -142,6 +144,8 @@ def test_every_param_has_logical_axes_and_fc1_is_sharded_on_a_2x2x2_mesh(tiny):
     assert axes[("layers", "fc1_kernel")] == ("layers", "embed", "mlp")
     assert axes[("token_embedding",)] == ("vocab", "embed")
 
+    if jax.device_count() < 8:
+        pytest.skip(f"needs 8 devices (tests/conftest.py's fake CPU devices); jax.devices() is {jax.devices()}")
     mesh = make_mesh((2, 2, 2))
     model = opt.create_model(TINY, mesh, rngs_seed=1)
     fc1 = model.layers.fc1_kernel[...]
@@ -174,6 +178,13 @@ def test_attention_impls_agree_and_padding_rows_are_finite(tiny):
     if jax.default_backend() != "gpu":
         with pytest.raises(ValueError, match=r"NVIDIA GPU.*model\.attention_impl"):
             _logits(_with(tiny, attention_impl="cudnn", dtype="bfloat16"), tokens, pos, seg)
+    else:  # on a GPU (benchmarks/gpu.sh runs this file there): cuDNN keeps the packing/padding mask, to bf16 accuracy
+        cudnn = _logits(_with(tiny, attention_impl="cudnn", dtype="bfloat16"), tokens, pos, seg)
+        bf16 = _logits(_with(tiny, attention_impl="xla", dtype="bfloat16"), tokens, pos, seg)
+        real = seg != 0
+        scale = np.abs(xla[real]).max()
+        assert np.abs(cudnn[real] - bf16[real]).max() < 2e-2 * scale
+        np.testing.assert_allclose(cudnn[0, 9:], cudnn[5, :7], atol=2e-2 * scale)  # segment 2 alone == packed
 
 
 def test_bfloat16_compute_matches_float32(tiny):
@@ -266,3 +277,18 @@ def test_remat_policy_controls_what_the_layer_scan_saves(tiny):
         grad_scans = [e for e in jax.make_jaxpr(jax.grad(loss))(state).jaxpr.eqns if e.primitive.name == "scan"]
         residuals[policy] = len(grad_scans[0].outvars)
     assert residuals["full"] < residuals["save_dots_no_batch"] < residuals["save_dots"] < residuals["none"]
+
+
+def test_scan_unroll_changes_the_program_not_the_numbers(tiny):
+    """``scan_unroll`` reaches the layer scan (traced program) and leaves forward and cached decoding unchanged."""
+    tokens, pos, seg = _padded_batch(tiny.config.vocab_size)
+    unrolled = _with(tiny, scan_unroll=tiny.config.num_layers)
+    graphdef, state = nnx.split(unrolled)
+    (scan,) = [e for e in jax.make_jaxpr(lambda s: nnx.merge(graphdef, s)(tokens, pos, seg))(state).jaxpr.eqns
+               if e.primitive.name == "scan"]
+    assert scan.params["unroll"] == tiny.config.num_layers
+    real = seg != 0
+    np.testing.assert_allclose(_logits(unrolled, tokens, pos, seg)[real], _logits(tiny, tokens, pos, seg)[real],
+                               atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="model.scan_unroll"):
+        get_model_config("tiny", scan_unroll=0)

@@ -378,7 +378,7 @@ class OPT(nnx.Module):
 
         if c.remat_policy != "none":
             body = jax.checkpoint(body, policy=_REMAT_POLICIES[c.remat_policy], prevent_cse=False)
-        return jax.lax.scan(body, h, xs)
+        return jax.lax.scan(body, h, xs, unroll=min(int(c.scan_unroll), c.num_layers))
 
     # -- public API --------------------------------------------------------------------------------------------
 

@@ -41,6 +41,9 @@ class OPTConfig:
     param_dtype: str = "float32"  # storage dtype of the parameters (master weights)
     remat_policy: str = "none"  # none | full | save_dots | save_dots_no_batch
     attention_impl: str = "xla"  # xla | cudnn | reference
+    # layers per iteration of the layer scan: 1 = a rolled loop (fastest compile); num_layers = fully unrolled (fewer
+    # kernel launches and loop overheads, which is what bounds 1-token decoding of small models on GPUs)
+    scan_unroll: int = 1
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "ffn_dim", "num_layers", "num_heads", "vocab_size", "max_position_embeddings"):
@@ -59,6 +62,8 @@ class OPTConfig:
         for name in ("dtype", "param_dtype"):
             if getattr(self, name) not in DTYPES:
                 raise ValueError(f"model.{name}={getattr(self, name)!r} is not one of {DTYPES}")
+        if int(self.scan_unroll) < 1:
+            raise ValueError(f"model.scan_unroll must be >= 1, got {self.scan_unroll}")
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(f"model.remat_policy={self.remat_policy!r} is not one of {REMAT_POLICIES}")
         if self.attention_impl not in ATTENTION_IMPLS:
@@ -104,6 +109,7 @@ RUNTIME_FIELDS: tuple[str, ...] = (
     "param_dtype",
     "remat_policy",
     "attention_impl",
+    "scan_unroll",
 )
 
 
