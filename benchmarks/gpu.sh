@@ -4,14 +4,16 @@
 #   bash benchmarks/gpu.sh                # from the repo root on the GPU machine; results under $OUT
 #
 # Installs nothing from the network. If a folder .whl/ with wheels travelled with the repo (e.g. ml_collections),
-# they are installed into /tmp/site first. Runs benchmarks/gpu_bench.py under a hard time limit (default 450 s,
+# they are installed into /tmp/site first. Runs benchmarks/gpu_bench.py under a hard time limit (default 390 s,
 # GPU_BENCH_LIMIT_S) with PYTHONPATH=. ; writes OUT/gpu_bench.json, OUT/gpu_bench.txt (summary),
 # OUT/gpu_bench.log (full output) and OUT/env.txt (nvidia-smi, versions), and prints the summary last.
+# Then (GPU_TESTS=1, the default) runs tests/test_model.py on the GPU (cuDNN attention vs XLA, bf16 vs fp32, KV cache)
+# within 80 s, output in OUT/pytest_gpu.log. Whole script: under 8 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu_bench_out}"
 mkdir -p "$OUT"
-LIMIT="${GPU_BENCH_LIMIT_S:-450}"
+LIMIT="${GPU_BENCH_LIMIT_S:-390}"
 PY="${PYTHON:-python3}"
 start=$(date +%s)
 
@@ -40,5 +42,9 @@ rc=${PIPESTATUS[0]}
 echo "gpu.sh: gpu_bench.py exit status $rc after $(( $(date +%s) - start ))s (124 = hit the ${LIMIT}s limit)"
 if [ "$rc" != 0 ] && [ -f "$OUT/gpu_bench.txt" ]; then
   echo "---- partial summary (OUT/gpu_bench.txt) ----"; cat "$OUT/gpu_bench.txt"
+fi
+if [ "${GPU_TESTS:-1}" = 1 ]; then
+  timeout --kill-after=10 80 "$PY" -m pytest -q -p no:cacheprovider tests/test_model.py > "$OUT/pytest_gpu.log" 2>&1
+  echo "gpu.sh: tests/test_model.py on the GPU: exit status $? (124 = timed out)"; tail -n 5 "$OUT/pytest_gpu.log"
 fi
 exit "$rc"

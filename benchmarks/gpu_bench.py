@@ -11,10 +11,10 @@ Phases (each under its own time budget and try/except; results are written after
    Device bandwidth: ``x * c`` over a 1 GiB fp32 array and ``jnp.copy`` (bytes read + bytes written per time).
 2. **train** -- OPT-1.3B shapes, seq 2048, fp32 master weights and Adam moments, bf16 compute
    (``model.dtype=bfloat16``, ``param_dtype=float32``), dropout 0.1 / attention dropout 0.0 (cuDNN flash attention
-   has no attention dropout; HF's released configs use 0.0), global batch 8 sequences in microbatches of 4
-   (``make_train_step``, grad accumulation by ``lax.scan``). Sweep: remat policy (save_dots / full / none) x
-   attention (cudnn / xla), most informative first; a configuration that runs out of memory is reported and retried
-   once with half the microbatch. Each is compiled ahead of time (compile time reported separately), then
+   has no attention dropout; HF's released configs use 0.0), global batch 8 sequences (``make_train_step``; one
+   variant in microbatches of 4, grad accumulation by ``lax.scan``). Sweep, most informative first: remat policy
+   (save_dots / none / full) x attention (cudnn / xla) x dropout PRNG (unsafe_rbg / threefry2x32); a configuration
+   that runs out of memory is reported and retried once with half the microbatch. Each is compiled ahead of time (compile time reported separately), then
    ``warmup`` + ``steps`` steps are timed with ``block_until_ready`` on the metrics; the median is reported as
    tokens/s and MFU = ``perf.train_step_flops`` (6 x matmul params x tokens + causal-halved attention; no remat
    recompute) / time / 989e12 (H100/H200 dense bf16 peak, ``perf.PEAK_FLOPS_BF16``), and also / the matmul peak
@@ -23,7 +23,8 @@ Phases (each under its own time budget and try/except; results are written after
 3. **decode** -- the same architecture with bf16 weights, ``eval.generate.decode_batch`` (prefill + while loop) of
    128-token random prompts + 128 new tokens (EOS disabled so every row runs all steps) at batch 1, 32, 128:
    end-to-end generated tokens/s. The 1-token ``OPT.decode`` step is timed too, as ``reps`` steps in one jitted
-   ``fori_loop`` (no per-step dispatch; cache of 256 columns, 128 and more filled; fastest of up to 3 timed calls), and compared with the HBM
+   ``fori_loop`` (no per-step dispatch; cache of 256 columns, 128 and more filled; fastest of up to 3 timed calls),
+   with the layer scan rolled (``scan_unroll=1``) and, at small batches, fully unrolled, and compared with the HBM
    roofline: (weight bytes + KV-cache bytes read per step) / measured bandwidth. The implementation reads the whole
    preallocated cache every step (masked), so both the whole-cache and the filled-columns-only rooflines are given.
 
@@ -35,12 +36,15 @@ used and the run says so.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import pathlib
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 import traceback
 import types
@@ -101,12 +105,12 @@ def summary(d: dict[str, Any]) -> str:
         "train (OPT-{size}, seq {seq}, batch {batch}):".format(
             size=m.get("train_size"), seq=m.get("train_seq"), batch=m.get("train_batch")
         ),
-        f"  {'remat':<10} {'attn':<6} {'micro':>5} {'compile s':>9} {'step ms':>9} {'tokens/s':>10} "
+        f"  {'remat':<10} {'attn':<6} {'dropout rng':<12} {'micro':>5} {'compile s':>9} {'step ms':>9} {'tokens/s':>10} "
         f"{'MFU%':>6} {'%mm peak':>8} {'XLA peak GiB':>12} {'alloc peak GiB':>14}  status",
     ]
     for r in d["train"]:
         lines.append(
-            f"  {r['remat']:<10} {r['attention']:<6} {r['micro_batch']:>5} {_f(r.get('compile_s')):>9} "
+            f"  {r['remat']:<10} {r['attention']:<6} {r.get('dropout_rng', '-'):<12} {r['micro_batch']:>5} {_f(r.get('compile_s')):>9} "
             f"{_f(r.get('step_ms')):>9} {_f(r.get('tokens_per_s'), '{:.0f}'):>10} "
             f"{_f(r.get('mfu_pct')):>6} {_f(r.get('mfu_vs_matmul_pct')):>8} "
             f"{_f(r.get('xla_peak_gib'), '{:.2f}'):>12} {_f(r.get('allocator_peak_gib'), '{:.2f}'):>14}  "
@@ -116,13 +120,13 @@ def summary(d: dict[str, Any]) -> str:
         "",
         f"decode (OPT-{m.get('decode_size')}, bf16 weights, prompt {m.get('decode_prompt')} + "
         f"{m.get('decode_new')} new tokens):",
-        f"  {'batch':>5} {'e2e s':>7} {'gen tok/s':>10} {'step ms':>8} {'roofline ms (whole/filled cache)':>33} "
+        f"  {'batch':>5} {'unroll':>6} {'e2e s':>7} {'gen tok/s':>10} {'step ms':>8} {'roofline ms (whole/filled cache)':>33} "
         f"{'% of roofline':>13}  status",
     ]
     for r in d["decode"]:
         roof = f"{_f(r.get('roofline_ms_whole_cache'), '{:.3f}')}/{_f(r.get('roofline_ms_filled'), '{:.3f}')}"
         lines.append(
-            f"  {r['batch']:>5} {_f(r.get('e2e_s'), '{:.3f}'):>7} {_f(r.get('gen_tokens_per_s'), '{:.0f}'):>10} "
+            f"  {r['batch']:>5} {r.get('scan_unroll', 1):>6} {_f(r.get('e2e_s'), '{:.3f}'):>7} {_f(r.get('gen_tokens_per_s'), '{:.0f}'):>10} "
             f"{_f(r.get('step_ms'), '{:.3f}'):>8} {roof:>33} {_f(r.get('roofline_pct')):>13}  {r.get('status')}"
         )
     if d["train"]:
@@ -173,6 +177,20 @@ def ensure_ml_collections() -> str:
     mod.FrozenConfigDict = ConfigDict  # type: ignore[attr-defined]
     sys.modules["ml_collections"] = mod
     return "stand-in (ml_collections not installed)"
+
+
+@contextlib.contextmanager
+def _trace(out: pathlib.Path, name: str):
+    """Profiles the block with ``jax.profiler`` and keeps its Perfetto trace as ``OUT/<name>_trace.json.gz``."""
+    import jax
+
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f"trace_{name}_"))
+    with jax.profiler.trace(str(tmp), create_perfetto_trace=True):
+        yield
+    found = sorted(tmp.rglob("perfetto_trace.json.gz"))
+    if found:
+        shutil.copy(found[-1], out / f"{name}_trace.json.gz")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _block(x: Any) -> Any:
@@ -306,10 +324,12 @@ def bench_train(res: Results, args: argparse.Namespace) -> None:
     def state_alive(s) -> bool:
         return s is not None and not any(getattr(x, "is_deleted", lambda: False)() for x in jax.tree.leaves(s))
 
-    queue = [(r, a, args.train_micro) for r, a in args.train_variants]
+    queue = list(args.train_variants)
+    traced = False
     while queue:
-        remat, attention, micro = queue.pop(0)
-        rec: dict[str, Any] = {"remat": remat, "attention": attention, "micro_batch": micro, "status": "running"}
+        remat, attention, micro, rng_impl = queue.pop(0)
+        rec: dict[str, Any] = {"remat": remat, "attention": attention, "micro_batch": micro, "dropout_rng": rng_impl,
+                               "status": "running"}
         left = min(res.left() - args.reserve_decode_s, args.train_budget_s - (res.elapsed() - res.data["meta"]["train_start_s"]))
         if costs and left < min(costs):
             rec["status"] = f"skipped (time: {left:.0f}s left, one configuration takes ~{min(costs):.0f}s)"
@@ -326,7 +346,8 @@ def bench_train(res: Results, args: argparse.Namespace) -> None:
                 state = None
                 state = new_state(model_config)
             accum = args.train_batch // micro
-            train_step = step_lib.make_train_step(parts, tx, mesh, shardings, grad_accum_steps=accum)
+            train_step = step_lib.make_train_step(parts, tx, mesh, shardings, grad_accum_steps=accum,
+                                                  dropout_rng_impl=rng_impl)
             t0 = time.perf_counter()
             with jax.set_mesh(mesh):
                 with nnx.logical_axis_rules(LOGICAL_AXIS_RULES):
@@ -338,6 +359,10 @@ def bench_train(res: Results, args: argparse.Namespace) -> None:
                             + mem.temp_size_in_bytes)
                     rec["xla_peak_gib"] = peak / 2**30
                     rec["xla_temp_gib"] = mem.temp_size_in_bytes / 2**30
+                    limit = _memory_stats().get("bytes_limit")
+                    if limit and peak > limit:  # running it would fail and can leave the allocator unusable
+                        raise MemoryError(f"Out of memory: the compiled step needs {peak / 2**30:.1f} GiB, the "
+                                          f"device allows {limit / 2**30:.1f} GiB (not run)")
                 times = []
                 for i in range(args.warmup + args.steps):
                     t0 = time.perf_counter()
@@ -345,6 +370,13 @@ def bench_train(res: Results, args: argparse.Namespace) -> None:
                     loss = float(_block(metrics["loss"]))
                     if i >= args.warmup:
                         times.append(time.perf_counter() - t0)
+                if args.trace and not traced:
+                    (res.out / "train_hlo.txt").write_text(compiled.as_text())
+                    with _trace(res.out, "train"):
+                        for _ in range(2):
+                            state, metrics = compiled(state, batch)
+                            _block(metrics["loss"])
+                    traced = True
             if not np.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss}")
             t = statistics.median(times)
@@ -361,15 +393,20 @@ def bench_train(res: Results, args: argparse.Namespace) -> None:
             stats = _memory_stats()
             if "peak_bytes_in_use" in stats:
                 rec["allocator_peak_gib"] = stats["peak_bytes_in_use"] / 2**30
-            print(f"[train] {remat}/{attention} micro {micro}: {1e3 * t:.0f} ms/step, {tokens / t:.0f} tokens/s, "
+            print(f"[train] {remat}/{attention}/{rng_impl} micro {micro}: {1e3 * t:.0f} ms/step, {tokens / t:.0f} tokens/s, "
                   f"MFU {100 * tp['mfu']:.1f}% (compile {rec['compile_s']:.0f}s)", flush=True)
         except Exception as e:  # noqa: BLE001
             oom = _is_oom(e)
             rec["status"] = ("OOM" if oom else "error") + f": {type(e).__name__}: {str(e)[:300]}"
-            res.error(f"train {remat}/{attention}/micro{micro}", e)
+            res.error(f"train {remat}/{attention}/{rng_impl}/micro{micro}", e)
             if oom and micro // 2 >= 1 and args.train_batch % (micro // 2) == 0 and args.retry_oom:
-                queue.insert(0, (remat, attention, micro // 2))
+                queue.insert(0, (remat, attention, micro // 2, rng_impl))
             compiled = None
+            if oom and not isinstance(e, MemoryError):  # a real device OOM: later allocations fail too
+                for r, a, m, g in queue:
+                    res.data["train"].append({"remat": r, "attention": a, "micro_batch": m, "dropout_rng": g,
+                                              "status": "skipped (after a device OOM)"})
+                queue.clear()
         if rec["status"] == "ok":
             costs.append(time.perf_counter() - t_cfg)
         res.save()
@@ -388,16 +425,22 @@ def bench_decode(res: Results, args: argparse.Namespace) -> None:
     from flax import nnx
 
     from alert_jax.eval import generate
-    from alert_jax.models.opt import KVCache, create_model
+    from alert_jax.models.opt import KVCache, abstract_model, create_model
     from alert_jax.models.sizes import get_model_config
 
     c = get_model_config(args.decode_size, dtype="bfloat16", param_dtype="bfloat16", dropout=0.0,
                          attention_dropout=0.0, attention_impl="xla")
     model = create_model(c, None, rngs_seed=0)
-    graphdef, state = nnx.split(model)
+    _, state = nnx.split(model)
     del model
+    graphdefs = {}  # scan_unroll -> graphdef (same parameter tree, different layer-scan program)
+
+    def graphdef_for(unroll: int):
+        if unroll not in graphdefs:
+            graphdefs[unroll] = nnx.split(abstract_model(c.replace(scan_unroll=unroll)))[0]
+        return graphdefs[unroll]
     weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
-    bw = res.data["ceilings"].get("bandwidth_gbs")
+    bw = res.data["ceilings"].get("bandwidth_gbs") or args.bandwidth_gbs
     prompt, new = args.decode_prompt, args.decode_new
     max_len = prompt + new
     options = generate.DecodeOptions(max_new_tokens=new, eos_id=-1)
@@ -406,7 +449,7 @@ def bench_decode(res: Results, args: argparse.Namespace) -> None:
 
     reps = max(1, min(args.decode_step_reps, (new - 1) // 2))  # two calls of `reps` steps fit in the cache
 
-    def steps_fn(st, tok, pos, cache):
+    def steps_fn(graphdef, st, tok, pos, cache):
         """``reps`` 1-token decode steps in one program (no per-step dispatch): ``tok``/``pos`` ``[B, 1]``."""
         model = nnx.merge(graphdef, st)
         seg = jnp.ones_like(tok)
@@ -419,10 +462,12 @@ def bench_decode(res: Results, args: argparse.Namespace) -> None:
         tok, cache = jax.lax.fori_loop(0, reps, body, (tok, cache))
         return tok, cache
 
-    steps_jit = jax.jit(steps_fn, donate_argnums=(3,))
+    steps_jit = jax.jit(steps_fn, static_argnums=(0,), donate_argnums=(4,))
     est_cost = None
-    for b in args.decode_batches:
-        rec: dict[str, Any] = {"batch": b, "status": "running"}
+    for b, unroll, e2e in args.decode_configs:
+        unroll = c.num_layers if unroll == "all" else int(unroll)
+        graphdef = graphdef_for(unroll)
+        rec: dict[str, Any] = {"batch": b, "scan_unroll": unroll, "status": "running"}
         if est_cost is not None and res.left() < est_cost:
             rec["status"] = f"skipped (time: {res.left():.0f}s left)"
             res.data["decode"].append(rec)
@@ -434,19 +479,21 @@ def bench_decode(res: Results, args: argparse.Namespace) -> None:
             rng = np.random.default_rng(b)
             tokens = jnp.asarray(rng.integers(3, vocab, (b, prompt), dtype=np.int32))
             mask = jnp.ones((b, prompt), jnp.int32)
-            t0 = time.perf_counter()
-            out = generate.decode_batch((graphdef, state), tokens, mask, options)
-            _block(out.tokens)
-            rec["first_call_s"] = time.perf_counter() - t0  # compile + run
-            times = []
-            for _ in range(args.decode_reps):
+            if e2e:
                 t0 = time.perf_counter()
                 out = generate.decode_batch((graphdef, state), tokens, mask, options)
                 _block(out.tokens)
-                times.append(time.perf_counter() - t0)
-            t = statistics.median(times)
-            steps = int(out.steps)
-            rec.update(e2e_s=t, e2e_all=times, steps=steps, gen_tokens_per_s=b * steps / t)
+                rec["first_call_s"] = time.perf_counter() - t0  # compile + run
+                times = []
+                for _ in range(args.decode_reps):
+                    t0 = time.perf_counter()
+                    out = generate.decode_batch((graphdef, state), tokens, mask, options)
+                    _block(out.tokens)
+                    times.append(time.perf_counter() - t0)
+                t = statistics.median(times)
+                steps = int(out.steps)
+                rec.update(e2e_s=t, e2e_all=times, steps=steps, gen_tokens_per_s=b * steps / t)
+                del out
 
             # one decode step at the middle of generation (cache of max_len columns, `prompt` filled)
             k = jax.random.normal(jax.random.PRNGKey(b), (c.num_layers, b, max_len, c.num_heads, c.head_dim),
@@ -457,18 +504,24 @@ def bench_decode(res: Results, args: argparse.Namespace) -> None:
             del k
             tok = jnp.asarray(rng.integers(3, vocab, (b, 1), dtype=np.int32))
             p = jnp.full((b, 1), prompt, jnp.int32)
-            tok, cache = steps_jit(state, tok, p, cache)  # compile + warm-up: columns prompt .. prompt+reps-1
+            tok, cache = steps_jit(graphdef, state, tok, p, cache)  # compile + warm-up: columns prompt .. prompt+reps-1
             _block(tok)
             calls = max(1, min(3, (new - 1) // reps - 1))
             step_times = []
             starts = _block([p + i * reps for i in range(1, calls + 1)])  # built outside the timed region
             for p_i in starts:  # timed: the next `reps` columns per call; the fastest call counts
                 t0 = time.perf_counter()
-                tok, cache = steps_jit(state, tok, p_i, cache)
+                tok, cache = steps_jit(graphdef, state, tok, p_i, cache)
                 _block(tok)
                 step_times.append((time.perf_counter() - t0) / reps)
             step_t = min(step_times)
             rec["step_ms_all"] = [1e3 * x for x in step_times]
+            if args.trace:
+                hlo = steps_jit.lower(graphdef, state, tok, starts[-1] + reps, cache).compile().as_text()
+                (res.out / f"decode_b{b}_u{unroll}_hlo.txt").write_text(hlo)
+                with _trace(res.out, f"decode_b{b}_u{unroll}"):
+                    tok, cache = steps_jit(graphdef, state, tok, starts[-1] + reps, cache)
+                    _block(tok)
             whole = weight_bytes + b * cache_elems_per_row * 2
             filled = weight_bytes + b * 2 * c.num_layers * (prompt + reps * (1 + calls / 2)) * c.hidden_size * 2
             rec.update(step_ms=1e3 * step_t, weight_bytes=weight_bytes, kv_bytes_whole=whole - weight_bytes,
@@ -480,12 +533,14 @@ def bench_decode(res: Results, args: argparse.Namespace) -> None:
                     roofline_pct=100 * (whole / (bw * 1e9)) / step_t,
                 )
             rec["status"] = "ok"
-            print(f"[decode] batch {b}: {b * steps / t:.0f} generated tokens/s end-to-end, step {1e3 * step_t:.2f} ms"
+            print(f"[decode] batch {b}, scan_unroll {unroll}: "
+                  + (f"{rec['gen_tokens_per_s']:.0f} generated tokens/s end-to-end, " if e2e else "")
+                  + f"step {1e3 * step_t:.2f} ms"
                   + (f" ({rec['roofline_pct']:.0f}% of the whole-cache roofline)" if bw else ""), flush=True)
-            del cache, tok, out
+            del cache, tok
         except Exception as e:  # noqa: BLE001
             rec["status"] = ("OOM" if _is_oom(e) else "error") + f": {type(e).__name__}: {str(e)[:300]}"
-            res.error(f"decode batch {b}", e)
+            res.error(f"decode batch {b} unroll {unroll}", e)
         est_cost = time.perf_counter() - t_b
         res.save()
 
@@ -501,26 +556,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="tiny sizes and few steps: a CPU dry run of every code path")
     p.add_argument("--budget_s", type=float, default=420.0, help="total time budget of this script")
     p.add_argument("--phases", default="ceilings,train,decode")
+    p.add_argument("--train_variants", default="", dest="train_variants_arg",
+                   help="comma-separated remat:attention:micro:dropout_rng, e.g. save_dots:cudnn:8:unsafe_rbg")
+    p.add_argument("--decode_configs", default="", dest="decode_configs_arg", help="comma-separated batch:scan_unroll:e2e(0|1), e.g. 1:all:0")
+    p.add_argument("--bandwidth_gbs", type=float, default=None,
+                   help="device bandwidth for the decode roofline when the ceilings phase is not run")
+    p.add_argument("--trace", action="store_true",
+                   help="also profile 2 train steps and one decode call per config (OUT/*_trace.json.gz, Perfetto) "
+                        "and save their optimized HLO (OUT/*_hlo.txt)")
     args = p.parse_args(argv)
     if args.smoke:
         args.matmul_n, args.reps, args.bw_bytes = 256, 4, 1 << 22
-        args.train_size, args.train_seq, args.train_batch, args.train_micro = "tiny", 64, 4, 2
-        args.train_variants = [("save_dots", "cudnn"), ("full", "xla")]  # cudnn: the error path on CPU
+        args.train_size, args.train_seq, args.train_batch = "tiny", 64, 4
+        # cudnn: the error path on CPU
+        args.train_variants = [("save_dots", "cudnn", 2, "unsafe_rbg"), ("full", "xla", 2, "threefry2x32")]
         args.warmup, args.steps = 1, 2
         args.decode_size, args.decode_prompt, args.decode_new = "tiny", 8, 8
-        args.decode_batches, args.decode_reps, args.decode_step_reps = [2], 1, 3
+        args.decode_configs, args.decode_reps, args.decode_step_reps = [(2, 1, True), (2, "all", False)], 1, 3
         args.train_budget_s, args.reserve_decode_s = 1e9, 0.0
     else:
         args.matmul_n, args.reps, args.bw_bytes = 8192, 20, 1 << 30
-        args.train_size, args.train_seq, args.train_batch, args.train_micro = "1.3b", 2048, 8, 4
-        args.train_variants = [
-            ("save_dots", "cudnn"), ("save_dots", "xla"), ("full", "cudnn"),
-            ("none", "cudnn"), ("full", "xla"), ("none", "xla"),
+        args.train_size, args.train_seq, args.train_batch = "1.3b", 2048, 8
+        args.train_variants = [  # (remat, attention, microbatch rows, dropout PRNG), most informative first
+            ("save_dots", "cudnn", 8, "unsafe_rbg"), ("none", "cudnn", 8, "unsafe_rbg"),
+            ("save_dots", "cudnn", 8, "threefry2x32"), ("save_dots", "xla", 8, "unsafe_rbg"),
+            ("save_dots", "cudnn", 4, "unsafe_rbg"), ("full", "cudnn", 8, "unsafe_rbg"),
         ]
         args.warmup, args.steps = 2, 5
         args.decode_size, args.decode_prompt, args.decode_new = "1.3b", 128, 128
-        args.decode_batches, args.decode_reps, args.decode_step_reps = [1, 32, 128], 2, 20
-        args.train_budget_s, args.reserve_decode_s = 0.6 * args.budget_s, 100.0
+        # (batch, scan_unroll, also time end-to-end generation); "all" = num_layers
+        args.decode_configs = [(1, 1, True), (1, "all", True), (32, 1, True), (32, "all", False), (128, 1, True)]
+        args.decode_reps, args.decode_step_reps = 2, 20
+        args.train_budget_s, args.reserve_decode_s = 0.55 * args.budget_s, 150.0
+    if args.train_variants_arg:
+        args.train_variants = [(r, a, int(m), g) for r, a, m, g in (v.split(":") for v in args.train_variants_arg.split(","))]
+    if args.decode_configs_arg:
+        args.decode_configs = [(int(b), u, e == "1") for b, u, e in (v.split(":") for v in args.decode_configs_arg.split(","))]
     args.train_dtype = "bfloat16"
     args.retry_oom = True
     return args

@@ -37,10 +37,13 @@ def test_gpu_bench_smoke(tmp_path):
     # cuDNN attention cannot run on CPU: reported as an error, and the run went on
     bad = by_variant[("save_dots", "cudnn")]
     assert bad["status"].startswith("error") and "NVIDIA GPU" in bad["status"]
-    assert [e["phase"] for e in data["errors"]] == ["train save_dots/cudnn/micro2"]
+    assert [e["phase"] for e in data["errors"]] == ["train save_dots/cudnn/unsafe_rbg/micro2"]
+    assert ok["grad_accum_steps"] == 2 and ok["dropout_rng"] == "threefry2x32"
 
-    (dec,) = data["decode"]
-    assert dec["status"] == "ok", dec
-    assert dec["steps"] == 8 and dec["gen_tokens_per_s"] > 0 and dec["step_ms"] > 0
-    assert dec["roofline_ms_whole_cache"] >= dec["roofline_ms_filled"] > 0
+    rolled, unrolled = data["decode"]
+    assert rolled["status"] == unrolled["status"] == "ok", data["decode"]
+    assert (rolled["scan_unroll"], unrolled["scan_unroll"]) == (1, 2)  # "all" = the tiny model's 2 layers
+    assert rolled["steps"] == 8 and rolled["gen_tokens_per_s"] > 0 and rolled["step_ms"] > 0
+    assert "e2e_s" not in unrolled and unrolled["step_ms"] > 0  # step timing only
+    assert rolled["roofline_ms_whole_cache"] >= rolled["roofline_ms_filled"] > 0
     assert "train (OPT-tiny" in text and "decode (OPT-tiny" in text
