@@ -25,27 +25,11 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def _timed(fn, repeats: int) -> list[float]:
-    fn()  # warm-up (compile for jax)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
+from benchmarks.common import load_avg, time_calls  # noqa: E402  (needs the path above)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -73,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = sizes.get_model_config(args.size, dropout=0.0, attention_dropout=0.0)
     print(f"decode benchmark: size={args.size} batch={args.batch} prompt={args.prompt_len} new={args.new_tokens} "
           f"fp32 CPU, jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__} "
-          f"threads={args.threads}; load before: {_load()}", flush=True)
+          f"threads={args.threads}; load before: {load_avg()}", flush=True)
 
     model = opt.create_model(config, None, rngs_seed=0)
     hf = transformers.OPTForCausalLM(transformers.OPTConfig(**convert.hf_config_dict(config))).eval()
@@ -111,8 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
                               eos_token_id=2)
         hf_out["tokens"] = out[:, args.prompt_len:].numpy()
 
-    ours_t = _timed(run_ours, args.repeats)
-    hf_t = _timed(run_hf, args.repeats)
+    ours_t = time_calls(run_ours, args.repeats)  # one untimed warm-up call each (compiles for jax)
+    hf_t = time_calls(run_hf, args.repeats)
     n = args.batch * args.new_tokens
     ours_tps, hf_tps = n / statistics.median(ours_t), n / statistics.median(hf_t)
     # Agreement of the first tokens (random weights have near-ties; fp32 rounding may flip one late in a row).
@@ -123,12 +107,12 @@ def main(argv: list[str] | None = None) -> dict:
         "alert_jax_tokens_per_s": round(ours_tps, 1), "hf_torch_tokens_per_s": round(hf_tps, 1),
         "ratio": round(ours_tps / hf_tps, 2),
         "alert_jax_seconds": [round(t, 3) for t in ours_t], "hf_torch_seconds": [round(t, 3) for t in hf_t],
-        "first_token_agreement": f"{first}/{args.batch}", "token_agreement": round(agree, 3), "load_after": _load(),
+        "first_token_agreement": f"{first}/{args.batch}", "token_agreement": round(agree, 3), "load_after": load_avg(),
     }
     print(f"alert_jax: {ours_tps:9.1f} tokens/s (median of {args.repeats}, best {n / min(ours_t):.1f})")
     print(f"HF torch:  {hf_tps:9.1f} tokens/s (median of {args.repeats}, best {n / min(hf_t):.1f})")
     print(f"ratio alert_jax / HF: {ours_tps / hf_tps:.2f}x   (first-token agreement {first}/{args.batch}, "
-          f"all-token agreement {agree:.1%}; load after: {_load()})")
+          f"all-token agreement {agree:.1%}; load after: {load_avg()})")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -32,34 +32,12 @@ import json
 import os
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def _time_steps(step: Callable[[], None], warmup: int, steps: int, label: str) -> list[float]:
-    """Runs ``warmup`` untimed then ``steps`` timed calls of ``step`` (each call blocks until done)."""
-    for i in range(warmup):
-        t0 = time.perf_counter()
-        step()
-        print(f"  {label}: warm-up step {i + 1}/{warmup} {time.perf_counter() - t0:.2f}s", flush=True)
-    times = []
-    for i in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-        print(f"  {label}: timed step {i + 1}/{steps} {times[-1]:.2f}s", flush=True)
-    return times
+from benchmarks.common import load_avg, time_calls  # noqa: E402  (needs the path above)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -127,7 +105,7 @@ def bench_jax(config: Any, tokens, targets, warmup: int, steps: int) -> list[flo
         holder["state"], metrics = train_step(holder["state"], batch)
         losses.append(float(jax.block_until_ready(metrics["loss"])))
 
-    times = _time_steps(one, warmup, steps, "alert_jax")
+    times = time_calls(one, steps, warmup=warmup, label="alert_jax")
     if not np.all(np.isfinite(losses)):
         raise RuntimeError(f"alert_jax losses are not finite: {losses}")
     print(f"  alert_jax losses: {', '.join(f'{x:.3f}' for x in losses)}", flush=True)
@@ -174,7 +152,7 @@ def bench_torch(config: Any, tokens, targets, warmup: int, steps: int, threads: 
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
 
-    times = _time_steps(one, warmup, steps, "HF torch")
+    times = time_calls(one, steps, warmup=warmup, label="HF torch")
     print(f"  HF torch losses: {', '.join(f'{x:.3f}' for x in losses)}", flush=True)
     return times
 
@@ -221,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"== train-step benchmark: OPT-{args.size} shapes (d={config.hidden_size}, layers={config.num_layers}, "
           f"vocab={config.vocab_size}), batch {b} x seq {s}, fp32, dropout {config.dropout}/{config.attention_dropout}")
     print(f"   jax {jax.__version__} on {jax.devices()[0].device_kind} ({jax.device_count()} device(s)); "
-          f"cpu_count={os.cpu_count()}; load avg {_load()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; "
+          f"cpu_count={os.cpu_count()}; load avg {load_avg()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; "
           f"prng {jax.config.jax_default_prng_impl}", flush=True)
 
     shapes = [(1024, 1024, 1024), (2048, 2048, 2048), (b * s, config.hidden_size, config.ffn_dim)]
@@ -250,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows.append(row(f"HF torch {torch_version} (eager, {args.threads} threads)", torch_times))
     print()
     print(f"model FLOPs per step: {flops / 1e9:.1f} GFLOP (perf.train_step_flops); measured peak {peak / 1e9:.1f} "
-          f"GFLOP/s; load avg now {_load()}")
+          f"GFLOP/s; load avg now {load_avg()}")
     print(f"| {'implementation':<40} | {'step s (median)':>15} | {'tokens/s':>9} | {'GFLOP/s':>8} | "
           f"{'MFU vs peak':>11} |")
     print("|" + "-" * 42 + "|" + "-" * 17 + ":|" + "-" * 10 + ":|" + "-" * 9 + ":|" + "-" * 12 + ":|")
@@ -258,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"| {r['name']:<40} | {r['step_s']:>15.3f} | {r['tokens_per_s']:>9.1f} | {r['gflops_per_s']:>8.1f} | "
               f"{100 * r['mfu']:>10.1f}% |")
     result: dict[str, Any] = {"size": args.size, "batch": b, "seq_len": s, "peak_flops": peak, "peaks": peaks,
-                              "step_flops": flops, "rows": rows, "load_avg": _load(),
+                              "step_flops": flops, "rows": rows, "load_avg": load_avg(),
                               "config": dataclasses.asdict(config)}
     if torch_times is not None:
         ratio = rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"]

@@ -135,48 +135,49 @@ def _fmt(x: float) -> str:
     return "-" if x is None or math.isnan(x) else f"{x:.1f}"
 
 
-def _plot_scale(table: Mapping[str, Mapping[str, float]], metric: str, path: pathlib.Path) -> None:
+def _grouped_bars(
+    categories: Sequence[str],
+    series: Mapping[str, Sequence[float]],
+    ylabel: str,
+    path: pathlib.Path,
+    *,
+    figsize: tuple[float, float],
+    zero_line: bool = False,
+) -> None:
+    """Saves a grouped bar chart: one group per category, one bar per series (``series[label][j]`` is the value of
+    ``categories[j]``; NaN draws no bar), bars centred on their group, legend by series label."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    sizes = list(table)
-    x = np.arange(len(sizes))
-    width = 0.8 / len(VARIANTS)
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * len(sizes)), 3.8))
-    for i, variant in enumerate(VARIANTS):
-        values = [table[s].get(variant, math.nan) for s in sizes]
-        ax.bar(x + (i - 1) * width, values, width, label=VARIANT_LABELS[variant])
-    ax.set_xticks(x, sizes)
-    ax.set_ylabel(f"{metric} (overall, max over templates)")
+    x = np.arange(len(categories))
+    width = 0.8 / max(1, len(series))
+    fig, ax = plt.subplots(figsize=figsize)
+    for i, (label, values) in enumerate(series.items()):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, list(values), width, label=label)
+    if zero_line:
+        ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xticks(x, categories)
+    ax.set_ylabel(ylabel)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _plot_scale(table: Mapping[str, Mapping[str, float]], metric: str, path: pathlib.Path) -> None:
+    sizes = list(table)
+    series = {VARIANT_LABELS[v]: [table[s].get(v, math.nan) for s in sizes] for v in VARIANTS}
+    _grouped_bars(sizes, series, f"{metric} (overall, max over templates)", path,
+                  figsize=(max(4.5, 1.6 * len(sizes)), 3.8))
 
 
 def _plot_templates(gains: Mapping[str, templates_lib.TemplateGains], metric: str, path: pathlib.Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     names = sorted({t for g in gains.values() for t in g.per_template})
-    x = np.arange(len(names))
-    width = 0.8 / max(1, len(gains))
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for i, (label, g) in enumerate(gains.items()):
-        ax.bar(x + (i - (len(gains) - 1) / 2) * width, [g.per_template.get(t, math.nan) for t in names], width, label=label)
-    ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set_xticks(x, names)
-    ax.set_ylabel(f"{metric} gain over the pretrained model")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    series = {label: [g.per_template.get(t, math.nan) for t in names] for label, g in gains.items()}
+    _grouped_bars(names, series, f"{metric} gain over the pretrained model", path, figsize=(6, 3.8), zero_line=True)
 
 
 def write_analysis(

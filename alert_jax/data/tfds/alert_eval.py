@@ -23,7 +23,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from etils import epath
 import tensorflow_datasets as tfds
 
 from alert_jax.data.tfds import common
@@ -42,7 +41,7 @@ def registry_skills() -> dict[str, tuple[str, bool]]:
     return {d.name: (d.skill, bool(d.in_domain)) for d in alert.DATASETS}
 
 
-class AlertEval(tfds.core.GeneratorBasedBuilder):
+class AlertEval(common.LocalBuilder):
     """NIV2 task instances for evaluation (see module docstring). Inputs are builder kwargs, not downloads.
 
     Args (all optional when only reading an already prepared dataset):
@@ -52,15 +51,7 @@ class AlertEval(tfds.core.GeneratorBasedBuilder):
       skills: ``{task: skill}`` or ``{task: (skill, in_domain)}`` (default: the ALERT registry).
     """
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Put the NIV2 task files (<task name>.json) in manual_dir, or pass niv2_dir=."
-
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        # TFDS's default needs the `importlib_resources` backport for builders defined inside a package.
-        return epath.Path(__file__)
 
     def __init__(
         self,
@@ -71,7 +62,6 @@ class AlertEval(tfds.core.GeneratorBasedBuilder):
         skills: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ):
-        kwargs.setdefault("file_format", common.FILE_FORMAT)
         self._niv2_dir = niv2_dir
         self._tasks = None if tasks is None else list(tasks)
         self._max_instances = max_instances
@@ -80,10 +70,9 @@ class AlertEval(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         text = tfds.features.Text()
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=_DESCRIPTION,
-            features=tfds.features.FeaturesDict({
+        return self._local_info(
+            _DESCRIPTION,
+            {
                 "task": text,
                 "skill": text,
                 "in_domain": np.bool_,
@@ -96,9 +85,8 @@ class AlertEval(tfds.core.GeneratorBasedBuilder):
                 "categories": tfds.features.Sequence(text),
                 "reasoning": tfds.features.Sequence(text),
                 "source": tfds.features.Sequence(text),
-            }),
+            },
             homepage="https://github.com/allenai/natural-instructions",
-            disable_shuffling=True,
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator[Any]]:

@@ -42,7 +42,7 @@ _DESCRIPTION = "ALERT finetuning corpora (rationale datasets) formatted as promp
 log = logging.getLogger(__name__)
 
 
-class AlertFinetune(tfds.core.GeneratorBasedBuilder):
+class AlertFinetune(common.LocalBuilder):
     """FT / CoT finetuning records (see module docstring). Inputs are builder kwargs, not downloads.
 
     Args (all optional when only reading an already prepared dataset):
@@ -56,19 +56,11 @@ class AlertFinetune(tfds.core.GeneratorBasedBuilder):
         a different finetuning prompt format.
     """
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
     BUILDER_CONFIGS = [
         tfds.core.BuilderConfig(name="ft", description="target = ' {answer}' (OPT-FT)"),
         tfds.core.BuilderConfig(name="cot", description="target = ' {rationale} So the answer is {answer}.' (OPT-CoT)"),
     ]
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Put the rationale corpora (one folder per corpus) in manual_dir, or pass finetune_dir=."
-
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        # TFDS's default needs the `importlib_resources` backport for builders defined inside a package.
-        return epath.Path(__file__)
 
     def __init__(
         self,
@@ -80,7 +72,6 @@ class AlertFinetune(tfds.core.GeneratorBasedBuilder):
         formatter: Callable[[Any, str], tuple[str, str]] | None = None,
         **kwargs: Any,
     ):
-        kwargs.setdefault("file_format", common.FILE_FORMAT)
         self._finetune_dir = finetune_dir
         self._corpora = None if corpora is None else list(corpora)
         self._examples = examples
@@ -90,15 +81,10 @@ class AlertFinetune(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         text = tfds.features.Text()
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=_DESCRIPTION,
-            features=tfds.features.FeaturesDict({
-                "prompt": text, "target": text, "source": text, "answer": text, "rationale": text, "id": text,
-                "index": np.int64,
-            }),
-            disable_shuffling=True,
-        )
+        return self._local_info(_DESCRIPTION, {
+            "prompt": text, "target": text, "source": text, "answer": text, "rationale": text, "id": text,
+            "index": np.int64,
+        })
 
     # ---- inputs ------------------------------------------------------------------------------------------------------
 

@@ -3,11 +3,13 @@
 The builders write ``array_record`` files with TFDS's own generator/writer (``download_and_prepare``), which works
 without TensorFlow installed; everything is read back with ``tfds.data_source`` / ``builder.as_data_source()`` or,
 without importing our builder classes, with :func:`load_split` (``tfds.builder_from_directory``). Records come back as
-dicts of numpy values, text as utf-8 ``bytes`` (:func:`text` decodes).
+dicts of numpy values, text as utf-8 ``bytes`` (:func:`text` decodes). Both builders derive from
+:class:`LocalBuilder` (version, array_record default, ``code_path``, ``DatasetInfo`` shape).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import pathlib
 from collections.abc import Mapping
@@ -15,10 +17,45 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
-__all__ = ["FILE_FORMAT", "dataset_dir", "examples_dict", "load_split", "prepare", "text", "texts"]
+__all__ = ["FILE_FORMAT", "LocalBuilder", "dataset_dir", "examples_dict", "load_split", "prepare", "text", "texts"]
 
 FILE_FORMAT = "array_record"
+
+
+class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Base of the ALERT builders: built from local inputs (builder kwargs / ``manual_dir``), never downloads.
+
+    Supplies the shared version ``1.0.0``, writes :data:`FILE_FORMAT` unless ``file_format=`` is given, points
+    ``code_path`` at the subclass's own module, and builds the (unshuffled) ``DatasetInfo`` with :meth:`_local_info`.
+    The class stays abstract (no ``_info``/``_split_generators``/``_generate_examples``) and is not registered
+    as a dataset; each concrete subclass registers under its own name as usual.
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        # TFDS's default needs the `importlib_resources` backport for builders defined inside a package.
+        return epath.Path(inspect.getfile(cls))
+
+    def __init__(self, **kwargs: Any):
+        kwargs.setdefault("file_format", FILE_FORMAT)
+        super().__init__(**kwargs)
+
+    def _local_info(self, description: str, features: Mapping[str, Any], **kwargs: Any) -> tfds.core.DatasetInfo:
+        """``DatasetInfo`` with ``features`` (``{name: feature}``) in a ``FeaturesDict`` and shuffling disabled, so
+        records keep generation order; ``kwargs`` (e.g. ``homepage``) pass through."""
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=description,
+            features=tfds.features.FeaturesDict(dict(features)),
+            disable_shuffling=True,
+            **kwargs,
+        )
 
 
 def prepare(
