@@ -347,16 +347,16 @@ def plan_decode(
     fn = decode_program(graphdef, max_new_tokens, mesh)
     _, mem = _compile_measured(fn, (state, tokens, tokens), mesh)
     max_len = prompt_len + max_new_tokens
-    cache_shape = (cfg.num_layers, batch_size, max_len, cfg.num_heads, cfg.head_dim)
-    names = ("layers", "batch", "length", "heads", "kv")
-    cache = jax.ShapeDtypeStruct(cache_shape, jnp.dtype(dtype), sharding=fitted_sharding(mesh, names, cache_shape))
+    layer_shape = (batch_size, cfg.num_heads, max_len, cfg.head_dim)  # k and v of each layer
+    names = opt_lib.KV_CACHE_LOGICAL_AXES.k
+    layer_cache = jax.ShapeDtypeStruct(layer_shape, jnp.dtype(dtype), sharding=fitted_sharding(mesh, names, layer_shape))
     return DecodePlan(
         batch_size=batch_size,
         prompt_len=prompt_len,
         max_new_tokens=max_new_tokens,
         dtype=dtype,
         params_bytes=per_device_bytes(state),
-        kv_cache_bytes=2 * per_device_bytes(cache),
+        kv_cache_bytes=2 * cfg.num_layers * per_device_bytes(layer_cache),
         compiled=mem,
     )
 

@@ -24,8 +24,9 @@ Phases (each under its own time budget and try/except; results are written after
    128-token random prompts + 128 new tokens (EOS disabled so every row runs all steps) at batch 1, 32, 128:
    end-to-end generated tokens/s. The 1-token ``OPT.decode`` step is timed too, as ``reps`` steps in one jitted
    ``fori_loop`` (no per-step dispatch; cache of 256 columns, 128 and more filled; fastest of up to 3 timed calls),
-   with the layer scan rolled (``scan_unroll=1``) and, at small batches, fully unrolled, and compared with the HBM
-   roofline: (weight bytes + KV-cache bytes read per step) / measured bandwidth. The implementation reads the whole
+   with the per-layer weights sliced from the stacked parameters once per call (``unstack=1``, what
+   ``eval.generate`` does) or inside every step (``unstack=0``, ``DecodeOptions(unstack_layers=False)``), and
+   compared with the HBM roofline: (weight bytes + KV-cache bytes read per step) / measured bandwidth. The implementation reads the whole
    preallocated cache every step (masked), so both the whole-cache and the filled-columns-only rooflines are given.
 
 Random weights throughout (no downloads). Nothing here imports grain, tensorflow_datasets or ml_collections' apps;
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -120,13 +122,13 @@ def summary(d: dict[str, Any]) -> str:
         "",
         f"decode (OPT-{m.get('decode_size')}, bf16 weights, prompt {m.get('decode_prompt')} + "
         f"{m.get('decode_new')} new tokens):",
-        f"  {'batch':>5} {'unroll':>6} {'e2e s':>7} {'gen tok/s':>10} {'step ms':>8} {'roofline ms (whole/filled cache)':>33} "
+        f"  {'batch':>5} {'unstack':>7} {'e2e s':>7} {'gen tok/s':>10} {'step ms':>8} {'roofline ms (whole/filled cache)':>33} "
         f"{'% of roofline':>13}  status",
     ]
     for r in d["decode"]:
         roof = f"{_f(r.get('roofline_ms_whole_cache'), '{:.3f}')}/{_f(r.get('roofline_ms_filled'), '{:.3f}')}"
         lines.append(
-            f"  {r['batch']:>5} {r.get('scan_unroll', 1):>6} {_f(r.get('e2e_s'), '{:.3f}'):>7} {_f(r.get('gen_tokens_per_s'), '{:.0f}'):>10} "
+            f"  {r['batch']:>5} {int(r.get('unstack', 1)):>7} {_f(r.get('e2e_s'), '{:.3f}'):>7} {_f(r.get('gen_tokens_per_s'), '{:.0f}'):>10} "
             f"{_f(r.get('step_ms'), '{:.3f}'):>8} {roof:>33} {_f(r.get('roofline_pct')):>13}  {r.get('status')}"
         )
     if d["train"]:
@@ -433,30 +435,26 @@ def bench_decode(res: Results, args: argparse.Namespace) -> None:
     model = create_model(c, None, rngs_seed=0)
     _, state = nnx.split(model)
     del model
-    graphdefs = {}  # scan_unroll -> graphdef (same parameter tree, different layer-scan program)
-
-    def graphdef_for(unroll: int):
-        if unroll not in graphdefs:
-            graphdefs[unroll] = nnx.split(abstract_model(c.replace(scan_unroll=unroll)))[0]
-        return graphdefs[unroll]
+    graphdef = nnx.split(abstract_model(c))[0]
     weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
     bw = res.data["ceilings"].get("bandwidth_gbs") or args.bandwidth_gbs
     prompt, new = args.decode_prompt, args.decode_new
     max_len = prompt + new
-    options = generate.DecodeOptions(max_new_tokens=new, eos_id=-1)
+    base_options = generate.DecodeOptions(max_new_tokens=new, eos_id=-1)
     vocab = c.vocab_size
     cache_elems_per_row = 2 * c.num_layers * max_len * c.hidden_size  # k and v, all columns
 
     reps = max(1, min(args.decode_step_reps, (new - 1) // 2))  # two calls of `reps` steps fit in the cache
 
-    def steps_fn(graphdef, st, tok, pos, cache):
+    def steps_fn(unstack, st, tok, pos, cache):
         """``reps`` 1-token decode steps in one program (no per-step dispatch): ``tok``/``pos`` ``[B, 1]``."""
         model = nnx.merge(graphdef, st)
         seg = jnp.ones_like(tok)
+        layers = model.layer_params() if unstack else None  # once per call, as eval.generate does
 
         def body(i, carry):
             tok, cache = carry
-            logits, cache = model.decode(tok, pos + i, seg, cache)
+            logits, cache = model.decode(tok, pos + i, seg, cache, layers)
             return jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)[:, None], cache
 
         tok, cache = jax.lax.fori_loop(0, reps, body, (tok, cache))
@@ -464,10 +462,9 @@ def bench_decode(res: Results, args: argparse.Namespace) -> None:
 
     steps_jit = jax.jit(steps_fn, static_argnums=(0,), donate_argnums=(4,))
     est_cost = None
-    for b, unroll, e2e in args.decode_configs:
-        unroll = c.num_layers if unroll == "all" else int(unroll)
-        graphdef = graphdef_for(unroll)
-        rec: dict[str, Any] = {"batch": b, "scan_unroll": unroll, "status": "running"}
+    for b, unstack, e2e in args.decode_configs:
+        rec: dict[str, Any] = {"batch": b, "unstack": unstack, "status": "running"}
+        options = dataclasses.replace(base_options, unstack_layers=unstack)
         if est_cost is not None and res.left() < est_cost:
             rec["status"] = f"skipped (time: {res.left():.0f}s left)"
             res.data["decode"].append(rec)
@@ -496,31 +493,32 @@ def bench_decode(res: Results, args: argparse.Namespace) -> None:
                 del out
 
             # one decode step at the middle of generation (cache of max_len columns, `prompt` filled)
-            k = jax.random.normal(jax.random.PRNGKey(b), (c.num_layers, b, max_len, c.num_heads, c.head_dim),
-                                  jnp.bfloat16)
+            keys = jax.random.split(jax.random.PRNGKey(b), 2 * c.num_layers)
+            k, v = (tuple(jax.random.normal(keys[2 * i + j], (b, c.num_heads, max_len, c.head_dim), jnp.bfloat16)
+                          for i in range(c.num_layers)) for j in (0, 1))
             seg = jnp.zeros((b, max_len), jnp.int32).at[:, :prompt].set(1)
             pos = jnp.broadcast_to(jnp.arange(max_len, dtype=jnp.int32), (b, max_len)) * seg
-            cache = KVCache(k=k, v=k * 0.5, segment_ids=seg, positions=pos, index=jnp.asarray(prompt, jnp.int32))
-            del k
+            cache = KVCache(k=k, v=v, segment_ids=seg, positions=pos, index=jnp.asarray(prompt, jnp.int32))
+            del k, v
             tok = jnp.asarray(rng.integers(3, vocab, (b, 1), dtype=np.int32))
             p = jnp.full((b, 1), prompt, jnp.int32)
-            tok, cache = steps_jit(graphdef, state, tok, p, cache)  # compile + warm-up: columns prompt .. prompt+reps-1
+            tok, cache = steps_jit(unstack, state, tok, p, cache)  # compile + warm-up: columns prompt .. prompt+reps-1
             _block(tok)
             calls = max(1, min(3, (new - 1) // reps - 1))
             step_times = []
             starts = _block([p + i * reps for i in range(1, calls + 1)])  # built outside the timed region
             for p_i in starts:  # timed: the next `reps` columns per call; the fastest call counts
                 t0 = time.perf_counter()
-                tok, cache = steps_jit(graphdef, state, tok, p_i, cache)
+                tok, cache = steps_jit(unstack, state, tok, p_i, cache)
                 _block(tok)
                 step_times.append((time.perf_counter() - t0) / reps)
             step_t = min(step_times)
             rec["step_ms_all"] = [1e3 * x for x in step_times]
             if args.trace:
                 hlo = steps_jit.lower(graphdef, state, tok, starts[-1] + reps, cache).compile().as_text()
-                (res.out / f"decode_b{b}_u{unroll}_hlo.txt").write_text(hlo)
-                with _trace(res.out, f"decode_b{b}_u{unroll}"):
-                    tok, cache = steps_jit(graphdef, state, tok, starts[-1] + reps, cache)
+                (res.out / f"decode_b{b}_u{int(unstack)}_hlo.txt").write_text(hlo)
+                with _trace(res.out, f"decode_b{b}_u{int(unstack)}"):
+                    tok, cache = steps_jit(unstack, state, tok, starts[-1] + reps, cache)
                     _block(tok)
             whole = weight_bytes + b * cache_elems_per_row * 2
             filled = weight_bytes + b * 2 * c.num_layers * (prompt + reps * (1 + calls / 2)) * c.hidden_size * 2
@@ -533,14 +531,14 @@ def bench_decode(res: Results, args: argparse.Namespace) -> None:
                     roofline_pct=100 * (whole / (bw * 1e9)) / step_t,
                 )
             rec["status"] = "ok"
-            print(f"[decode] batch {b}, scan_unroll {unroll}: "
+            print(f"[decode] batch {b}, unstack {int(unstack)}: "
                   + (f"{rec['gen_tokens_per_s']:.0f} generated tokens/s end-to-end, " if e2e else "")
                   + f"step {1e3 * step_t:.2f} ms"
                   + (f" ({rec['roofline_pct']:.0f}% of the whole-cache roofline)" if bw else ""), flush=True)
             del cache, tok
         except Exception as e:  # noqa: BLE001
             rec["status"] = ("OOM" if _is_oom(e) else "error") + f": {type(e).__name__}: {str(e)[:300]}"
-            res.error(f"decode batch {b} unroll {unroll}", e)
+            res.error(f"decode batch {b} unstack {int(unstack)}", e)
         est_cost = time.perf_counter() - t_b
         res.save()
 
@@ -558,7 +556,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--phases", default="ceilings,train,decode")
     p.add_argument("--train_variants", default="", dest="train_variants_arg",
                    help="comma-separated remat:attention:micro:dropout_rng, e.g. save_dots:cudnn:8:unsafe_rbg")
-    p.add_argument("--decode_configs", default="", dest="decode_configs_arg", help="comma-separated batch:scan_unroll:e2e(0|1), e.g. 1:all:0")
+    p.add_argument("--decode_configs", default="", dest="decode_configs_arg", help="comma-separated batch:unstack(0|1):e2e(0|1), e.g. 1:1:1")
     p.add_argument("--bandwidth_gbs", type=float, default=None,
                    help="device bandwidth for the decode roofline when the ceilings phase is not run")
     p.add_argument("--trace", action="store_true",
@@ -572,7 +570,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.train_variants = [("save_dots", "cudnn", 2, "unsafe_rbg"), ("full", "xla", 2, "threefry2x32")]
         args.warmup, args.steps = 1, 2
         args.decode_size, args.decode_prompt, args.decode_new = "tiny", 8, 8
-        args.decode_configs, args.decode_reps, args.decode_step_reps = [(2, 1, True), (2, "all", False)], 1, 3
+        args.decode_configs, args.decode_reps, args.decode_step_reps = [(2, True, True), (2, False, False)], 1, 3
         args.train_budget_s, args.reserve_decode_s = 1e9, 0.0
     else:
         args.matmul_n, args.reps, args.bw_bytes = 8192, 20, 1 << 30
@@ -584,14 +582,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ]
         args.warmup, args.steps = 2, 5
         args.decode_size, args.decode_prompt, args.decode_new = "1.3b", 128, 128
-        # (batch, scan_unroll, also time end-to-end generation); "all" = num_layers
-        args.decode_configs = [(1, 1, True), (1, "all", True), (32, 1, True), (32, "all", False), (128, 1, True)]
+        # (batch, layer weights sliced once per call, also time end-to-end generation)
+        args.decode_configs = [(1, True, True), (1, False, False), (32, True, True), (32, False, False), (128, True, True)]
         args.decode_reps, args.decode_step_reps = 2, 20
         args.train_budget_s, args.reserve_decode_s = 0.55 * args.budget_s, 150.0
     if args.train_variants_arg:
         args.train_variants = [(r, a, int(m), g) for r, a, m, g in (v.split(":") for v in args.train_variants_arg.split(","))]
     if args.decode_configs_arg:
-        args.decode_configs = [(int(b), u, e == "1") for b, u, e in (v.split(":") for v in args.decode_configs_arg.split(","))]
+        args.decode_configs = [(int(b), u == "1", e == "1")
+                               for b, u, e in (v.split(":") for v in args.decode_configs_arg.split(","))]
     args.train_dtype = "bfloat16"
     args.retry_oom = True
     return args

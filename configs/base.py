@@ -20,7 +20,7 @@ def get_config(size: str = "tiny") -> ml_collections.ConfigDict:
     c.model.param_dtype = "float32"  # master weights
     c.model.remat_policy = "none"  # none | full | save_dots | save_dots_no_batch
     c.model.attention_impl = "xla"  # xla | cudnn | reference
-    c.model.scan_unroll = 1  # layers per layer-scan iteration; num_layers = unrolled (faster GPU decoding, slower compile)
+    c.model.scan_unroll = 1  # layers per iteration of the training forward's layer scan; num_layers = unrolled
     c.model.dropout = 0.1
     c.model.attention_dropout = 0.1
 

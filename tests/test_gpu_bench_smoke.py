@@ -40,10 +40,10 @@ def test_gpu_bench_smoke(tmp_path):
     assert [e["phase"] for e in data["errors"]] == ["train save_dots/cudnn/unsafe_rbg/micro2"]
     assert ok["grad_accum_steps"] == 2 and ok["dropout_rng"] == "threefry2x32"
 
-    rolled, unrolled = data["decode"]
-    assert rolled["status"] == unrolled["status"] == "ok", data["decode"]
-    assert (rolled["scan_unroll"], unrolled["scan_unroll"]) == (1, 2)  # "all" = the tiny model's 2 layers
-    assert rolled["steps"] == 8 and rolled["gen_tokens_per_s"] > 0 and rolled["step_ms"] > 0
-    assert "e2e_s" not in unrolled and unrolled["step_ms"] > 0  # step timing only
-    assert rolled["roofline_ms_whole_cache"] >= rolled["roofline_ms_filled"] > 0
+    unstacked, stacked = data["decode"]
+    assert unstacked["status"] == stacked["status"] == "ok", data["decode"]
+    assert (unstacked["unstack"], stacked["unstack"]) == (True, False)
+    assert unstacked["steps"] == 8 and unstacked["gen_tokens_per_s"] > 0 and unstacked["step_ms"] > 0
+    assert "e2e_s" not in stacked and stacked["step_ms"] > 0  # step timing only
+    assert unstacked["roofline_ms_whole_cache"] >= unstacked["roofline_ms_filled"] > 0
     assert "train (OPT-tiny" in text and "decode (OPT-tiny" in text

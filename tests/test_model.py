@@ -222,7 +222,7 @@ def test_kv_cache_decode_matches_full_forward_on_left_padded_batch(tiny):
         return nnx.merge(graphdef, state).decode(t, p, s, cache)
 
     cache = tiny.init_cache(B, max_len=L + 4)
-    assert cache.k.shape == (2, B, L + 4, 4, 16) and int(cache.index) == 0
+    assert len(cache.k) == 2 and cache.k[0].shape == (B, 4, L + 4, 16) and int(cache.index) == 0
     logits, cache = decode(state, tokens[:, :prompt], pos[:, :prompt], seg[:, :prompt], cache)  # prefill
     outs = [np.asarray(logits)]
     for t in range(prompt, L):  # one token per step

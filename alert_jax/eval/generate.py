@@ -38,6 +38,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from alert_jax import sharding as sharding_lib
+from alert_jax.models.opt import KV_CACHE_LOGICAL_AXES
 
 # Why a row stopped, as stored in ``DecodeResult.finish``.
 FINISH_LENGTH, FINISH_EOS, FINISH_STOP = 0, 1, 2
@@ -52,9 +53,9 @@ class DecodeOptions:
     from ``softmax(logits / temperature)`` restricted to the smallest top-p nucleus.
     ``stop_sequences``: token-id sequences; a row ends once its *generated* tokens end with one of them.
 
-    Only ``max_new_tokens``, greedy-vs-sampling, nucleus-or-not and the (rounded-up) stop-table shape are compiled
-    in; ``eos_id``, ``pad_id``, the stop tokens, ``temperature`` and ``top_p`` are passed as arrays, so changing
-    them does not recompile.
+    Only ``max_new_tokens``, greedy-vs-sampling, nucleus-or-not, ``unstack_layers`` and the (rounded-up) stop-table
+    shape are compiled in; ``eos_id``, ``pad_id``, the stop tokens, ``temperature`` and ``top_p`` are passed as
+    arrays, so changing them does not recompile.
     """
 
     max_new_tokens: int = 64
@@ -63,6 +64,9 @@ class DecodeOptions:
     stop_sequences: tuple[tuple[int, ...], ...] = ()
     temperature: float = 0.0
     top_p: float = 1.0
+    # Slice the stacked layer weights into per-layer buffers once per call (one more copy of the block weights in
+    # memory while decoding) instead of once per step inside the layer scan; False for weights that fill the device.
+    unstack_layers: bool = True
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -88,6 +92,7 @@ class DecodeOptions:
             nucleus=self.temperature > 0 and self.top_p < 1,
             stop_rows=4 * max(1, math.ceil(n / 4)),
             stop_cols=8 * max(1, math.ceil(longest / 8)),
+            unstack_layers=bool(self.unstack_layers),
         )
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -117,6 +122,7 @@ class _Static:
     nucleus: bool
     stop_rows: int
     stop_cols: int
+    unstack_layers: bool = True
 
 
 @dataclasses.dataclass
@@ -168,12 +174,12 @@ def _select(logits: jax.Array, rng: jax.Array, static: _Static, dyn: dict[str, j
 def _constrain_cache(cache: Any, mesh: Mesh | None) -> Any:
     """Shards the KV cache like the activations: batch over (data, fsdp), heads over tensor.
 
-    Leaves are recognised by rank: ``[layers, batch, len, heads, head_dim]`` k/v, ``[batch, len]`` bookkeeping,
+    Leaves are recognised by rank: ``[batch, heads, len, head_dim]`` per-layer k/v, ``[batch, len]`` bookkeeping,
     scalars replicated. A dimension that does not divide its mesh axes stays replicated.
     """
     if mesh is None:
         return cache
-    names = {5: (None, "batch", "length", "heads", "kv"), 2: ("batch", "length"), 1: ("batch",)}
+    names = {4: KV_CACHE_LOGICAL_AXES.k, 2: ("batch", "length"), 1: ("batch",)}
     sizes = dict(mesh.shape)
 
     def constrain(x):
@@ -213,8 +219,9 @@ def _decode_core(
     # prompt token is fed by the first loop step, whose logits give generated token 0. Every row's last prompt
     # token is real (left padding), so all rows start generating at the same column.
     cache = _constrain_cache(model.init_cache(batch, prompt_len - 1 + n_new), mesh)
+    layers = model.layer_params() if static.unstack_layers else None  # once per call, not per step
     if prompt_len > 1:
-        _, cache = model.decode(tokens[:, :-1], positions[:, :-1], mask[:, :-1], cache)
+        _, cache = model.decode(tokens[:, :-1], positions[:, :-1], mask[:, :-1], cache, layers)
         cache = _constrain_cache(cache, mesh)
 
     # Stop table [S, C], right-aligned; column j of a stop of length n is checked iff j >= C - n.
@@ -253,7 +260,7 @@ def _decode_core(
     def body(loop):
         step, last, cache, carry = loop
         pos = (lengths_in - 1 + step)[:, None]  # feeding the last prompt token (step 0) or generated token step-1
-        step_logits, cache = model.decode(last[:, None], pos, jnp.ones_like(pos), cache)
+        step_logits, cache = model.decode(last[:, None], pos, jnp.ones_like(pos), cache, layers)
         cache = _constrain_cache(cache, mesh)
         tok = _select(step_logits[:, -1, :], jax.random.fold_in(rng, step), static, dyn)
         carry, tok = record(step, tok, carry)

@@ -426,6 +426,7 @@ def evaluate(
             stop_sequences=gen_lib.stop_token_sequences(stop_strings, tokenizer.encode),
             temperature=float(e.temperature),
             top_p=float(e.top_p),
+            unstack_layers=bool(e.get("unstack_layers", True)),
         )
         buckets = [int(b) for b in str(e.buckets).split(",") if b.strip()] if e.buckets else None
         generator = gen_lib.Generator(

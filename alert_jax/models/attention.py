@@ -59,6 +59,22 @@ def _reference_attention(
     return jnp.einsum("bnts,bsnh->btnh", probs.astype(v.dtype), v, precision=precision)
 
 
+def cached_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, precision: jax.lax.Precision | None = None
+) -> jax.Array:
+    """Attention of new queries over a KV cache: ``q [B, T, N, H]`` (already scaled), ``k, v [B, N, S, H]`` (heads
+    before columns, the cache layout), ``mask [B, T, S]`` -> ``[B, T, N, H]``.
+
+    Explicit einsum + fp32 softmax, like the reference path, but batched over the cache's leading ``(B, N)`` so
+    neither product has to transpose the cache (decoding reads the whole cache every step; a transposed copy would
+    double that traffic).
+    """
+    logits = jnp.einsum("btnh,bnsh->bnts", q, k, preferred_element_type=jnp.float32, precision=precision)
+    logits = jnp.where(mask[:, None], logits, _NEG)
+    probs = jax.nn.softmax(logits, axis=-1)
+    return jnp.einsum("bnts,bnsh->btnh", probs.astype(v.dtype), v, precision=precision)
+
+
 def _check_cudnn(q: jax.Array) -> None:
     backend = jax.default_backend()
     if backend != "gpu":

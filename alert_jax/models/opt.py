@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from alert_jax.models.attention import attention, make_attention_mask
+from alert_jax.models.attention import attention, cached_attention, make_attention_mask
 from alert_jax.models.sizes import OPTConfig
 from alert_jax.sharding import LOGICAL_AXIS_RULES, logical_sharding, logical_to_spec
 
@@ -106,27 +106,30 @@ class KVCache:
     """Preallocated decoding cache; a pytree, so it passes through ``jax.jit`` and ``lax.while_loop``.
 
     Attributes:
-      k, v: ``[num_layers, batch, max_len, heads, head_dim]`` in the compute dtype.
+      k, v: one ``[batch, heads, max_len, head_dim]`` array per layer (tuples of ``num_layers``), in the compute
+        dtype. Separate buffers per layer let each step update and read a layer's cache in place (slicing one
+        stacked array would copy the layer's cache every step); heads before columns let attention batch over
+        contiguous ``(batch, heads)`` without transposing it.
       segment_ids: ``[batch, max_len]`` int32, 0 = empty column or padding (never attended to).
       positions: ``[batch, max_len]`` int32, the position each filled column was written with (per row, so a
         left-padded batch keeps each row's own positions).
       index: int32 scalar, the next free column (shared by all rows: rows are left-padded to end together).
     """
 
-    k: jax.Array
-    v: jax.Array
+    k: tuple[jax.Array, ...]
+    v: tuple[jax.Array, ...]
     segment_ids: jax.Array
     positions: jax.Array
     index: jax.Array
 
     @property
     def max_len(self) -> int:
-        return self.k.shape[2]
+        return self.k[0].shape[2]
 
 
-KV_CACHE_LOGICAL_AXES = KVCache(
-    k=("layers", "batch", "length", "heads", "kv"),  # type: ignore[arg-type]
-    v=("layers", "batch", "length", "heads", "kv"),  # type: ignore[arg-type]
+KV_CACHE_LOGICAL_AXES = KVCache(  # of each layer's k / v array
+    k=("batch", "heads", "length", "kv"),  # type: ignore[arg-type]
+    v=("batch", "heads", "length", "kv"),  # type: ignore[arg-type]
     segment_ids=("batch", "length"),  # type: ignore[arg-type]
     positions=("batch", "length"),  # type: ignore[arg-type]
     index=(),  # type: ignore[arg-type]
@@ -185,12 +188,12 @@ def _block(
     h: jax.Array,
     mask: jax.Array,
     key: jax.Array | None,
-    cache: tuple[jax.Array, jax.Array, jax.Array] | None = None,
+    cache: tuple[jax.Array, jax.Array, jax.Array, jax.Array] | None = None,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
     """One decoder block on ``h [B, T, D]``.
 
-    ``cache`` = (k ``[B, S, N, H]``, v, write index): the new keys/values are written at columns
-    index .. index+T-1 and attention runs over all S columns; the updated (k, v) are returned.
+    ``cache`` = (this layer's k ``[B, N, S, H]``, v, write index): the new keys/values are written in place at
+    columns ``index .. index+T-1`` and attention runs over all S columns; the updated (k, v) are returned.
     """
     dt = h.dtype
     prec = _precision(dt)
@@ -208,28 +211,25 @@ def _block(
     k = jnp.einsum("btd,dnh->btnh", x, p["k_kernel"], precision=prec) + p["k_bias"]
     v = jnp.einsum("btd,dnh->btnh", x, p["v_kernel"], precision=prec) + p["v_bias"]
     q = _constrain(q, ("batch", "length", "heads", "kv"))
-    new_cache = None
     if cache is None:
-        keys, values = k, v
-    else:
+        o = attention(
+            q,
+            k,
+            v,
+            mask,
+            impl=c.attention_impl,
+            dropout_rate=c.attention_dropout if k_attn is not None else 0.0,
+            dropout_key=k_attn,
+            causal_self_attention=True,
+            precision=prec,
+        )
+        new_cache = None
+    else:  # decoding is bandwidth-bound: one explicit pass over this layer's cache, whatever attention_impl says
         k_cache, v_cache, index = cache
-        keys = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, index, 0, 0))
-        values = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, index, 0, 0))
-        new_cache = (keys, values)
-    impl = c.attention_impl
-    if cache is not None and impl == "cudnn":
-        impl = "xla"  # decoding is bandwidth-bound; the explicit mask over the cache is what matters there
-    o = attention(
-        q,
-        keys.astype(dt),
-        values.astype(dt),
-        mask,
-        impl=impl,
-        dropout_rate=c.attention_dropout if k_attn is not None else 0.0,
-        dropout_key=k_attn,
-        causal_self_attention=cache is None,
-        precision=prec,
-    )
+        k_cache = jax.lax.dynamic_update_slice(k_cache, jnp.swapaxes(k, 1, 2).astype(k_cache.dtype), (0, 0, index, 0))
+        v_cache = jax.lax.dynamic_update_slice(v_cache, jnp.swapaxes(v, 1, 2).astype(v_cache.dtype), (0, 0, index, 0))
+        o = cached_attention(q, k_cache.astype(dt), v_cache.astype(dt), mask, precision=prec)
+        new_cache = (k_cache, v_cache)
     o = jnp.einsum("btnh,nhd->btd", o, p["out_kernel"], precision=prec) + p["out_bias"]
     h = residual + _dropout(o, c.dropout, k_out)
     if not c.do_layer_norm_before:
@@ -347,38 +347,20 @@ class OPT(nnx.Module):
         )
         return _constrain(logits, ("batch", "length", "vocab"))
 
-    def _scan_layers(
-        self,
-        h: jax.Array,
-        mask: jax.Array,
-        key: jax.Array | None,
-        cache: KVCache | None = None,
-    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+    def _scan_layers(self, h: jax.Array, mask: jax.Array, key: jax.Array | None) -> jax.Array:
+        """The full forward's blocks: one ``lax.scan`` over the stacked layer weights (and per-layer dropout keys)."""
         c = self.config
-        params = self.layers.arrays()
         keys = None if key is None else jax.random.split(key, c.num_layers)
 
-        if cache is None:
-
-            def body(carry, xs):
-                p, k = xs
-                out, _ = _block(c, p, carry, mask, k)
-                return out, None
-
-            xs: Any = (params, keys)
-        else:
-            index = cache.index
-
-            def body(carry, xs):
-                p, k_l, v_l = xs
-                out, new = _block(c, p, carry, mask, None, (k_l, v_l, index))
-                return out, new
-
-            xs = (params, cache.k, cache.v)
+        def body(carry, xs):
+            p, k = xs
+            out, _ = _block(c, p, carry, mask, k)
+            return out, None
 
         if c.remat_policy != "none":
             body = jax.checkpoint(body, policy=_REMAT_POLICIES[c.remat_policy], prevent_cse=False)
-        return jax.lax.scan(body, h, xs, unroll=min(int(c.scan_unroll), c.num_layers))
+        h, _ = jax.lax.scan(body, h, (self.layers.arrays(), keys), unroll=min(int(c.scan_unroll), c.num_layers))
+        return h
 
     # -- public API --------------------------------------------------------------------------------------------
 
@@ -407,26 +389,45 @@ class OPT(nnx.Module):
         h = self._embed(tokens, positions, segment_ids)
         cols = jnp.arange(tokens.shape[1], dtype=jnp.int32)
         mask = make_attention_mask(segment_ids, segment_ids, cols, cols)
-        h, _ = self._scan_layers(h, mask, key)
+        h = self._scan_layers(h, mask, key)
         return self._head(h)
 
     def init_cache(self, batch_size: int, max_len: int) -> KVCache:
         """An empty cache for ``batch_size`` rows of up to ``max_len`` columns (padding + prompt + generated).
         Positions written into it must stay below ``config.max_position_embeddings``."""
         c = self.config
-        shape = (c.num_layers, batch_size, max_len, c.num_heads, c.head_dim)
-        kv = jnp.zeros(shape, self._dtype)
+        shape = (batch_size, c.num_heads, max_len, c.head_dim)
+
+        def empty(names):
+            return tuple(_constrain(jnp.zeros(shape, self._dtype), names) for _ in range(c.num_layers))
+
         ids = jnp.zeros((batch_size, max_len), jnp.int32)
         return KVCache(
-            k=_constrain(kv, KV_CACHE_LOGICAL_AXES.k),
-            v=_constrain(kv, KV_CACHE_LOGICAL_AXES.v),
+            k=empty(KV_CACHE_LOGICAL_AXES.k),
+            v=empty(KV_CACHE_LOGICAL_AXES.v),
             segment_ids=ids,
             positions=ids,
             index=jnp.zeros((), jnp.int32),
         )
 
+    def layer_params(self) -> list[dict[str, jax.Array]]:
+        """The stacked ``[layers, ...]`` block weights as one dict of ``[...]`` arrays per layer.
+
+        For decoding loops: take them once, outside the loop, and pass them to :meth:`decode` as ``layers``. Under
+        ``jit`` they are new buffers (one more copy of the block weights while the program runs), made once per call
+        instead of once per step: XLA materialises each slice of the stack, so slicing inside the loop would copy,
+        not just read, every weight on every decode step.
+        """
+        stacked = self.layers.arrays()
+        return [{name: a[i] for name, a in stacked.items()} for i in range(self.config.num_layers)]
+
     def decode(
-        self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array, cache: KVCache
+        self,
+        tokens: jax.Array,
+        positions: jax.Array,
+        segment_ids: jax.Array,
+        cache: KVCache,
+        layers: list[dict[str, jax.Array]] | None = None,
     ) -> tuple[jax.Array, KVCache]:
         """Runs ``T`` new tokens per row against the cache (prefill: T = prompt length; steps: T = 1).
 
@@ -434,6 +435,10 @@ class OPT(nnx.Module):
         every row (rows are LEFT-padded so they all end at the same column; padding has segment id 0). A query at
         column ``c`` attends to filled columns ``<= c`` with its own nonzero segment id. The caller keeps
         ``index + T <= cache.max_len`` (a write past the end would be clamped by ``dynamic_update_slice``).
+
+        The blocks run one after the other (unrolled, not scanned: each layer reads its own weight and cache buffers
+        in place; a scan would slice both out of stacked arrays, i.e. copy them, every step). ``layers``: the
+        weights from :meth:`layer_params`, taken once outside the caller's loop; ``None`` slices them here.
 
         Returns float32 logits ``[B, T, V]`` (equal to the full forward's for the same tokens) and the new cache.
         Always deterministic (no dropout).
@@ -447,9 +452,17 @@ class OPT(nnx.Module):
         kv_cols = jnp.arange(cache.max_len, dtype=jnp.int32)
         mask = make_attention_mask(segment_ids, seg, q_cols, kv_cols)
         h = self._embed(tokens, positions, segment_ids)
-        h, (k, v) = self._scan_layers(h, mask, None, cache)
+        layers = self.layer_params() if layers is None else layers
+        if len(layers) != self.config.num_layers or len(cache.k) != self.config.num_layers:
+            raise ValueError(f"decode: got weights for {len(layers)} layers and a cache of {len(cache.k)}; the model "
+                             f"has {self.config.num_layers}")
+        ks, vs = [], []
+        for p, k, v in zip(layers, cache.k, cache.v):
+            h, (k, v) = _block(self.config, p, h, mask, None, (k, v, index))
+            ks.append(k)
+            vs.append(v)
         logits = self._head(h)
-        return logits, KVCache(k=k, v=v, segment_ids=seg, positions=pos, index=index + T)
+        return logits, KVCache(k=tuple(ks), v=tuple(vs), segment_ids=seg, positions=pos, index=index + T)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -41,8 +41,8 @@ class OPTConfig:
     param_dtype: str = "float32"  # storage dtype of the parameters (master weights)
     remat_policy: str = "none"  # none | full | save_dots | save_dots_no_batch
     attention_impl: str = "xla"  # xla | cudnn | reference
-    # layers per iteration of the layer scan: 1 = a rolled loop (fastest compile); num_layers = fully unrolled (fewer
-    # kernel launches and loop overheads, which is what bounds 1-token decoding of small models on GPUs)
+    # layers per iteration of the full forward's layer scan (training, scoring): 1 = a rolled loop (fastest compile),
+    # num_layers = fully unrolled. Decoding (OPT.decode) always runs the layers unrolled on per-layer buffers.
     scan_unroll: int = 1
 
     def __post_init__(self) -> None:
