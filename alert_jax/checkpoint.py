@@ -8,9 +8,10 @@ Layout of a checkpoint directory (``<workdir>/checkpoints``)::
       <step>/state/        TrainState (step, params, opt_state, rng), one array file set per leaf, sharded writes
       <step>/data/         grain iterator state, one JSON file per process (process_<i>-of-<n>.json)
       <step>/config/       the config as JSON
-      <step>/metrics/      {'val_loss': ...} when the step was evaluated (drives "keep the best")
+      <step>/metrics/      {'val_loss': ..., 'dev_loss': ...} when the step was evaluated (drives "keep the best")
 
-Retention: the latest ``keep`` steps plus the step with the lowest validation loss (``keep_best``). All processes call
+Retention: the latest ``keep`` steps plus the step with the lowest ``best_metric`` (``keep_best``; the training
+config's ``train.best_metric``, 'val_loss' by default; :func:`locate` reads it from ``config.json``). All processes call
 ``save``/``restore`` (orbax coordinates); only process 0 writes the config/tokenizer files. Restores go straight into
 the target shardings given by an abstract tree of ``jax.ShapeDtypeStruct`` s (see ``train.state.abstract_state``).
 """
@@ -35,6 +36,7 @@ CONFIG_ITEM = "config"
 CONFIG_FILE = "config.json"
 TOKENIZER_DIR = "tokenizer"
 CHECKPOINTS_SUBDIR = "checkpoints"
+DEFAULT_BEST_METRIC = "val_loss"
 
 
 class CheckpointNotFoundError(FileNotFoundError):
@@ -60,20 +62,25 @@ class Checkpointer:
     Args:
       directory: the checkpoints folder (created).
       keep: how many of the latest steps to keep.
-      keep_best: also keep the step with the lowest ``val_loss`` metric.
+      keep_best: also keep the step with the lowest ``best_metric``.
       async_save: write arrays in a background thread (``wait()`` before reading them back or exiting).
+      best_metric: the key of the ``metrics`` passed to :meth:`save` that ranks steps ("best" = lowest); steps
+        saved earlier without it (e.g. under another setting) rank last.
     """
 
-    def __init__(self, directory: str | os.PathLike, *, keep: int = 3, keep_best: bool = True, async_save: bool = True):
+    def __init__(self, directory: str | os.PathLike, *, keep: int = 3, keep_best: bool = True, async_save: bool = True,
+                 best_metric: str = DEFAULT_BEST_METRIC):
         self.directory = pathlib.Path(directory).absolute()
+        self.best_metric = str(best_metric)
+        rank = _metric_fn(self.best_metric)
         policies: list[Any] = [ocm.LatestN(n=max(int(keep), 1))]
         if keep_best:
             policies.append(
-                ocm.BestN(get_metric_fn=_val_loss, reverse=True, n=1, keep_checkpoints_without_metrics=False)
+                ocm.BestN(get_metric_fn=rank, reverse=True, n=1, keep_checkpoints_without_metrics=False)
             )
         options = ocp.CheckpointManagerOptions(
             preservation_policy=ocm.AnyPreservationPolicy(policies),
-            best_fn=_val_loss,
+            best_fn=rank,
             best_mode="min",
             enable_async_checkpointing=async_save,
             create=True,
@@ -94,7 +101,7 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def best_step(self) -> int | None:
-        """Step with the lowest validation loss (the latest step when none was evaluated)."""
+        """Step with the lowest ``best_metric`` (the latest step when none was evaluated)."""
         return self.manager.best_step()
 
     def all_steps(self) -> list[int]:
@@ -115,7 +122,8 @@ class Checkpointer:
         """Saves ``state`` (a pytree of jax.Arrays), this process's data-iterator state and the config as ``step``.
 
         Asynchronous: arrays are copied to host and written in the background; call :meth:`wait` before exiting.
-        ``metrics`` with a finite ``val_loss`` makes the step a candidate for "best".
+        ``metrics`` (finite values, including ``best_metric``) make the step a candidate for "best"; metrics
+        without ``best_metric`` raise ValueError naming it (``train.best_metric``).
         """
         items: dict[str, Any] = {
             STATE_ITEM: ocp.args.PyTreeSave(state),
@@ -124,6 +132,9 @@ class Checkpointer:
         if data_iterator is not None:
             items[DATA_ITEM] = grain.checkpoint.CheckpointSave(data_iterator)
         if metrics is not None:
+            if self.best_metric not in metrics:
+                raise ValueError(f"checkpoint step {step}: metrics {sorted(metrics)} lack {self.best_metric!r}, the "
+                                 f"metric that selects the best checkpoint (train.best_metric)")
             metrics = {k: float(v) for k, v in metrics.items()}
             if not all(map(_finite, metrics.values())):
                 metrics = None
@@ -171,8 +182,26 @@ class Checkpointer:
         self.manager.close()
 
 
-def _val_loss(metrics: Any) -> float:
-    return float(metrics["val_loss"])
+def _metric_fn(name: str) -> Any:
+    """Ranking function over a step's saved metrics: ``metrics[name]``; +inf (never best) when it lacks ``name``."""
+
+    def rank(metrics: Any) -> float:
+        try:
+            return float(metrics[name])
+        except (KeyError, TypeError):
+            return float("inf")
+
+    return rank
+
+
+def saved_best_metric(root: str | os.PathLike) -> str:
+    """``train.best_metric`` of the run whose checkpoints folder is ``root`` (its ``config.json``), else the default."""
+    f = pathlib.Path(root) / CONFIG_FILE
+    try:
+        train = json.loads(f.read_text()).get("train") or {}
+    except (OSError, ValueError):
+        return DEFAULT_BEST_METRIC
+    return str(train.get("best_metric") or DEFAULT_BEST_METRIC)
 
 
 def _finite(x: float) -> bool:
@@ -208,7 +237,8 @@ def locate(path: str | os.PathLike) -> tuple[pathlib.Path, int]:
     if not steps:
         raise CheckpointNotFoundError(f"no alert_jax checkpoint steps (folders <step>/{STATE_ITEM}) in {p}")
     mgr = ocp.CheckpointManager(
-        p, options=ocp.CheckpointManagerOptions(best_fn=_val_loss, best_mode="min", read_only=True, create=False)
+        p, options=ocp.CheckpointManagerOptions(best_fn=_metric_fn(saved_best_metric(p)), best_mode="min",
+                                                read_only=True, create=False)
     )
     step = mgr.best_step()
     mgr.close()

@@ -271,6 +271,7 @@ def train_config(cfg: ml_collections.ConfigDict, paths: DemoPaths, model: str) -
         t.data.seq_len = int(cfg.data.seq_len)
         t.data.corpus = "synthetic"  # informational: the records are passed in (see _train)
         t.data.loss_on_prompt = False
+        t.data.dev_eval_template = ""  # the ALERT dev tasks mean nothing to a synthetic-vocabulary model
         # one checkpoint and one validation at the end; no TensorBoard (metrics.jsonl is written)
         t.train.update(batch_size=int(s.batch_size), grad_accum_steps=1, num_steps=int(s.num_steps),
                        log_every=int(s.log_every), eval_every=0, eval_at_start=False, checkpoint_every=0,

@@ -61,6 +61,12 @@ def get_config(arg: str = "tiny,cot") -> ml_collections.ConfigDict:
     c.data.train_split = "train"
     c.data.validation_split = "validation"
     c.data.max_eval_examples = 1000  # per corpus validation examples (first N; 0 = all)
+    # Dev-set perplexity (alert_jax/data/dev_set.py): the registry's dev tasks read from data.niv2_dir (none when
+    # it is empty; absent files are skipped and named), first N instances each, prompt = this NIV2 template (T1 is
+    # the finetuning prompt layout, zero-shot), target = " " + the first reference. '' disables. Reported as
+    # dev_loss / dev_ppl (+ per task) beside val_loss, which stays the corpora only.
+    c.data.dev_eval_template = "T1"
+    c.data.dev_eval_instances = 100  # first N instances per dev task (0 = all), like evaluation
     c.data.synthetic_seed = 0
     c.data.synthetic_train_examples = 2000
     c.data.synthetic_valid_examples = 200
@@ -97,7 +103,8 @@ def get_config(arg: str = "tiny,cot") -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 200  # 0 = only at the end (and on SIGTERM)
     c.train.stop_at_step = 0  # > 0: checkpoint and stop when reaching this step (time-sliced jobs); rerun continues
     c.train.keep_checkpoints = 3  # latest k steps kept ...
-    c.train.keep_best = True  # ... plus the one with the lowest validation loss
+    c.train.keep_best = True  # ... plus the one with the lowest train.best_metric
+    c.train.best_metric = "val_loss"  # 'val_loss' (corpora validation splits) | 'dev_loss' (dev set; needs niv2_dir)
     c.train.async_checkpointing = True
     c.train.max_replicated_fraction = 0.02  # fail fast above this on fsdp/tensor meshes (param_sharding.py)
     c.train.measure_cpu_peak = True  # on CPU, measure a matmul peak once to quote MFU against

@@ -8,15 +8,21 @@
 * **Data**: ``cfg.data.corpus`` = 'synthetic' or corpus names read with ``data.finetune.read_corpora`` from
   ``cfg.data.finetune_dir``; formatted by ``format_example(ex, cfg.mode)``; packed into ``[batch, seq_len]`` rows by
   ``data.pipeline``; each process reads only its shard and the global batch is assembled with
-  ``to_global_batch``. Validation: each corpus's validation split (first ``max_eval_examples``).
+  ``to_global_batch``. Validation: each corpus's validation split (first ``max_eval_examples``) and the dev set:
+  the registry's dev tasks found in ``cfg.data.niv2_dir``, first ``data.dev_eval_instances`` instances rendered with
+  ``data.dev_eval_template`` (T1 = the finetuning prompt; '' disables) with target " " + first reference
+  (``train.data.load_dev_sets`` / ``data.dev_set``); absent task files are skipped and named in the log.
 * **Tokenizer**: the one saved in the workdir (resume), else ``cfg.tokenizer``, else the one beside ``init_from``,
   else (random init) a SentencePiece model of the model's vocabulary size trained on the training texts. It is saved
   in ``<workdir>/checkpoints/tokenizer`` with the config.
 * **Logs** every ``log_every`` steps (stdout, ``<workdir>/metrics.jsonl``, TensorBoard under ``<workdir>/tb``):
   loss (token-weighted over the interval), learning_rate, grad_norm, target_tokens_per_s, padded_tokens_per_s,
   packing_efficiency (real / padded tokens), step_time_s, tflops_per_device, mfu (formula: ``alert_jax.perf``),
-  truncated_examples. Validation records: val_loss, val_ppl and per-corpus ``val_loss/<name>``.
-* **Checkpoints** every ``checkpoint_every`` steps and at the end (async orbax; latest k + best by val_loss).
+  truncated_examples. Validation records (every ``eval_every`` steps): val_loss, val_ppl (token-weighted over the
+  corpora only), per-corpus ``val_loss/<name>``, ``val_ppl/<name>``; dev_loss, dev_ppl (token-weighted over the dev
+  tasks), per-task ``dev_loss/<task>``, ``dev_ppl/<task>``.
+* **Checkpoints** every ``checkpoint_every`` steps and at the end (async orbax; latest k + the best by
+  ``train.best_metric``: 'val_loss' or 'dev_loss'; both losses are stored with each evaluated step).
   SIGTERM: the current step is checkpointed, then the loop returns. A non-finite loss raises
   :class:`NonFiniteLossError` naming the step; no checkpoint is written after it (the last good one stays).
 """
@@ -48,10 +54,12 @@ from alert_jax.sharding import make_mesh
 from alert_jax.train import optimizer as opt_lib
 from alert_jax.train import state as state_lib
 from alert_jax.train import step as step_lib
+from alert_jax.train.data import Corpora, load_corpora, load_dev_sets
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+BEST_METRICS = ("val_loss", "dev_loss")  # train.best_metric choices
 TOKENIZER_WORKDIR = "tokenizer"
 
 
@@ -121,50 +129,6 @@ def _print(msg: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 # Data and tokenizer
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Corpora:
-    """Formatted ``(prompt, target)`` records: the training set and one validation set per corpus name."""
-
-    train: list[tuple[str, str]]
-    validation: dict[str, list[tuple[str, str]]]
-
-
-def load_corpora(cfg: ml_collections.ConfigDict) -> Corpora:
-    """Reads and formats the training and validation examples named by ``cfg.data.corpus`` (see module docstring)."""
-    d = cfg.data
-    mode = str(cfg.mode)
-    limit = int(d.max_eval_examples) or None
-    if str(d.corpus) == "synthetic":
-        from alert_jax.data.synthetic import synthetic_corpus_splits
-
-        train, valid = synthetic_corpus_splits(int(d.synthetic_seed), int(d.synthetic_train_examples),
-                                               int(d.synthetic_valid_examples))
-        val = {"synthetic": pipeline.records_from_examples(valid[:limit], mode)}
-        return Corpora(pipeline.records_from_examples(train, mode), val)
-    from alert_jax.data import finetune
-
-    if not d.finetune_dir:
-        raise ValueError("data.finetune_dir is empty: set --config.data.finetune_dir (a folder with one sub-folder "
-                         "per corpus) or ALERT_JAX_FINETUNE_DIR, or use --config.data.corpus=synthetic")
-    names = list(finetune.CORPORA) if str(d.corpus) == "all" else [n.strip() for n in str(d.corpus).split(",") if n]
-    skip = bool(d.skip_missing_corpora)
-    train_examples = finetune.read_corpora(names, d.finetune_dir, str(d.train_split), skip_missing=skip)
-    if not train_examples:
-        raise ValueError(f"no training examples for data.corpus={d.corpus!r} in {d.finetune_dir}")
-    val: dict[str, list[tuple[str, str]]] = {}
-    for name in names:
-        try:
-            examples = finetune.read_corpus(name, pathlib.Path(d.finetune_dir) / name, str(d.validation_split))
-        except finetune.CorpusNotFoundError as e:
-            if not skip:
-                raise
-            log.warning("no validation split for %s: %s", name, e)
-            continue
-        if examples:
-            val[name] = pipeline.records_from_examples(examples[:limit], mode)
-    return Corpora(pipeline.records_from_examples(train_examples, mode), val)
 
 
 def resolve_tokenizer(cfg: ml_collections.ConfigDict, workdir: pathlib.Path, texts: list[str], vocab_size: int) -> Any:
@@ -285,8 +249,11 @@ def _validate_batching(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) 
     return batch, batch // shard_count, eval_batch, eval_batch // shard_count
 
 
-def evaluate(eval_step: Any, params: Any, eval_sets: Mapping[str, Any], mesh: jax.sharding.Mesh) -> dict[str, float]:
-    """``val_loss`` (token-weighted over all corpora), ``val_ppl`` and ``val_loss/<name>`` per corpus."""
+def evaluate(eval_step: Any, params: Any, eval_sets: Mapping[str, Any], mesh: jax.sharding.Mesh,
+             prefix: str = "val") -> dict[str, float]:
+    """``<prefix>_loss`` (token-weighted over all sets), ``<prefix>_ppl``, ``<prefix>_loss/<name>`` and
+    ``<prefix>_ppl/<name>`` per set. ``eval_sets``: name -> iterable of process-local ``[batch, seq_len]`` batches;
+    prefix 'val' = the corpora's validation splits, 'dev' = the dev tasks."""
     out: dict[str, float] = {}
     total_loss, total_tokens = 0.0, 0.0
     for name, batches in eval_sets.items():
@@ -296,13 +263,13 @@ def evaluate(eval_step: Any, params: Any, eval_sets: Mapping[str, Any], mesh: ja
         loss = sum(float(s) for s, _ in sums)
         tokens = sum(float(n) for _, n in sums)
         if tokens:
-            out[f"val_loss/{name}"] = loss / tokens
-            out[f"val_ppl/{name}"] = math.exp(min(loss / tokens, 50.0))
+            out[f"{prefix}_loss/{name}"] = loss / tokens
+            out[f"{prefix}_ppl/{name}"] = math.exp(min(loss / tokens, 50.0))
         total_loss += loss
         total_tokens += tokens
     if total_tokens:
-        out["val_loss"] = total_loss / total_tokens
-        out["val_ppl"] = math.exp(min(out["val_loss"], 50.0))
+        out[f"{prefix}_loss"] = total_loss / total_tokens
+        out[f"{prefix}_ppl"] = math.exp(min(out[f"{prefix}_loss"], 50.0))
     return out
 
 
@@ -319,7 +286,8 @@ class Run:
     train_step: Any
     eval_step: Any
     train_iter: Any
-    eval_sets: dict[str, Any]
+    eval_sets: dict[str, Any]  # corpus name -> EvalBatches (val_loss)
+    dev_sets: dict[str, Any]  # dev task name -> EvalBatches (dev_loss)
     ckpt: ckpt_lib.Checkpointer
     resume_step: int | None
     global_batch: int
@@ -338,9 +306,11 @@ def setup_run(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, corpor
     mesh = make_mesh(tuple(cfg.mesh.shape))
     global_batch, local_batch, _, local_eval_batch = _validate_batching(cfg, mesh)
     seq_len = int(cfg.data.seq_len)
+    best_metric = _best_metric(cfg)
 
     ckpt = ckpt_lib.Checkpointer(workdir / ckpt_lib.CHECKPOINTS_SUBDIR, keep=int(t_cfg.keep_checkpoints),
-                                 keep_best=bool(t_cfg.keep_best), async_save=bool(t_cfg.async_checkpointing))
+                                 keep_best=bool(t_cfg.keep_best), async_save=bool(t_cfg.async_checkpointing),
+                                 best_metric=best_metric)
     resume_step = ckpt.latest_step()
     if resume_step is not None:  # the architecture of the saved run wins (it may come from an HF checkpoint)
         saved_cfg = ckpt_lib.load_config(workdir / ckpt_lib.CHECKPOINTS_SUBDIR / str(resume_step))
@@ -350,6 +320,9 @@ def setup_run(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, corpor
     model_cfg = model_config_from(cfg)
 
     corpora = load_corpora(cfg) if corpora is None else corpora
+    dev_records, dev_note = load_dev_sets(cfg)
+    _print(dev_note)
+    _check_best_metric(cfg, best_metric, corpora, dev_records)
     texts = [p + t for p, t in corpora.train[: int(cfg.data.tokenizer_train_texts)]]
     tokenizer = resolve_tokenizer(cfg, workdir, texts, model_cfg.vocab_size)
 
@@ -374,12 +347,13 @@ def setup_run(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, corpor
         loss_on_prompt=bool(cfg.data.loss_on_prompt), shard_index=shard_index, shard_count=shard_count,
         pack_chunk_examples=int(cfg.data.pack_chunk_examples), num_threads=int(cfg.data.num_threads),
     )
-    eval_sets = {
-        name: pipeline.make_eval_iterator(records, tokenizer, seq_len=seq_len, batch_size=local_eval_batch,
-                                          loss_on_prompt=bool(cfg.data.loss_on_prompt), shard_index=shard_index,
-                                          shard_count=shard_count)
-        for name, records in corpora.validation.items()
-    }
+    def eval_batches(records: list[tuple[str, str]]) -> pipeline.EvalBatches:
+        return pipeline.make_eval_iterator(records, tokenizer, seq_len=seq_len, batch_size=local_eval_batch,
+                                           loss_on_prompt=bool(cfg.data.loss_on_prompt), shard_index=shard_index,
+                                           shard_count=shard_count)
+
+    eval_sets = {name: eval_batches(records) for name, records in corpora.validation.items()}
+    dev_sets = {name: eval_batches(records) for name, records in dev_records.items()}
     if resume_step is not None:
         state, _ = ckpt.restore(resume_step, state_lib.abstract_state(parts, tx, shardings), train_iter)
         _print(f"resumed from {ckpt.directory}/{resume_step}")
@@ -403,9 +377,37 @@ def setup_run(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, corpor
                                             schedule=opt_lib.make_schedule(cfg),
                                             dropout_rng_impl=str(t_cfg.get("dropout_rng_impl", "threefry2x32"))),
         eval_step=step_lib.make_eval_step(parts, mesh, shardings.params),
-        train_iter=train_iter, eval_sets=eval_sets, ckpt=ckpt, resume_step=resume_step,
+        train_iter=train_iter, eval_sets=eval_sets, dev_sets=dev_sets, ckpt=ckpt, resume_step=resume_step,
         global_batch=global_batch, seq_len=seq_len,
     )
+
+
+def _best_metric(cfg: ml_collections.ConfigDict) -> str:
+    name = str(cfg.train.get("best_metric", "val_loss"))
+    if name not in BEST_METRICS:
+        raise ValueError(f"train.best_metric={name!r} is not a metric the loop computes; choose one of "
+                         f"{', '.join(BEST_METRICS)}")
+    return name
+
+
+def _check_best_metric(cfg: ml_collections.ConfigDict, best_metric: str, corpora: Corpora,
+                       dev_records: Mapping[str, Any]) -> None:
+    """``dev_loss`` selection needs dev sets (an error otherwise); ``val_loss`` without validation sets keeps no best
+    checkpoint (a note, as before dev sets existed)."""
+    if not bool(cfg.train.keep_best):
+        return
+    if best_metric == "dev_loss" and not dev_records:
+        raise ValueError("train.best_metric='dev_loss' but no dev set is evaluated (data.niv2_dir is empty, holds no "
+                         "dev task file, or data.dev_eval_template=''); set data.niv2_dir or train.best_metric="
+                         "'val_loss'")
+    if best_metric == "val_loss" and not corpora.validation:
+        _print("note: no validation sets, so train.keep_best keeps no best checkpoint (train.best_metric='val_loss')")
+
+
+def _selection_metrics(metrics: Mapping[str, float], best_metric: str) -> dict[str, float] | None:
+    """The losses stored with a checkpoint (``val_loss``, ``dev_loss``); None when the selection metric is absent."""
+    kept = {k: float(metrics[k]) for k in BEST_METRICS if k in metrics}
+    return kept if best_metric in kept else None
 
 
 class _Trainer:
@@ -433,17 +435,24 @@ class _Trainer:
         self.summary["checkpoint_steps"].append(step)
 
     def evaluate(self, step: int) -> dict[str, float]:
+        """Validation (``val_*``, the corpora) and dev-set (``dev_*``) losses of the current params, logged."""
         r = self.run
-        if not r.eval_sets:
+        if not r.eval_sets and not r.dev_sets:
             return {}
         t0 = time.perf_counter()
-        metrics = evaluate(r.eval_step, r.state.params, r.eval_sets, r.mesh)
+        metrics = evaluate(r.eval_step, r.state.params, r.eval_sets, r.mesh, prefix="val")
+        metrics.update(evaluate(r.eval_step, r.state.params, r.dev_sets, r.mesh, prefix="dev"))
         metrics["eval_time_s"] = time.perf_counter() - t0
         self.writer.write(step, "eval", metrics)
         self.summary["last_eval"] = metrics
-        per = ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in metrics.items() if k.startswith("val_loss/"))
-        _print(f"step {step}: val_loss {metrics.get('val_loss', float('nan')):.4f} "
-               f"ppl {metrics.get('val_ppl', float('nan')):.2f} ({per})")
+        parts = []
+        for prefix in ("val", "dev"):
+            if f"{prefix}_loss" in metrics:
+                per = ", ".join(f"{k.split('/', 1)[1]} {v:.3f}" for k, v in metrics.items()
+                                if k.startswith(f"{prefix}_loss/"))
+                parts.append(f"{prefix}_loss {metrics[f'{prefix}_loss']:.4f} ppl {metrics[f'{prefix}_ppl']:.2f} "
+                             f"({per})")
+        _print(f"step {step}: {' | '.join(parts)}")
         return metrics
 
     def check_finite(self, step: int, metrics: Mapping[str, jax.Array]) -> None:
@@ -499,7 +508,7 @@ class _Trainer:
                     paused = time.perf_counter()
                     metrics = self.evaluate(step) if eval_now else {}
                     if ckpt_now:
-                        self.save(step, {"val_loss": metrics["val_loss"]} if "val_loss" in metrics else None)
+                        self.save(step, _selection_metrics(metrics, r.ckpt.best_metric))
                     interval_start += time.perf_counter() - paused  # keep eval/checkpoint time out of throughput
                 stop = "stop_at_step" if step == int(t.stop_at_step) < num_steps else None
                 if stop is None and _any_process(sigterm.received):

@@ -1,0 +1,90 @@
+"""The training loop's records: the finetuning corpora (train + validation) and the dev-set perplexity records.
+
+Both are lists of ``(prompt, target)`` text pairs; ``train.loop`` tokenizes and packs them with ``data.pipeline``.
+``loop.Corpora`` / ``loop.load_corpora`` re-export the names here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+
+import ml_collections
+
+from alert_jax.data import dev_set, pipeline
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Corpora", "load_corpora", "load_dev_sets"]
+
+
+@dataclasses.dataclass
+class Corpora:
+    """Formatted ``(prompt, target)`` records: the training set and one validation set per corpus name."""
+
+    train: list[tuple[str, str]]
+    validation: dict[str, list[tuple[str, str]]]
+
+
+def load_corpora(cfg: ml_collections.ConfigDict) -> Corpora:
+    """Reads and formats the training and validation examples named by ``cfg.data.corpus``.
+
+    'synthetic': ``data.synthetic.synthetic_corpus_splits``; otherwise corpus names (or 'all') read from
+    ``cfg.data.finetune_dir`` with ``data.finetune``, formatted by ``format_example(ex, cfg.mode)``; each corpus's
+    validation split is capped at the first ``cfg.data.max_eval_examples`` examples.
+    """
+    d = cfg.data
+    mode = str(cfg.mode)
+    limit = int(d.max_eval_examples) or None
+    if str(d.corpus) == "synthetic":
+        from alert_jax.data.synthetic import synthetic_corpus_splits
+
+        train, valid = synthetic_corpus_splits(int(d.synthetic_seed), int(d.synthetic_train_examples),
+                                               int(d.synthetic_valid_examples))
+        val = {"synthetic": pipeline.records_from_examples(valid[:limit], mode)}
+        return Corpora(pipeline.records_from_examples(train, mode), val)
+    from alert_jax.data import finetune
+
+    if not d.finetune_dir:
+        raise ValueError("data.finetune_dir is empty: set --config.data.finetune_dir (a folder with one sub-folder "
+                         "per corpus) or ALERT_JAX_FINETUNE_DIR, or use --config.data.corpus=synthetic")
+    names = list(finetune.CORPORA) if str(d.corpus) == "all" else [n.strip() for n in str(d.corpus).split(",") if n]
+    skip = bool(d.skip_missing_corpora)
+    train_examples = finetune.read_corpora(names, d.finetune_dir, str(d.train_split), skip_missing=skip)
+    if not train_examples:
+        raise ValueError(f"no training examples for data.corpus={d.corpus!r} in {d.finetune_dir}")
+    val: dict[str, list[tuple[str, str]]] = {}
+    for name in names:
+        try:
+            examples = finetune.read_corpus(name, pathlib.Path(d.finetune_dir) / name, str(d.validation_split))
+        except finetune.CorpusNotFoundError as e:
+            if not skip:
+                raise
+            log.warning("no validation split for %s: %s", name, e)
+            continue
+        if examples:
+            val[name] = pipeline.records_from_examples(examples[:limit], mode)
+    return Corpora(pipeline.records_from_examples(train_examples, mode), val)
+
+
+def load_dev_sets(cfg: ml_collections.ConfigDict) -> tuple[dict[str, list[tuple[str, str]]], str]:
+    """``(records per dev task, one log line)`` for dev-set perplexity (``data.dev_set.dev_records``).
+
+    Settings: ``data.dev_eval_template`` ('' disables), ``data.dev_eval_instances`` (first N per task, 0 = all),
+    ``data.niv2_dir`` (empty: no dev sets). Dev tasks without a file are skipped and named in the log line.
+    """
+    d = cfg.data
+    template = str(d.get("dev_eval_template", "T1"))
+    if not template:
+        return {}, "dev-set validation disabled (data.dev_eval_template='')"
+    if not str(d.niv2_dir):
+        return {}, ("no dev-set validation: data.niv2_dir is empty (set it, or ALERT_JAX_NIV2_DIR, to the NIV2 task "
+                    "files to also report dev_loss)")
+    instances = int(d.get("dev_eval_instances", 100))
+    dev = dev_set.dev_records(d.niv2_dir, template=template, max_instances=instances)
+    counts = ", ".join(f"{name} {len(recs)}" for name, recs in dev.records.items()) or "none"
+    note = f"dev set ({template}, first {instances or 'all'} instances per task): {counts}"
+    if dev.missing:
+        note += f"; skipped, no task file in {d.niv2_dir}: {', '.join(dev.missing)}"
+    return dev.records, note

@@ -1,0 +1,218 @@
+"""Dev-set perplexity during finetuning (DESIGN.md section 5) and best-checkpoint selection by ``train.best_metric``.
+
+* dev records from the real NIV2 dev-task files: T1 prompts, " " + first reference, first N instances, missing tasks;
+* a 3-step in-process run of ``loop.train_and_evaluate`` on the tiny config with hand-written dev task files: the
+  reported ``dev_loss`` / ``dev_loss/<task>`` equal a numpy cross-entropy of the final parameters on the same
+  records (built here by hand, one unpacked example at a time), and ``best_metric='dev_loss'`` keeps / locates the
+  step with the lowest dev loss;
+* the Checkpointer ranks by the chosen key (val and dev disagree on purpose); unknown / unusable choices raise.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from test_launch_train import launch_env  # noqa: F401  (session fixture: a trained SentencePiece tokenizer)
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # configs/ is a top-level folder of the checkout
+    sys.path.insert(0, str(REPO))
+
+from alert_jax.data import alert, dev_set, niv2, templates  # noqa: E402
+
+T1 = "Definition: {definition}\n\nInput: {input}\nOutput:"  # written out here, independently of templates.py
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Records from the real task files
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_dev_records_from_real_task_files(niv2_tasks_dir):
+    present = [t for t in alert.DEV_SET if (niv2_tasks_dir / f"{t}.json").is_file()]
+    if not present:
+        pytest.skip("no dev task file in the shared NIV2 folder")
+    for n in (5, 200):
+        dev = dev_set.dev_records(niv2_tasks_dir, template="T1", max_instances=n)
+        assert list(dev.records) == present
+        assert dev.missing == [t for t in alert.DEV_SET if t not in present]
+        for name, records in dev.records.items():
+            task = niv2.load_task(niv2_tasks_dir / f"{name}.json")
+            assert len(records) == min(n, len(task.instances))
+            first = task.instances[0]
+            assert records[0][0] == templates.render("T1", task, first).text
+            assert records[0][0] == T1.format(definition=task.definition.strip(), input=first.input.strip())
+            assert records[0][1] == " " + first.outputs[0].strip()
+            last = task.instances[len(records) - 1]
+            assert records[-1] == (templates.render("T1", task, last).text, " " + last.outputs[0].strip())
+    everything = dev_set.dev_records(niv2_tasks_dir, max_instances=0)
+    assert all(len(r) == len(niv2.load_task(niv2_tasks_dir / f"{t}.json").instances)
+               for t, r in everything.records.items())
+
+
+def test_dev_sets_disabled_or_without_folder_and_missing_named(tmp_path):
+    from alert_jax.train.data import load_dev_sets
+
+    cfg = _config(tmp_path, niv2_dir="")
+    assert load_dev_sets(cfg)[0] == {} and "data.niv2_dir is empty" in load_dev_sets(cfg)[1]
+    tasks = _write_dev_tasks(tmp_path / "tasks")
+    cfg = _config(tmp_path, niv2_dir=str(tasks), dev_eval_template="")
+    assert load_dev_sets(cfg) == ({}, "dev-set validation disabled (data.dev_eval_template='')")
+    cfg = _config(tmp_path, niv2_dir=str(tasks))
+    records, note = load_dev_sets(cfg)
+    assert list(records) == list(DEV_TASKS) and [len(r) for r in records.values()] == [2, 2]  # capped at 2
+    assert alert.DEV_SET[1] in note and alert.DEV_SET[1] not in records  # the missing task is named
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A tiny run: dev_loss is the cross-entropy of the dev records
+# ---------------------------------------------------------------------------------------------------------------------
+
+DEV_TASKS = {  # two of the three registry dev tasks; the third (task118...) is absent on purpose
+    alert.DEV_SET[0]: ("Answer the question about the dialogue.",
+                       [("M: I bought 3 apples. W: Then I bought 2 more. Q: How many apples?", "5"),
+                        ("M: The train leaves at noon. Q: When does the train leave?", "At noon"),
+                        ("W: My cat is black. Q: What colour is the cat?", "black")]),
+    alert.DEV_SET[2]: ("Decide whether the hypothesis follows from the premise: Entailment, Neutral or Contradiction.",
+                       [("Premise: Tom has 7 pens. Hypothesis: Tom has pens.", "Entailment"),
+                        ("Premise: The sky is blue. Hypothesis: It rains.", " Neutral "),
+                        ("Premise: Ann is asleep. Hypothesis: Ann is awake.", "Contradiction")]),
+}
+
+
+def _write_dev_tasks(folder: pathlib.Path) -> pathlib.Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (definition, pairs) in DEV_TASKS.items():
+        data = {"Definition": [definition], "Positive Examples": [], "Negative Examples": [],
+                "Instances": [{"id": f"{name}-{i}", "input": x, "output": [y, "other"]} for i, (x, y) in
+                              enumerate(pairs)], "Categories": ["Question Answering"]}
+        (folder / f"{name}.json").write_text(json.dumps(data))
+    return folder
+
+
+def _config(tmp_path: pathlib.Path, **data: object):
+    from configs import finetune
+
+    cfg = finetune.get_config("tiny,ft")
+    cfg.data.update({"synthetic_train_examples": 200, "synthetic_valid_examples": 16, "max_eval_examples": 16,
+                     "dev_eval_instances": 2, "niv2_dir": "", **data})
+    cfg.train.update(num_steps=3, log_every=1, eval_every=1, checkpoint_every=1, keep_checkpoints=1,
+                     async_checkpointing=False, tensorboard=False, measure_cpu_peak=False)
+    return cfg
+
+
+def _reference_losses(model, tok, records: list[tuple[str, str]]) -> tuple[float, float]:
+    """(sum of target-token cross-entropies, number of target tokens): one unpacked row per record, numpy softmax."""
+    loss, count = 0.0, 0
+    for prompt, target in records:
+        p, t = tok.encode(prompt), tok.encode(target)
+        ids = np.asarray([tok.bos_id, *p, *t, tok.eos_id], np.int32)
+        n = len(ids) - 1
+        logits = np.asarray(model(ids[None, :-1], np.arange(n, dtype=np.int32)[None], np.ones((1, n), np.int32)),
+                             np.float64)[0]
+        logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+        nll = logz - logits[np.arange(n), ids[1:]]
+        scored = np.arange(n) >= len(p)  # positions whose next token is a target token or the eos
+        loss += float(nll[scored].sum())
+        count += int(scored.sum())
+    return loss, count
+
+
+def test_train_reports_dev_loss_and_keeps_best_by_it(launch_env, tmp_path):  # noqa: F811
+    from alert_jax import checkpoint, tokenizers
+    from alert_jax.train import loop
+
+    tasks = _write_dev_tasks(tmp_path / "tasks")
+    cfg = _config(tmp_path, niv2_dir=str(tasks))
+    cfg.tokenizer = launch_env["tokenizer"]
+    cfg.train.best_metric = "dev_loss"
+    workdir = tmp_path / "run"
+    summary = loop.train_and_evaluate(cfg, workdir)
+    assert summary["stopped"] == "done" and summary["step"] == 3
+
+    evals = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    evals = {r["step"]: r for r in evals if r["kind"] == "eval"}
+    assert sorted(evals) == [1, 2, 3]
+    last = summary["last_eval"]
+    for key in ("dev_loss", "dev_ppl", "val_loss", "val_ppl", *(f"dev_{m}/{t}" for m in ("loss", "ppl")
+                                                                  for t in DEV_TASKS)):
+        assert key in last and key in evals[3], key
+    assert last["dev_loss"] == pytest.approx(evals[3]["dev_loss"])
+    assert not any(k.startswith("dev_") and alert.DEV_SET[1] in k for k in last)  # the absent task
+    assert "val_loss/synthetic" in last
+    assert not any(k.startswith("val_") and any(t in k for t in DEV_TASKS) for k in last)  # val_ = corpora only
+
+    # Independent recomputation with the final parameters (step 3 is the latest, always kept).
+    ckpts = workdir / "checkpoints"
+    model, _ = checkpoint.restore_model(ckpts / "3")
+    tok = tokenizers.load_tokenizer(str(ckpts / "tokenizer"))
+    total_loss, total_count = 0.0, 0
+    for name, (definition, pairs) in DEV_TASKS.items():
+        records = [(T1.format(definition=definition, input=x), " " + y.strip()) for x, y in pairs[:2]]
+        loss, count = _reference_losses(model, tok, records)
+        assert last[f"dev_loss/{name}"] == pytest.approx(loss / count, rel=2e-4)
+        assert last[f"dev_ppl/{name}"] == pytest.approx(np.exp(loss / count), rel=5e-4)
+        total_loss, total_count = total_loss + loss, total_count + count
+    assert last["dev_loss"] == pytest.approx(total_loss / total_count, rel=2e-4)  # token-weighted over tasks
+    assert last["dev_ppl"] == pytest.approx(np.exp(total_loss / total_count), rel=5e-4)
+
+    # keep_checkpoints=1 + keep_best: the latest step and the lowest dev_loss survive; locate() picks the latter.
+    best = min(evals, key=lambda s: evals[s]["dev_loss"])
+    kept = sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
+    assert kept == sorted({3, best})
+    assert checkpoint.locate(workdir) == (ckpts, best)
+    mgr = checkpoint.Checkpointer(ckpts, best_metric="dev_loss", async_save=False)
+    try:
+        assert mgr.best_step() == best
+        for step in kept:  # both losses are stored with each evaluated step
+            saved = mgr.manager.metrics(step)
+            assert saved["dev_loss"] == pytest.approx(evals[step]["dev_loss"])
+            assert saved["val_loss"] == pytest.approx(evals[step]["val_loss"])
+    finally:
+        mgr.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Best-metric selection
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_checkpointer_ranks_by_best_metric(tmp_path):
+    import ml_collections
+
+    from alert_jax import checkpoint
+
+    state = {"w": jax.numpy.arange(4.0)}
+    losses = {1: (1.0, 3.0), 2: (2.0, 1.0), 3: (3.0, 2.0), 4: (4.0, 5.0)}  # step: (val_loss, dev_loss)
+    for metric, best in (("val_loss", 1), ("dev_loss", 2)):
+        root = tmp_path / metric
+        cfg = ml_collections.ConfigDict({"train": {"best_metric": metric}})
+        ckpt = checkpoint.Checkpointer(root, keep=1, best_metric=metric, async_save=False)
+        ckpt.write_extras(cfg)
+        for step, (val, dev) in losses.items():
+            ckpt.save(step, state, cfg, metrics={"val_loss": val, "dev_loss": dev})
+        ckpt.wait()
+        assert ckpt.best_step() == best
+        assert sorted(ckpt.all_steps()) == sorted({best, 4})
+        with pytest.raises(ValueError, match="train.best_metric"):
+            ckpt.save(5, state, cfg, metrics={"other": 0.0})
+        ckpt.close()
+        assert checkpoint.locate(root) == (root.absolute(), best)  # read back from config.json's train.best_metric
+
+
+def test_unknown_or_unusable_best_metric_raises(tmp_path):
+    from alert_jax.train import loop
+
+    cfg = _config(tmp_path)
+    cfg.train.best_metric = "dev_acc"
+    with pytest.raises(ValueError, match=r"train\.best_metric='dev_acc'.*val_loss, dev_loss"):
+        loop.train_and_evaluate(cfg, tmp_path / "a")
+    cfg.train.best_metric = "dev_loss"  # niv2_dir is empty: no dev set to select by
+    with pytest.raises(ValueError, match=r"train\.best_metric='dev_loss' but no dev set"):
+        loop.train_and_evaluate(cfg, tmp_path / "b")
