@@ -69,7 +69,9 @@ def _optimizer_config(num_steps: int):
     return c
 
 
-def bench_jax(config: Any, tokens, targets, warmup: int, steps: int) -> list[float]:
+def bench_jax(
+    config: Any, tokens, targets, warmup: int, steps: int, dropout_rng_impl: str = "threefry2x32"
+) -> list[float]:
     """Times ``make_train_step`` on one device for ``[batch, seq]`` int32 ``tokens``/``targets`` (numpy)."""
     import jax
     import jax.numpy as jnp
@@ -88,7 +90,8 @@ def bench_jax(config: Any, tokens, targets, warmup: int, steps: int) -> list[flo
     shardings = state_lib.state_shardings(parts, tx, mesh)
     state = state_lib.create_train_state(params, tx, shardings, seed=0)
     del params
-    train_step = step_lib.make_train_step(parts, tx, mesh, shardings, schedule=optimizer.make_schedule(cfg))
+    train_step = step_lib.make_train_step(parts, tx, mesh, shardings, schedule=optimizer.make_schedule(cfg),
+                                          dropout_rng_impl=dropout_rng_impl)
     b, s = tokens.shape
     batch = {
         "inputs": jnp.asarray(tokens, jnp.int32),
@@ -170,8 +173,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--steps", type=int, default=3, help="timed steps per implementation")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads")
     p.add_argument("--dropout", type=float, default=None, help="override dropout and attention dropout")
-    p.add_argument("--prng_impl", default="", help="jax_default_prng_impl for alert_jax's dropout masks, e.g. "
-                   "'unsafe_rbg' (default: jax's threefry2x32, what the train loop uses)")
+    p.add_argument("--dropout_rng_impl", default="threefry2x32",
+                   help="alert_jax's dropout-mask PRNG (train.dropout_rng_impl): threefry2x32 (the config default), "
+                        "rbg or unsafe_rbg")
     p.add_argument("--skip_torch", action="store_true")
     p.add_argument("--json", default="", help="also write the results to this JSON file")
     args = p.parse_args(argv)
@@ -179,8 +183,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import jax
     import numpy as np
 
-    if args.prng_impl:
-        jax.config.update("jax_default_prng_impl", args.prng_impl)
     from alert_jax import perf
     from alert_jax.models.sizes import get_model_config
 
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"vocab={config.vocab_size}), batch {b} x seq {s}, fp32, dropout {config.dropout}/{config.attention_dropout}")
     print(f"   jax {jax.__version__} on {jax.devices()[0].device_kind} ({jax.device_count()} device(s)); "
           f"cpu_count={os.cpu_count()}; load avg {load_avg()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; "
-          f"prng {jax.config.jax_default_prng_impl}", flush=True)
+          f"dropout PRNG {args.dropout_rng_impl}", flush=True)
 
     shapes = [(1024, 1024, 1024), (2048, 2048, 2048), (b * s, config.hidden_size, config.ffn_dim)]
     peaks = measure_peak(shapes)
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           flush=True)
 
     flops = perf.train_step_flops(config, b, s)
-    jax_times = bench_jax(config, tokens, targets, args.warmup, args.steps)
+    jax_times = bench_jax(config, tokens, targets, args.warmup, args.steps, args.dropout_rng_impl)
     torch_times = None
     torch_version = None
     if not args.skip_torch:
