@@ -18,7 +18,10 @@ Weight layouts (HF ``nn.Linear`` stores ``weight [out, in]``; alert_jax stores `
 
 HF names may carry a ``model.`` prefix (``OPTForCausalLM``) or not (``OPTModel``). metaseq names differ only in
 ``decoder.layer_norm`` (final LN), ``decoder.project_{in,out}_dim`` and, in some checkpoints, a fused
-``self_attn.qkv_proj`` whose rows are ordered K, V, Q (metaseq's sequence-parallel layer).
+``self_attn.qkv_proj`` whose rows are ordered K, V, Q (metaseq's sequence-parallel layer). Reading the files into
+one view under these canonical HF names (safetensors, sharded safetensors, ``.bin``, metaseq state dicts) is
+:mod:`alert_jax.convert_readers`' job; this module holds the table above, the checks, the assembly and the
+entry points (``from_hf``, ``to_hf``, ``from_metaseq``, ``resolve_init``).
 
 Loading checks every weight before anything is allocated: a missing, unexpected or mis-shaped weight raises
 :class:`CheckpointError` naming it (and both shapes). Arrays are placed one parameter at a time, directly with
@@ -33,7 +36,7 @@ import os
 import pathlib
 import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -41,23 +44,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+# The file readers live in convert_readers.py; WEIGHT_FILES and CheckpointError stay importable from here.
+from alert_jax.convert_readers import WEIGHT_FILES, CheckpointError, TensorSource, metaseq_source, open_hf_weights
 from alert_jax.models.opt import OPT, abstract_model
 from alert_jax.models.sizes import ARCHITECTURE_FIELDS, RUNTIME_FIELDS, OPTConfig
 from alert_jax.sharding import logical_sharding
 
-WEIGHT_FILES: tuple[str, ...] = (
-    "model.safetensors.index.json",
-    "model.safetensors",
-    "pytorch_model.bin.index.json",
-    "pytorch_model.bin",
-)
 # Fetched beside the weights from the hub so evaluation finds the checkpoint's own tokenizer (GPT-2 byte-level BPE).
 TOKENIZER_FILES: tuple[str, ...] = ("vocab.json", "merges.txt", "tokenizer.json", "special_tokens_map.json")
 _IGNORED_SUFFIXES = ("version", "_float_tensor")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that does not match the model it is loaded into (or cannot be found / read)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -126,115 +121,6 @@ def expected_hf_shapes(config: OPTConfig) -> dict[str, tuple[int, ...]]:
     return out
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Tensor sources
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _torch_to_numpy(t: Any) -> np.ndarray:
-    if isinstance(t, np.ndarray):
-        return t
-    import torch  # lazily: only .bin files and metaseq checkpoints need torch
-
-    t = t.detach().cpu()
-    if t.dtype == torch.bfloat16:
-        import ml_dtypes
-
-        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-    return t.numpy()
-
-
-class _Source:
-    """Read-only view of named tensors: canonical name -> (shape, loader). ``origin`` names it in errors."""
-
-    def __init__(self, origin: str):
-        self.origin = origin
-        self._shapes: dict[str, tuple[int, ...]] = {}
-        self._loaders: dict[str, Callable[[], np.ndarray]] = {}
-
-    def add(self, name: str, shape: Iterable[int], loader: Callable[[], np.ndarray]) -> None:
-        if name in self._shapes:
-            raise CheckpointError(f"{self.origin}: weight {name!r} appears twice (with and without 'model.' prefix?)")
-        self._shapes[name] = tuple(int(s) for s in shape)
-        self._loaders[name] = loader
-
-    def names(self) -> set[str]:
-        return set(self._shapes)
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return self._shapes[name]
-
-    def get(self, name: str) -> np.ndarray:
-        return np.asarray(self._loaders[name]())
-
-    def pop(self, name: str) -> None:
-        self._shapes.pop(name, None)
-        self._loaders.pop(name, None)
-
-
-def _canonical_hf_name(name: str) -> str:
-    return name[len("model."):] if name.startswith("model.") else name
-
-
-def _add_safetensors(source: _Source, file: pathlib.Path, only: set[str] | None = None) -> None:
-    from safetensors import safe_open
-
-    if not file.is_file():
-        raise CheckpointError(f"{source.origin}: weights file {file.name} (listed in the index) does not exist")
-    with safe_open(str(file), framework="np") as f:
-        for raw in f.keys():
-            if only is not None and raw not in only:
-                continue
-            shape = f.get_slice(raw).get_shape()
-
-            def load(raw: str = raw) -> np.ndarray:
-                with safe_open(str(file), framework="np") as g:
-                    return g.get_tensor(raw)
-
-            source.add(_canonical_hf_name(raw), shape, load)
-
-
-def _add_torch_bin(source: _Source, file: pathlib.Path) -> None:
-    import torch
-
-    if not file.is_file():
-        raise CheckpointError(f"{source.origin}: weights file {file.name} (listed in the index) does not exist")
-    try:
-        sd = torch.load(str(file), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
-        raise CheckpointError(f"{file}: cannot read as a PyTorch state dict ({type(e).__name__}: {e})") from e
-    for raw, t in sd.items():
-        if hasattr(t, "shape"):
-            source.add(_canonical_hf_name(raw), tuple(t.shape), lambda t=t: _torch_to_numpy(t))
-
-
-def _open_hf_weights(directory: pathlib.Path) -> _Source:
-    source = _Source(str(directory))
-    for name in WEIGHT_FILES:
-        file = directory / name
-        if not file.is_file():
-            continue
-        if name.endswith(".index.json"):
-            try:
-                weight_map = json.loads(file.read_text())["weight_map"]
-            except (ValueError, KeyError) as e:
-                raise CheckpointError(f"{file}: not a valid weight index (needs a 'weight_map' object): {e}") from e
-            by_file: dict[str, set[str]] = {}
-            for raw, shard in weight_map.items():
-                by_file.setdefault(shard, set()).add(raw)
-            for shard, raws in sorted(by_file.items()):
-                if name.startswith("model.safetensors"):
-                    _add_safetensors(source, directory / shard, raws)
-                else:
-                    _add_torch_bin(source, directory / shard)
-        elif name.endswith(".safetensors"):
-            _add_safetensors(source, file)
-        else:
-            _add_torch_bin(source, file)
-        return source
-    raise CheckpointError(
-        f"no weights file in {directory}: looked for {', '.join(WEIGHT_FILES)}"
-    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -242,7 +128,7 @@ def _open_hf_weights(directory: pathlib.Path) -> _Source:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _check_tied_head(source: _Source, name: str) -> None:
+def _check_tied_head(source: TensorSource, name: str) -> None:
     """A stored LM head must equal the token embedding (OPT ties them); then it is dropped."""
     if name not in source.names():
         return
@@ -261,7 +147,7 @@ def _check_tied_head(source: _Source, name: str) -> None:
     source.pop(name)
 
 
-def _validate(source: _Source, config: OPTConfig, config_origin: str) -> None:
+def _validate(source: TensorSource, config: OPTConfig, config_origin: str) -> None:
     expected = expected_hf_shapes(config)
     names = {n for n in source.names() if not n.endswith(_IGNORED_SUFFIXES)}
     missing = sorted(set(expected) - names, key=_natural_key)
@@ -300,7 +186,7 @@ def _place(array: np.ndarray, var: nnx.Variable, mesh: jax.sharding.Mesh | None)
     return jax.make_array_from_callback(array.shape, sharding, lambda idx: array[idx])
 
 
-def _build(config: OPTConfig, source: _Source, mesh: jax.sharding.Mesh | None, config_origin: str) -> OPT:
+def _build(config: OPTConfig, source: TensorSource, mesh: jax.sharding.Mesh | None, config_origin: str) -> OPT:
     """Validates ``source`` against ``config`` and assembles the model, one parameter at a time."""
     _check_tied_head(source, "lm_head.weight")
     _validate(source, config, config_origin)
@@ -485,7 +371,7 @@ def from_hf(path_or_hub_id: str | os.PathLike, *, mesh: jax.sharding.Mesh | None
     config = load_hf_config(directory)
     if overrides:
         config = dataclasses.replace(config, **overrides)
-    source = _open_hf_weights(directory)
+    source = open_hf_weights(directory)
     return _build(config, source, mesh, str(directory / "config.json"))
 
 
@@ -536,39 +422,6 @@ def to_hf(model: OPT, path: str | os.PathLike, *, dtype: str | None = None) -> p
 # metaseq
 # ----------------------------------------------------------------------------------------------------------------
 
-_METASEQ_RENAMES = (
-    ("decoder.layer_norm.", "decoder.final_layer_norm."),
-    ("decoder.project_in_dim.", "decoder.project_in."),
-    ("decoder.project_out_dim.", "decoder.project_out."),
-    ("decoder.output_projection.", "lm_head."),
-)
-
-
-def _metaseq_source(state: Mapping[str, Any], origin: str) -> _Source:
-    """HF-canonical view of a metaseq state dict (renames; fused K,V,Q ``qkv_proj`` split in three)."""
-    source = _Source(origin)
-    for raw, value in state.items():
-        if not hasattr(value, "shape"):
-            continue
-        name = raw[len("model."):] if raw.startswith("model.") else raw
-        for old, new in _METASEQ_RENAMES:
-            if name.startswith(old):
-                name = new + name[len(old):]
-        if ".self_attn.qkv_proj." in name:
-            rows = int(value.shape[0])
-            if rows % 3:
-                raise CheckpointError(f"{origin}: fused weight {raw} has {rows} rows, not divisible into K, V, Q")
-            part = rows // 3
-            for j, proj in enumerate(("k_proj", "v_proj", "q_proj")):  # metaseq's fused order is K, V, Q
-                source.add(
-                    name.replace(".qkv_proj.", f".{proj}."),
-                    (part, *value.shape[1:]),
-                    lambda v=value, j=j: _torch_to_numpy(v)[j * part:(j + 1) * part],
-                )
-        else:
-            source.add(name, tuple(value.shape), lambda v=value: _torch_to_numpy(v))
-    return source
-
 
 def from_metaseq(
     file_or_dict: str | os.PathLike | Mapping[str, Any],
@@ -602,7 +455,7 @@ def from_metaseq(
             raise CheckpointError(f"{origin}: cannot read the checkpoint ({type(e).__name__}: {e}){hint}") from e
     if "model" in state and isinstance(state["model"], Mapping):
         state = state["model"]
-    return _build(config, _metaseq_source(state, origin), mesh, "the given OPTConfig")
+    return _build(config, metaseq_source(state, origin), mesh, "the given OPTConfig")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Every reader turns the files of one published release into a list of :class:`RationaleExample`
 ``(source, prompt, rationale, answer, id)``. Split handling (which file is which split, the validation holdout) lives
-in :mod:`alert_jax.data.finetune`; this module only knows record formats.
+in :mod:`alert_jax.data.finetune`; this module only knows record formats. The record type, the error and the helpers
+that implement the normalisation below and the checked file / field access are in
+:mod:`alert_jax.data.corpora_records` (re-exported here).
 
 Normalisation shared by every reader (so finetuning targets are uniform):
 
@@ -22,190 +24,31 @@ and the field.
 from __future__ import annotations
 
 import csv
-import dataclasses
-import json
 import pathlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-PathLike = str | pathlib.Path
-
-
-@dataclasses.dataclass
-class RationaleExample:
-    """One finetuning example: ``prompt`` (the input), ``rationale`` (reasoning), ``answer`` (final answer).
-
-    ``source`` is the corpus name (e.g. ``'gsm8k'``); ``id`` is a stable record id (native id where the release has
-    one, else ``'<file>:<line or index>'``).
-    """
-
-    source: str
-    prompt: str
-    rationale: str
-    answer: str
-    id: str = ""
-
-
-class CorpusFormatError(ValueError):
-    """A record (or file) does not follow its release's published format.
-
-    Attributes: ``path`` (file), ``record`` (e.g. ``'line 3'``, ``'index 7'``, ``'id abc'``), ``field`` (or None).
-    """
-
-    def __init__(self, path: PathLike, record: str, problem: str, field: str | None = None):
-        self.path = str(path)
-        self.record = record
-        self.field = field
-        self.problem = problem
-        super().__init__(f"{path}: {record}: {problem}")
-
-    def __reduce__(self):  # keeps the error picklable (e.g. raised in a data-loader worker process)
-        return type(self), (self.path, self.record, self.problem, self.field)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Text helpers
-
-
-def one_line(text: str) -> str:
-    """Collapses every whitespace run (newlines included) into one space and strips."""
-    return " ".join(text.split())
-
-
-def as_sentence(text: str) -> str:
-    """``one_line(text)`` ending in ``.``/``!``/``?`` (optionally followed by closing quotes, brackets or ``$``);
-    a period is appended otherwise; '' stays ''."""
-    text = one_line(text)
-    if text and not re.search(r"[.!?][\"')\]$]*$", text):
-        text += "."
-    return text
-
-
-def capitalized(text: str) -> str:
-    """``text`` with its first character upper-cased (for explanations written or stored in lower case)."""
-    return text[:1].upper() + text[1:]
-
-
-def lines_as_sentences(text: str) -> str:
-    """Joins the lines of a step-per-line rationale with spaces, ending each line that ends in a letter, digit or
-    closing bracket with a period (``'x = 5\ny = 6'`` -> ``'x = 5. y = 6.'``); the whole ends as a sentence."""
-    lines = [one_line(line) for line in text.split("\n") if line.strip()]
-    lines = [line + "." if re.search(r"[A-Za-z0-9)\]}%$'\"]$", line) else line for line in lines]
-    return as_sentence(" ".join(lines))
-
-
-def clean_answer(text: str) -> str:
-    """One line, stripped, without one trailing period (``'250 m.'`` -> ``'250 m'``)."""
-    text = one_line(text)
-    if len(text) > 1 and text.endswith(".") and not text.endswith(".."):
-        text = text[:-1].rstrip()
-    return text
-
-
-def detokenize(text: str) -> str:
-    """Light detokenisation of PTB-style text (e-SNLI): ``'a , b .'`` -> ``'a, b.'``, ``"does n't"`` ->
-    ``"doesn't"``."""
-    text = one_line(text)
-    text = re.sub(r" ([.,;:!?%)\]])", r"\1", text)
-    text = re.sub(r"([(\[]) ", r"\1", text)
-    return re.sub(r" (n't|'s|'re|'ve|'ll|'d|'m)\b", r"\1", text, flags=re.IGNORECASE)
-
-
-def options_line(choices: Sequence[tuple[str, str]]) -> str:
-    """``[('A', 'x'), ('B', 'y')]`` -> ``'Options: (A) x (B) y'`` (the one multiple-choice layout of all corpora)."""
-    return "Options: " + " ".join(f"({label}) {one_line(text)}" for label, text in choices)
-
-
-def extract_boxed(text: str) -> str | None:
-    """Content of the LAST top-level ``\\boxed{...}`` (or ``\\fbox{...}``, ``\\boxed 5``) with balanced braces.
-
-    Escaped braces (``\\{``) are content, not delimiters. Returns None when there is no complete box.
-    """
-    found, end_of_last = None, -1
-    for match in re.finditer(r"\\(?:boxed|fbox)(?![A-Za-z])", text):
-        if match.start() < end_of_last:  # nested inside the previous box
-            continue
-        i = match.end()
-        if text[i:i + 1] == "{":
-            depth, j = 0, i
-            while j < len(text):
-                char = text[j]
-                if char == "\\":
-                    j += 2
-                    continue
-                if char == "{":
-                    depth += 1
-                elif char == "}":
-                    depth -= 1
-                    if depth == 0:
-                        break
-                j += 1
-            if depth != 0:
-                continue
-            found, end_of_last = text[i + 1:j], j + 1
-        else:
-            tail = re.match(r"\s+([^\s$]+)", text[i:])
-            if tail:
-                found, end_of_last = tail.group(1), i + tail.end()
-    return None if found is None else found.strip()
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# File helpers
-
-
-def _read_jsonl(path: pathlib.Path) -> Iterator[tuple[str, Any]]:
-    """Yields ``('line N', record)`` for each non-blank line (N 1-based)."""
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield f"line {number}", json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CorpusFormatError(path, f"line {number}", f"invalid JSON ({e.msg})") from None
-
-
-def _read_json(path: pathlib.Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise CorpusFormatError(path, f"line {e.lineno}", f"invalid JSON ({e.msg})") from None
-
-
-def _read_lines(path: pathlib.Path) -> list[str]:
-    """Lines of a line-aligned text file; a missing final newline does not drop or add a line."""
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.rstrip("\r") for line in lines]
-
-
-def _get(record: Any, key: str, path: PathLike, where: str, kind: type | tuple[type, ...] = str) -> Any:
-    """``record[key]``, checked to be present and of ``kind``; else CorpusFormatError naming the field."""
-    if not isinstance(record, dict):
-        raise CorpusFormatError(path, where, f"expected a JSON object, got {type(record).__name__}")
-    if key not in record or record[key] is None:
-        raise CorpusFormatError(path, where, f"missing field {key!r}", field=key)
-    value = record[key]
-    if not isinstance(value, kind):
-        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise CorpusFormatError(path, where, f"field {key!r} should be {names}, got {type(value).__name__}", field=key)
-    return value
-
-
-def _need_answer(answer: str, path: PathLike, where: str, field: str) -> str:
-    if not answer:
-        raise CorpusFormatError(path, where, f"empty answer in field {field!r}", field=field)
-    return answer
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Readers
-
+# The record, the error and the shared helpers live in corpora_records.py; their public names stay importable here.
+from alert_jax.data.corpora_records import (
+    CorpusFormatError,
+    PathLike,
+    RationaleExample,
+    as_sentence,
+    capitalized,
+    clean_answer,
+    detokenize,
+    extract_boxed,
+    get_field,
+    lines_as_sentences,
+    need_answer,
+    one_line,
+    options_line,
+    read_json,
+    read_json_list,
+    read_jsonl,
+    read_lines,
+)
 
 _CALCULATOR_NOTE = re.compile(r"<<[^<>]*>>")
 
@@ -218,13 +61,13 @@ def read_gsm8k(path: PathLike) -> list[RationaleExample]:
     """
     path = pathlib.Path(path)
     out = []
-    for where, rec in _read_jsonl(path):
-        question = _get(rec, "question", path, where)
-        solution = _get(rec, "answer", path, where)
+    for where, rec in read_jsonl(path):
+        question = get_field(rec, "question", path, where)
+        solution = get_field(rec, "answer", path, where)
         if "####" not in solution:
             raise CorpusFormatError(path, where, "field 'answer' has no '#### <final answer>' marker", "answer")
         steps, final = solution.rsplit("####", 1)
-        answer = _need_answer(clean_answer(final), path, where, "answer")
+        answer = need_answer(clean_answer(final), path, where, "answer")
         rationale = lines_as_sentences(_CALCULATOR_NOTE.sub("", steps))
         out.append(RationaleExample("gsm8k", question.strip(), rationale, answer, f"{path.name}:{where[5:]}"))
     return out
@@ -264,11 +107,11 @@ def read_aqua_rat(path: PathLike) -> list[RationaleExample]:
     """
     path = pathlib.Path(path)
     out = []
-    for where, rec in _read_jsonl(path):
-        question = _get(rec, "question", path, where)
-        raw_options = _get(rec, "options", path, where, list)
-        rationale = _get(rec, "rationale", path, where)
-        correct = _get(rec, "correct", path, where).strip().upper()
+    for where, rec in read_jsonl(path):
+        question = get_field(rec, "question", path, where)
+        raw_options = get_field(rec, "options", path, where, list)
+        rationale = get_field(rec, "rationale", path, where)
+        correct = get_field(rec, "correct", path, where).strip().upper()
         options = []
         for k, option in enumerate(raw_options):
             match = _OPTION.match(option) if isinstance(option, str) else None
@@ -279,18 +122,10 @@ def read_aqua_rat(path: PathLike) -> list[RationaleExample]:
         if correct not in texts:
             raise CorpusFormatError(path, where, f"field 'correct' {correct!r} is not an option letter", "correct")
         prompt = f"{question.strip()}\n{options_line(options)}"
-        answer = _need_answer(clean_answer(texts[correct]), path, where, "options")
+        answer = need_answer(clean_answer(texts[correct]), path, where, "options")
         rationale = lines_as_sentences(strip_aqua_answer_line(rationale, correct))
         out.append(RationaleExample("aqua_rat", prompt, rationale, answer, f"{path.name}:{where[5:]}"))
     return out
-
-
-def _read_json_list(path: pathlib.Path) -> list[Any]:
-    """A JSON file whose top level must be a list of question records."""
-    data = _read_json(path)
-    if not isinstance(data, list):
-        raise CorpusFormatError(path, "top level", "expected a JSON list of questions")
-    return data
 
 
 def read_strategyqa(path: PathLike) -> list[RationaleExample]:
@@ -299,13 +134,13 @@ def read_strategyqa(path: PathLike) -> list[RationaleExample]:
     rationale = the ``facts``, each made a sentence, joined with spaces (``decomposition`` unused); answer yes/no.
     """
     path = pathlib.Path(path)
-    data = _read_json_list(path)
+    data = read_json_list(path)
     out = []
     for index, rec in enumerate(data):
         where = f"index {index}"
-        question = _get(rec, "question", path, where)
-        answer = _get(rec, "answer", path, where, bool)
-        facts = _get(rec, "facts", path, where, list)
+        question = get_field(rec, "question", path, where)
+        answer = get_field(rec, "answer", path, where, bool)
+        facts = get_field(rec, "facts", path, where, list)
         if not all(isinstance(fact, str) for fact in facts):
             raise CorpusFormatError(path, where, "field 'facts' should be a list of strings", "facts")
         rationale = " ".join(as_sentence(fact) for fact in facts if fact.strip())
@@ -316,18 +151,18 @@ def read_strategyqa(path: PathLike) -> list[RationaleExample]:
 
 def _cqa_question(rec: Any, path: pathlib.Path, where: str) -> tuple[str, str, str]:
     """CommonsenseQA record -> (id, prompt with options, answer text)."""
-    qid = _get(rec, "id", path, where)
+    qid = get_field(rec, "id", path, where)
     where = f"{where} (id {qid})"
-    key = _get(rec, "answerKey", path, where).strip()
-    question = _get(rec, "question", path, where, dict)
-    stem = _get(question, "stem", path, where)
+    key = get_field(rec, "answerKey", path, where).strip()
+    question = get_field(rec, "question", path, where, dict)
+    stem = get_field(question, "stem", path, where)
     choices = []
-    for choice in _get(question, "choices", path, where, list):
-        choices.append((_get(choice, "label", path, where), _get(choice, "text", path, where)))
+    for choice in get_field(question, "choices", path, where, list):
+        choices.append((get_field(choice, "label", path, where), get_field(choice, "text", path, where)))
     texts = dict(choices)
     if key not in texts:
         raise CorpusFormatError(path, where, f"field 'answerKey' {key!r} is not a choice label", "answerKey")
-    answer = _need_answer(clean_answer(texts[key]), path, where, "choices")
+    answer = need_answer(clean_answer(texts[key]), path, where, "choices")
     return qid, f"{stem.strip()}\n{options_line(choices)}", answer
 
 
@@ -335,7 +170,7 @@ def read_cqa_questions(paths: Sequence[PathLike]) -> dict[str, tuple[str, str, s
     """CommonsenseQA jsonl files -> ``{id: (prompt, answer, file name, record)}`` (first occurrence wins)."""
     out: dict[str, tuple[str, str, str, str]] = {}
     for path in map(pathlib.Path, paths):
-        for where, rec in _read_jsonl(path):
+        for where, rec in read_jsonl(path):
             qid, prompt, answer = _cqa_question(rec, path, where)
             out.setdefault(qid, (prompt, answer, str(path), where))
     return out
@@ -350,13 +185,13 @@ def read_cos_e(questions_path: PathLike, explanation_paths: Sequence[PathLike]) 
     questions_path = pathlib.Path(questions_path)
     explanations: dict[str, str] = {}
     for path in map(pathlib.Path, explanation_paths):
-        for where, rec in _read_jsonl(path):
-            qid = _get(rec, "id", path, where)
-            explanation = _get(rec, "explanation", path, f"{where} (id {qid})", dict)
-            text = _get(explanation, "open-ended", path, f"{where} (id {qid})")
+        for where, rec in read_jsonl(path):
+            qid = get_field(rec, "id", path, where)
+            explanation = get_field(rec, "explanation", path, f"{where} (id {qid})", dict)
+            text = get_field(explanation, "open-ended", path, f"{where} (id {qid})")
             explanations.setdefault(qid, text)
     out = []
-    for where, rec in _read_jsonl(questions_path):
+    for where, rec in read_jsonl(questions_path):
         qid, prompt, answer = _cqa_question(rec, questions_path, where)
         if qid not in explanations:
             names = ", ".join(str(p) for p in explanation_paths)
@@ -376,14 +211,14 @@ def read_ecqa(annotations_path: PathLike, question_paths: Sequence[PathLike],
     """
     annotations_path = pathlib.Path(annotations_path)
     explanations: dict[str, str] = {}
-    for where, rec in _read_jsonl(annotations_path):
-        qid = _get(rec, "id", annotations_path, where)
-        text = _get(rec, "explanation", annotations_path, f"{where} (id {qid})")
+    for where, rec in read_jsonl(annotations_path):
+        qid = get_field(rec, "id", annotations_path, where)
+        text = get_field(rec, "explanation", annotations_path, f"{where} (id {qid})")
         explanations.setdefault(qid, text)
     questions = read_cqa_questions(question_paths)
     if ids_path is not None:
         ids_path = pathlib.Path(ids_path)
-        ids = [(f"line {n}", line.strip()) for n, line in enumerate(_read_lines(ids_path), 1) if line.strip()]
+        ids = [(f"line {n}", line.strip()) for n, line in enumerate(read_lines(ids_path), 1) if line.strip()]
         for where, qid in ids:
             if qid not in questions:
                 files = ", ".join(str(p) for p in question_paths)
@@ -417,7 +252,7 @@ def read_esnli_lines(directory: PathLike, split: str) -> list[RationaleExample]:
     """
     directory = pathlib.Path(directory)
     names = ("s1", "s2", "labels", "preproc1_expl_1")
-    columns = {name: _read_lines(directory / f"{name}.{split}") for name in names}
+    columns = {name: read_lines(directory / f"{name}.{split}") for name in names}
     counts = {name: len(lines) for name, lines in columns.items()}
     if len(set(counts.values())) != 1:
         raise CorpusFormatError(directory / f"labels.{split}", "file", f"line counts differ across files: {counts}")
@@ -476,17 +311,17 @@ def read_winowhy(path: PathLike) -> list[RationaleExample]:
     rationale = :func:`pick_winowhy_reason`. Questions with no 'Valid' reason are left out.
     """
     path = pathlib.Path(path)
-    data = _read_json_list(path)
+    data = read_json_list(path)
     out = []
     for index, rec in enumerate(data):
         where = f"index {index}"
-        text = _get(rec, "text", path, where, dict)
-        txt1, pron, txt2 = (_get(text, key, path, where) for key in ("txt1", "pron", "txt2"))
-        answers = _get(rec, "answers", path, where, list)
-        correct = _get(rec, "correctAnswer", path, where).strip().rstrip(".")
+        text = get_field(rec, "text", path, where, dict)
+        txt1, pron, txt2 = (get_field(text, key, path, where) for key in ("txt1", "pron", "txt2"))
+        answers = get_field(rec, "answers", path, where, list)
+        correct = get_field(rec, "correctAnswer", path, where).strip().rstrip(".")
         if len(answers) != 2 or correct not in ("A", "B") or not all(isinstance(a, str) for a in answers):
             raise CorpusFormatError(path, where, "expected two 'answers' and 'correctAnswer' A or B", "answers")
-        reason = pick_winowhy_reason(_get(rec, "reasons", path, where, list), path, where)
+        reason = pick_winowhy_reason(get_field(rec, "reasons", path, where, list), path, where)
         if reason is None:
             continue
         sentence = re.sub(r"\s+([.,;:!?])", r"\1", one_line(f"{txt1} {pron} {txt2}"))
@@ -499,12 +334,12 @@ def read_winowhy(path: PathLike) -> list[RationaleExample]:
 
 
 def _math_example(rec: Any, path: pathlib.Path, where: str, rid: str) -> RationaleExample:
-    problem = _get(rec, "problem", path, where)
-    solution = _get(rec, "solution", path, where)
+    problem = get_field(rec, "problem", path, where)
+    solution = get_field(rec, "solution", path, where)
     boxed = extract_boxed(solution)
     if boxed is None:
         raise CorpusFormatError(path, where, "field 'solution' has no complete \\boxed{...} answer", "solution")
-    answer = _need_answer(one_line(boxed), path, where, "solution")
+    answer = need_answer(one_line(boxed), path, where, "solution")
     return RationaleExample("math", problem.strip(), as_sentence(solution), answer, rid)
 
 
@@ -514,7 +349,7 @@ def read_math_jsonl(path: PathLike) -> list[RationaleExample]:
     answer = content of the last ``\\boxed{..}`` (balanced braces); rationale = the full solution (box kept).
     """
     path = pathlib.Path(path)
-    return [_math_example(rec, path, where, f"{path.name}:{where[5:]}") for where, rec in _read_jsonl(path)]
+    return [_math_example(rec, path, where, f"{path.name}:{where[5:]}") for where, rec in read_jsonl(path)]
 
 
 def read_math_dir(directory: PathLike) -> list[RationaleExample]:
@@ -525,7 +360,7 @@ def read_math_dir(directory: PathLike) -> list[RationaleExample]:
     out = []
     for path in files:
         rid = f"{path.parent.name}/{path.name}"
-        out.append(_math_example(_read_json(path), path, "file", rid))
+        out.append(_math_example(read_json(path), path, "file", rid))
     return out
 
 
@@ -548,7 +383,7 @@ def proofwriter_rationale(rec: dict, question: dict, path: PathLike, where: str,
     if not proofs:
         return PROOFWRITER_NO_PROOF[answer]
     proof = proofs[0]
-    representation = _get(proof, "representation", path, where)
+    representation = get_field(proof, "representation", path, where)
     texts = {}
     for kind in ("triples", "rules"):
         for key, value in (rec.get(kind) or {}).items():
@@ -573,14 +408,14 @@ def read_proofwriter(path: PathLike) -> list[RationaleExample]:
     """
     path = pathlib.Path(path)
     out = []
-    for where, rec in _read_jsonl(path):
-        rid = _get(rec, "id", path, where)
-        theory = _get(rec, "theory", path, f"{where} (id {rid})")
-        questions = _get(rec, "questions", path, f"{where} (id {rid})", dict)
+    for where, rec in read_jsonl(path):
+        rid = get_field(rec, "id", path, where)
+        theory = get_field(rec, "theory", path, f"{where} (id {rid})")
+        questions = get_field(rec, "questions", path, f"{where} (id {rid})", dict)
         for qid, question in questions.items():
             qwhere = f"{where} (id {rid}, question {qid})"
-            statement = _get(question, "question", path, qwhere)
-            raw = _get(question, "answer", path, qwhere, (bool, str))
+            statement = get_field(question, "question", path, qwhere)
+            raw = get_field(question, "answer", path, qwhere, (bool, str))
             answer = str(raw).strip().capitalize() if not isinstance(raw, bool) else str(raw)
             if answer not in PROOFWRITER_NO_PROOF:
                 raise CorpusFormatError(path, qwhere, f"answer {raw!r} is not True, False or Unknown", "answer")
@@ -598,30 +433,30 @@ def read_coqa(path: PathLike) -> list[RationaleExample]:
     ``Q: {question}``; rationale = the answer's ``span_text``; answer = its free-form ``input_text``.
     """
     path = pathlib.Path(path)
-    top = _read_json(path)
-    stories = _get(top, "data", path, "top level", list)
+    top = read_json(path)
+    stories = get_field(top, "data", path, "top level", list)
     out = []
     for index, story in enumerate(stories):
         where = f"index {index}"
         sid = str(story.get("id", index)) if isinstance(story, dict) else str(index)
         where = f"{where} (id {sid})"
-        text = _get(story, "story", path, where)
+        text = get_field(story, "story", path, where)
         answers = {}
-        for answer in _get(story, "answers", path, where, list):
-            turn = _get(answer, "turn_id", path, where, int)
+        for answer in get_field(story, "answers", path, where, list):
+            turn = get_field(answer, "turn_id", path, where, int)
             answers[turn] = answer
         history: list[str] = []
-        for question in sorted(_get(story, "questions", path, where, list),
+        for question in sorted(get_field(story, "questions", path, where, list),
                                key=lambda q: q.get("turn_id", 0) if isinstance(q, dict) else 0):
-            turn = _get(question, "turn_id", path, where, int)
+            turn = get_field(question, "turn_id", path, where, int)
             twhere = f"{where} turn {turn}"
-            asked = one_line(_get(question, "input_text", path, twhere))
+            asked = one_line(get_field(question, "input_text", path, twhere))
             if turn not in answers:
                 raise CorpusFormatError(path, twhere, "question has no answer with the same turn_id", "answers")
-            reply = clean_answer(_get(answers[turn], "input_text", path, twhere))
-            span = _get(answers[turn], "span_text", path, twhere)
+            reply = clean_answer(get_field(answers[turn], "input_text", path, twhere))
+            span = get_field(answers[turn], "span_text", path, twhere)
             prompt = text.strip() + "\n\n" + "".join(history) + f"Q: {asked}"
             out.append(RationaleExample("coqa", prompt, capitalized(as_sentence(span)),
-                                        _need_answer(reply, path, twhere, "input_text"), f"{sid}/{turn}"))
+                                        need_answer(reply, path, twhere, "input_text"), f"{sid}/{turn}"))
             history.append(f"Q: {asked}\nA: {reply}\n")
     return out
