@@ -6,7 +6,7 @@ Two layers:
   ``model.decode`` into a cache preallocated for ``prompt_len - 1 + max_new_tokens`` columns (its logits are unused,
   so the compiled program never computes the ``[batch, prompt_len, vocab]`` LM head), then a ``lax.while_loop`` of
   one-token steps -- the first feeds the last prompt token -- that ends when every row has ended (EOS, a stop token
-  sequence, or ``max_new_tokens``).
+  sequence, a stop string inside the last one or two generated tokens' text, or ``max_new_tokens``).
 * :class:`Generator` -- the host side: sorts prompts by length, rounds each prompt length up to a *bucket* and the
   number of rows up to a fixed batch size (dummy rows), so decoding a whole task compiles a handful of times; puts
   the inputs on the mesh with ``batch_sharding``; returns per-prompt token lists in the caller's order.
@@ -17,9 +17,10 @@ Invariants
   all rows' last prompt tokens at one cache column and every later step writes one shared column too.
 * Positions are per row: a token's position is the number of real tokens before it in its row (never its column);
   padding has segment id 0 and position 0, real tokens segment id 1.
-* Output rows hold the generated tokens, EOS excluded, then ``pad_id``. Stop sequences are *included* in the
-  output (string truncation at the first stop string is done post hoc by :func:`truncate_at_stop`), because a
-  token-level match is only a shortcut: the string rule is the definition.
+* Output rows hold the generated tokens, EOS excluded, then ``pad_id``. The tokens that complete a stop are
+  *included* in the output (string truncation at the first stop string is done post hoc by
+  :func:`truncate_at_stop`), because a device-side match is only a shortcut: the string rule is the definition.
+  Stop checks see generated tokens only, never the prompt (see :mod:`alert_jax.eval.stops`).
 * Rows are independent (attention never crosses rows), so a batch decodes exactly like its rows one at a time.
 """
 
@@ -38,6 +39,12 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from alert_jax import sharding as sharding_lib
+from alert_jax.eval.stops import (  # noqa: F401  (re-exported: callers use generate.truncate_at_stop etc.)
+    StopPieces,
+    stop_piece_tables,
+    stop_token_sequences,
+    truncate_at_stop,
+)
 from alert_jax.models.opt import KV_CACHE_LOGICAL_AXES
 
 # Why a row stopped, as stored in ``DecodeResult.finish``.
@@ -52,16 +59,20 @@ class DecodeOptions:
     ``temperature == 0`` is greedy (argmax, first index on ties, as ``torch.argmax``); otherwise tokens are sampled
     from ``softmax(logits / temperature)`` restricted to the smallest top-p nucleus.
     ``stop_sequences``: token-id sequences; a row ends once its *generated* tokens end with one of them.
+    ``stop_pieces``: :class:`~alert_jax.eval.stops.StopPieces` from :func:`stop_piece_tables` (``None``: off); a
+    row also ends once its newest generated token's text contains a stop string, or the previous generated token's
+    text ends with a prefix of one and the newest token's text starts with the rest.
 
     Only ``max_new_tokens``, greedy-vs-sampling, nucleus-or-not, ``unstack_layers`` and the (rounded-up) stop-table
-    shape are compiled in; ``eos_id``, ``pad_id``, the stop tokens, ``temperature`` and ``top_p`` are passed as
-    arrays, so changing them does not recompile.
+    shapes are compiled in; ``eos_id``, ``pad_id``, the stop tokens and piece tables, ``temperature`` and ``top_p``
+    are passed as arrays, so changing them does not recompile.
     """
 
     max_new_tokens: int = 64
     eos_id: int = 2
     pad_id: int = 1
     stop_sequences: tuple[tuple[int, ...], ...] = ()
+    stop_pieces: StopPieces | None = None
     temperature: float = 0.0
     top_p: float = 1.0
     # Slice the stacked layer weights into per-layer buffers once per call (one more copy of the block weights in
@@ -81,10 +92,16 @@ class DecodeOptions:
         if any(t < 0 for s in seqs for t in s):
             raise ValueError("stop_sequences hold token ids, which are >= 0")
         object.__setattr__(self, "stop_sequences", tuple(dict.fromkeys(seqs)))
+        if self.stop_pieces is not None and not isinstance(self.stop_pieces, StopPieces):
+            raise TypeError(f"stop_pieces must be StopPieces (stop_piece_tables(...)) or None, "
+                            f"got {type(self.stop_pieces).__name__}")
 
     def static(self) -> _Static:
-        """The compiled-in part: stop tables are rounded up to multiples of 4 sequences x 8 tokens."""
+        """The compiled-in part: stop tables are rounded up to multiples of 4 sequences x 8 tokens, piece tables
+        to multiples of 4 rows (0 rows and 0 vocab without ``stop_pieces``: the check is compiled out)."""
         n = len(self.stop_sequences)
+        pieces = self.stop_pieces
+        piece_rows = 4 * math.ceil(pieces.rows / 4) if pieces is not None and pieces.rows else 0
         longest = max((len(s) for s in self.stop_sequences), default=0)
         return _Static(
             max_new_tokens=int(self.max_new_tokens),
@@ -93,21 +110,30 @@ class DecodeOptions:
             stop_rows=4 * max(1, math.ceil(n / 4)),
             stop_cols=8 * max(1, math.ceil(longest / 8)),
             unstack_layers=bool(self.unstack_layers),
+            piece_rows=piece_rows,
+            piece_vocab=pieces.vocab_size if piece_rows else 0,
         )
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The non-static settings as arrays; stops right-aligned in a ``[stop_rows, stop_cols]`` table."""
+        """The non-static settings as arrays; stops right-aligned in a ``[stop_rows, stop_cols]`` table; piece tables
+        ``piece_contains`` / ``piece_ends`` / ``piece_starts`` bool ``[piece_rows, piece_vocab]``, False-padded."""
         st = self.static()
         table = np.full((st.stop_rows, st.stop_cols), -2, np.int32)
         lengths = np.zeros((st.stop_rows,), np.int32)
         for i, seq in enumerate(self.stop_sequences):
             table[i, st.stop_cols - len(seq) :] = seq
             lengths[i] = len(seq)
+        piece = {name: np.zeros((st.piece_rows, st.piece_vocab), bool) for name in ("contains", "ends", "starts")}
+        if st.piece_rows:
+            for name, full in piece.items():
+                src = getattr(self.stop_pieces, name)
+                full[: src.shape[0]] = src
         return {
             "eos_id": np.int32(self.eos_id),
             "pad_id": np.int32(self.pad_id),
             "stops": table,
             "stop_lengths": lengths,
+            **{f"piece_{name}": arr for name, arr in piece.items()},
             "temperature": np.float32(max(self.temperature, 1e-6)),
             "top_p": np.float32(self.top_p),
         }
@@ -123,6 +149,8 @@ class _Static:
     stop_rows: int
     stop_cols: int
     unstack_layers: bool = True
+    piece_rows: int = 0
+    piece_vocab: int = 0
 
 
 @dataclasses.dataclass
@@ -169,6 +197,20 @@ def _select(logits: jax.Array, rng: jax.Array, static: _Static, dyn: dict[str, j
     if static.nucleus:
         logits = _nucleus_filter(logits, dyn["top_p"])
     return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+def _piece_stop(prev: jax.Array, tok: jax.Array, dyn: dict[str, jax.Array]) -> jax.Array:
+    """``[B]`` bool: a stop string lies inside ``tok``'s text or across ``prev``'s and ``tok``'s (``[B]`` ids;
+    ``prev`` -1 when ``tok`` is the first generated token). Ids outside ``[0, piece_vocab)`` match nothing."""
+
+    def lookup(table: jax.Array, ids: jax.Array) -> jax.Array:  # [R, V] bool, [B] -> [B, R]
+        vocab = table.shape[1]
+        inside = (ids >= 0) & (ids < vocab)
+        return jnp.take(table, jnp.clip(ids, 0, vocab - 1), axis=1).T & inside[:, None]
+
+    within = lookup(dyn["piece_contains"], tok)  # [B, R]: row s, tok's text contains stop string s
+    across = lookup(dyn["piece_ends"], prev) & lookup(dyn["piece_starts"], tok)  # split (s, k): s[:k] | s[k:]
+    return jnp.any(within | across, axis=1)
 
 
 def _constrain_cache(cache: Any, mesh: Mesh | None) -> Any:
@@ -237,6 +279,8 @@ def _decode_core(
         tail = jnp.concatenate([tail[:, 1:], jnp.where(done, -1, tok)[:, None]], axis=1)
         same = (tail[:, None, :] == stops[None, :, :]) | ~checked[None]  # [B, S, C]
         hit = jnp.any(jnp.all(same, axis=2) & (stop_lengths > 0)[None, :], axis=1)
+        if static.piece_rows:  # stop strings merged into the text of the last one or two generated tokens
+            hit = hit | _piece_stop(tail[:, -2], tail[:, -1], dyn)
         is_stop = hit & ~done & ~is_eos
         written = jnp.where(is_eos, pad_id, tok)
         out = jax.lax.dynamic_update_slice(out, written[:, None], (0, step))
@@ -369,7 +413,9 @@ class Generator:
 
     Usage::
 
-        gen = Generator(model, DecodeOptions(max_new_tokens=64, stop_sequences=...), batch_size=8, mesh=mesh)
+        options = DecodeOptions(max_new_tokens=64, stop_sequences=stop_token_sequences(stops, tok.encode),
+                                stop_pieces=stop_piece_tables(stops, tok))  # tables: once per tokenizer
+        gen = Generator(model, options, batch_size=8, mesh=mesh)
         outs = gen.generate([[2, 100, 200], [2, 7]])   # -> [Generation, ...] in input order
 
     ``batch_size`` is rounded up to a multiple of the mesh's batch axes (data x fsdp). Short final batches are
@@ -461,36 +507,3 @@ class Generator:
                 if progress is not None:
                     progress(len(chunk))
         return results  # type: ignore[return-value]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Stop strings.
-
-
-def stop_token_sequences(
-    stop_strings: Iterable[str], encode: Callable[[str], list[int]]
-) -> tuple[tuple[int, ...], ...]:
-    """Token-id sequences that spell each stop string: its own encoding and the per-character encoding.
-
-    (A byte-level BPE may write "\\n\\n" as one token or as two "\\n" tokens.) Only an early-exit shortcut: the
-    prediction is still cut at the first stop *string* by :func:`truncate_at_stop`.
-    """
-    seqs: list[tuple[int, ...]] = []
-    for s in stop_strings:
-        if not s:
-            continue
-        for ids in (encode(s), [t for ch in s for t in encode(ch)]):
-            if ids:
-                seqs.append(tuple(int(t) for t in ids))
-    return tuple(dict.fromkeys(seqs))
-
-
-def truncate_at_stop(text: str, stop_strings: Iterable[str]) -> tuple[str, bool]:
-    """``text`` up to the earliest occurrence of any stop string, and whether one was found."""
-    cut = len(text)
-    for s in stop_strings:
-        if s:
-            j = text.find(s)
-            if 0 <= j < cut:
-                cut = j
-    return text[:cut], cut < len(text)

@@ -424,6 +424,8 @@ def evaluate(
             eos_id=int(tokenizer.eos_id),
             pad_id=int(tokenizer.pad_id),
             stop_sequences=gen_lib.stop_token_sequences(stop_strings, tokenizer.encode),
+            # Stops merged into tokens (".\n\n", "\n" + "\nInput"): one decode of the vocabulary per run.
+            stop_pieces=gen_lib.stop_piece_tables(stop_strings, tokenizer) if stop_strings else None,
             temperature=float(e.temperature),
             top_p=float(e.top_p),
             unstack_layers=bool(e.get("unstack_layers", True)),
