@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -116,7 +116,15 @@ class DecodeOptions:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The non-static settings as arrays; stops right-aligned in a ``[stop_rows, stop_cols]`` table; piece tables
-        ``piece_contains`` / ``piece_ends`` / ``piece_starts`` bool ``[piece_rows, piece_vocab]``, False-padded."""
+        ``piece_contains`` / ``piece_ends`` / ``piece_starts`` bool ``[piece_rows, piece_vocab]``, False-padded.
+        Built once per options object (every decode call of a run passes the same tables)."""
+        cached = self.__dict__.get("_arrays")
+        if cached is None:
+            cached = self._build_arrays()
+            object.__setattr__(self, "_arrays", cached)  # not a field: equality and hashing are unaffected
+        return cached
+
+    def _build_arrays(self) -> dict[str, np.ndarray]:
         st = self.static()
         table = np.full((st.stop_rows, st.stop_cols), -2, np.int32)
         lengths = np.zeros((st.stop_rows,), np.int32)

@@ -48,15 +48,17 @@ def _reference_attention(
     dropout_rate: float,
     dropout_key: jax.Array | None,
     precision: jax.lax.Precision | None = None,
+    kv_layout: str = "bsnh",
 ) -> jax.Array:
-    """Explicit einsum + fp32 softmax (+ dropout on the probabilities). ``q`` is already scaled."""
-    logits = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32, precision=precision)
+    """Explicit einsum + fp32 softmax (+ dropout on the probabilities). ``q`` is already scaled; ``k``/``v`` are
+    ``[B, S, N, H]`` (``kv_layout='bsnh'``) or ``[B, N, S, H]`` (``'bnsh'``, the KV-cache layout)."""
+    logits = jnp.einsum(f"btnh,{kv_layout}->bnts", q, k, preferred_element_type=jnp.float32, precision=precision)
     logits = jnp.where(mask[:, None], logits, _NEG)
     probs = jax.nn.softmax(logits, axis=-1)
     if dropout_rate > 0.0 and dropout_key is not None:
         keep = jax.random.bernoulli(dropout_key, 1.0 - dropout_rate, probs.shape)
         probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
-    return jnp.einsum("bnts,bsnh->btnh", probs.astype(v.dtype), v, precision=precision)
+    return jnp.einsum(f"bnts,{kv_layout}->btnh", probs.astype(v.dtype), v, precision=precision)
 
 
 def cached_attention(
@@ -65,14 +67,10 @@ def cached_attention(
     """Attention of new queries over a KV cache: ``q [B, T, N, H]`` (already scaled), ``k, v [B, N, S, H]`` (heads
     before columns, the cache layout), ``mask [B, T, S]`` -> ``[B, T, N, H]``.
 
-    Explicit einsum + fp32 softmax, like the reference path, but batched over the cache's leading ``(B, N)`` so
-    neither product has to transpose the cache (decoding reads the whole cache every step; a transposed copy would
-    double that traffic).
+    The reference path batched over the cache's leading ``(B, N)``, so neither product has to transpose the cache
+    (decoding reads the whole cache every step; a transposed copy would double that traffic).
     """
-    logits = jnp.einsum("btnh,bnsh->bnts", q, k, preferred_element_type=jnp.float32, precision=precision)
-    logits = jnp.where(mask[:, None], logits, _NEG)
-    probs = jax.nn.softmax(logits, axis=-1)
-    return jnp.einsum("bnts,bnsh->btnh", probs.astype(v.dtype), v, precision=precision)
+    return _reference_attention(q, k, v, mask, 0.0, None, precision, kv_layout="bnsh")
 
 
 def _check_cudnn(q: jax.Array) -> None:

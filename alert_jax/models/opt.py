@@ -188,7 +188,7 @@ def _block(
     h: jax.Array,
     mask: jax.Array,
     key: jax.Array | None,
-    cache: tuple[jax.Array, jax.Array, jax.Array, jax.Array] | None = None,
+    cache: tuple[jax.Array, jax.Array, jax.Array] | None = None,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
     """One decoder block on ``h [B, T, D]``.
 
