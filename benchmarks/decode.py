@@ -6,7 +6,9 @@
 What is timed (one warm-up call each, excluded; then ``--repeats`` timed calls, median and best reported):
 
 * **alert_jax**: ``alert_jax.eval.generate.decode_batch`` = one jitted program: prefill of the ``[batch, prompt]``
-  block into a preallocated KV cache, then a ``lax.while_loop`` of single-token steps; ``block_until_ready``.
+  block into a preallocated KV cache, then a ``lax.while_loop`` of single-token steps; ``block_until_ready``. The
+  weights' decoding layout (``generate.decode_layers``: output dims first, as torch's ``Linear`` stores them) is
+  made once per model before timing, as ``eval.generate.Generator`` does.
 * **HF torch**: ``OPTForCausalLM.generate(do_sample=False)`` with ``attention_mask``, under ``torch.inference_mode``.
 
 Both generate exactly ``--new_tokens`` tokens per row (EOS disabled: ours with an end id no token can take, HF with
@@ -77,11 +79,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     options = gen_lib.DecodeOptions(max_new_tokens=args.new_tokens, eos_id=-1, pad_id=1)
     split = nnx.split(model)
+    layers = gen_lib.decode_layers(split)  # the decoding layout, made once per model as eval's Generator does
     j_tokens, j_mask = jax.numpy.asarray(tokens), jax.numpy.asarray(mask)
     ours_out = {}
 
     def run_ours():
-        res = gen_lib.decode_batch(split, j_tokens, j_mask, options)
+        res = gen_lib.decode_batch(split, j_tokens, j_mask, options, layers=layers)
         jax.block_until_ready(res)
         ours_out["tokens"] = np.asarray(res.tokens)
 

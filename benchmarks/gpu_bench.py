@@ -25,8 +25,9 @@ keeps what was measured):
    128-token random prompts + 128 new tokens (EOS disabled so every row runs all steps) at batch 1, 32, 128:
    end-to-end generated tokens/s. The 1-token ``OPT.decode`` step is timed too, as ``reps`` steps in one jitted
    ``fori_loop`` (no per-step dispatch; cache of 256 columns, 128 and more filled; fastest of up to 3 timed calls),
-   with the per-layer weights sliced from the stacked parameters once per call (``unstack=1``, what
-   ``eval.generate`` does) or inside every step (``unstack=0``, ``DecodeOptions(unstack_layers=False)``), and
+   with the per-layer weights in the decoding layout made once per call (``unstack=1``, ``OPT.decode_layers``,
+   what ``eval.generate`` uses) or sliced from the stored stack inside every step (``unstack=0``,
+   ``DecodeOptions(unstack_layers=False)``), and
    compared with the HBM roofline: (weight bytes + KV-cache bytes read per step) / measured bandwidth. The implementation reads the whole
    preallocated cache every step (masked), so both the whole-cache and the filled-columns-only rooflines are given.
 
@@ -364,7 +365,7 @@ def bench_decode(res: Results, args: argparse.Namespace) -> None:
         """``reps`` 1-token decode steps in one program (no per-step dispatch): ``tok``/``pos`` ``[B, 1]``."""
         model = nnx.merge(graphdef, st)
         seg = jnp.ones_like(tok)
-        layers = model.layer_params() if unstack else None  # once per call, as eval.generate does
+        layers = model.decode_layers() if unstack else None  # once per call, as eval.generate.decode_batch does
 
         def body(i, carry):
             tok, cache = carry

@@ -205,7 +205,10 @@ def test_bfloat16_compute_matches_float32(tiny):
     assert np.isfinite(bf16).all() and np.isfinite(bf16_ref).all()
 
 
-def test_kv_cache_decode_matches_full_forward_on_left_padded_batch(tiny):
+@pytest.mark.parametrize("decoding_layout", [False, True], ids=["stored_slices", "decode_layers"])
+def test_kv_cache_decode_matches_full_forward_on_left_padded_batch(tiny, decoding_layout):
+    """Both weight layouts ``decode`` takes (per-layer slices of the stored stack; ``decode_layers``, whose
+    few-row products run weight-first) give the full forward's logits."""
     B, L, prompt = 6, 16, 10  # same [6, 16] shape as the other tests: the full forward is compiled once
     rng = np.random.default_rng(1)
     tokens = rng.integers(3, tiny.config.vocab_size, size=(B, L)).astype(np.int32)
@@ -219,7 +222,8 @@ def test_kv_cache_decode_matches_full_forward_on_left_padded_batch(tiny):
 
     @jax.jit
     def decode(state, t, p, s, cache):
-        return nnx.merge(graphdef, state).decode(t, p, s, cache)
+        model = nnx.merge(graphdef, state)
+        return model.decode(t, p, s, cache, model.decode_layers() if decoding_layout else None)
 
     cache = tiny.init_cache(B, max_len=L + 4)
     assert len(cache.k) == 2 and cache.k[0].shape == (B, 4, L + 4, 16) and int(cache.index) == 0

@@ -75,8 +75,9 @@ class DecodeOptions:
     stop_pieces: StopPieces | None = None
     temperature: float = 0.0
     top_p: float = 1.0
-    # Slice the stacked layer weights into per-layer buffers once per call (one more copy of the block weights in
-    # memory while decoding) instead of once per step inside the layer scan; False for weights that fill the device.
+    # Decode from a per-layer copy of the block weights in the decoding layout (OPT.decode_layers: made once per
+    # Generator, or once per decode_batch call; one more copy of the block weights in memory) instead of slicing
+    # the stored stack inside every step; False for weights that fill the device.
     unstack_layers: bool = True
 
     def __post_init__(self) -> None:
@@ -246,6 +247,7 @@ def _constrain_cache(cache: Any, mesh: Mesh | None) -> Any:
 def _decode_core(
     graphdef: Any,
     state: Any,
+    layers: list[dict[str, jax.Array]] | None,
     tokens: jax.Array,
     mask: jax.Array,
     active: jax.Array,
@@ -269,7 +271,8 @@ def _decode_core(
     # prompt token is fed by the first loop step, whose logits give generated token 0. Every row's last prompt
     # token is real (left padding), so all rows start generating at the same column.
     cache = _constrain_cache(model.init_cache(batch, prompt_len - 1 + n_new), mesh)
-    layers = model.layer_params() if static.unstack_layers else None  # once per call, not per step
+    if layers is None and static.unstack_layers:
+        layers = model.decode_layers()  # once per call, not per step
     if prompt_len > 1:
         _, cache = model.decode(tokens[:, :-1], positions[:, :-1], mask[:, :-1], cache, layers)
         cache = _constrain_cache(cache, mesh)
@@ -339,6 +342,23 @@ def compiled_function(model_or_graphdef: Any, options: DecodeOptions, mesh: Mesh
     return _compiled(graphdef, options.static(), mesh)
 
 
+def decode_layers(model: nnx.Module | tuple[Any, Any], mesh: Mesh | None = None) -> list[dict[str, jax.Array]]:
+    """``OPT.decode_layers()`` as device buffers, for passing to :func:`decode_batch` call after call (the
+    :class:`Generator` does): the layout is then built once, not once per call. Sharded like the weights they come
+    from when ``mesh`` is given."""
+    graphdef, state = model if isinstance(model, tuple) else nnx.split(model)
+    fn = _decode_layers_fn(graphdef)
+    if mesh is None:
+        return fn(state)
+    with jax.set_mesh(mesh), nnx.logical_axis_rules(sharding_lib.LOGICAL_AXIS_RULES):
+        return fn(state)
+
+
+@functools.lru_cache(maxsize=8)
+def _decode_layers_fn(graphdef: Any) -> Callable:
+    return jax.jit(lambda state: nnx.merge(graphdef, state).decode_layers())
+
+
 def decode_batch(
     model: nnx.Module | tuple[Any, Any],
     tokens: jax.Array | np.ndarray,
@@ -348,6 +368,7 @@ def decode_batch(
     active: jax.Array | np.ndarray | None = None,
     rng: jax.Array | None = None,
     mesh: Mesh | None = None,
+    layers: list[dict[str, jax.Array]] | None = None,
 ) -> DecodeResult:
     """Decodes one batch of LEFT-padded prompts under ``jit``.
 
@@ -363,6 +384,8 @@ def decode_batch(
       rng: PRNG key for sampling (ignored when greedy).
       mesh: when given, the call runs under the mesh and the logical-axis rules; inputs should already be
         sharded (``batch_sharding``), outputs come back replicated (readable on every process).
+      layers: :func:`decode_layers` of the same weights, made once by the caller; ``None`` builds them inside this
+        call (``options.unstack_layers``) or slices the stored weights per step (``unstack_layers=False``).
     Returns:
       :class:`DecodeResult` of device arrays.
     """
@@ -374,9 +397,9 @@ def decode_batch(
     fn = _compiled(graphdef, options.static(), mesh)
     dyn = options.arrays()
     if mesh is None:
-        return fn(state, tokens, mask, active, rng, dyn)
+        return fn(state, layers, tokens, mask, active, rng, dyn)
     with jax.set_mesh(mesh), nnx.logical_axis_rules(sharding_lib.LOGICAL_AXIS_RULES):
-        return fn(state, tokens, mask, active, rng, dyn)
+        return fn(state, layers, tokens, mask, active, rng, dyn)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -427,7 +450,8 @@ class Generator:
         outs = gen.generate([[2, 100, 200], [2, 7]])   # -> [Generation, ...] in input order
 
     ``batch_size`` is rounded up to a multiple of the mesh's batch axes (data x fsdp). Short final batches are
-    filled with one-token dummy rows whose results are dropped.
+    filled with one-token dummy rows whose results are dropped. With ``options.unstack_layers`` the generator holds
+    the weights' decoding layout (:func:`decode_layers`, one more copy of the block weights) for its lifetime.
     """
 
     def __init__(
@@ -444,6 +468,7 @@ class Generator:
         self.graphdef, self.state = nnx.split(model)
         self.options = options
         self.mesh = mesh
+        self.layers = decode_layers((self.graphdef, self.state), mesh) if options.unstack_layers else None
         shards = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
         self.batch_size = math.ceil(max(1, batch_size) / shards) * shards
         cfg = getattr(model, "config", None)
@@ -505,7 +530,7 @@ class Generator:
                 self.compiled_shapes.add((self.batch_size, bucket))
                 res = decode_batch(
                     (self.graphdef, self.state), self._put(tokens), self._put(mask), self.options,
-                    active=self._put(active), rng=rng, mesh=self.mesh,
+                    active=self._put(active), rng=rng, mesh=self.mesh, layers=self.layers,
                 )
                 out, lengths, finish = (np.asarray(x) for x in (res.tokens, res.lengths, res.finish))
                 for row, i in enumerate(chunk):

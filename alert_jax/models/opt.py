@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from alert_jax.models import projections
 from alert_jax.models.attention import attention, cached_attention, make_attention_mask
 from alert_jax.models.sizes import OPTConfig
 from alert_jax.sharding import LOGICAL_AXIS_RULES, logical_sharding, logical_to_spec
@@ -190,7 +191,8 @@ def _block(
     key: jax.Array | None,
     cache: tuple[jax.Array, jax.Array, jax.Array] | None = None,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
-    """One decoder block on ``h [B, T, D]``.
+    """One decoder block on ``h [B, T, D]``; ``p`` is one layer's weights in either layout of
+    :mod:`alert_jax.models.projections` (stored, or decoding).
 
     ``cache`` = (this layer's k ``[B, N, S, H]``, v, write index): the new keys/values are written in place at
     columns ``index .. index+T-1`` and attention runs over all S columns; the updated (k, v) are returned.
@@ -205,11 +207,8 @@ def _block(
 
     residual = h
     x = _layer_norm(h, p["attn_ln_scale"], p["attn_ln_bias"]) if c.do_layer_norm_before else h
-    q = (jnp.einsum("btd,dnh->btnh", x, p["q_kernel"], precision=prec) + p["q_bias"]) * jnp.asarray(
-        c.head_dim**-0.5, dt
-    )
-    k = jnp.einsum("btd,dnh->btnh", x, p["k_kernel"], precision=prec) + p["k_bias"]
-    v = jnp.einsum("btd,dnh->btnh", x, p["v_kernel"], precision=prec) + p["v_bias"]
+    q, k, v = projections.project_qkv(p, x, prec)
+    q = q * jnp.asarray(c.head_dim**-0.5, dt)
     q = _constrain(q, ("batch", "length", "heads", "kv"))
     if cache is None:
         o = attention(
@@ -230,16 +229,15 @@ def _block(
         v_cache = jax.lax.dynamic_update_slice(v_cache, jnp.swapaxes(v, 1, 2).astype(v_cache.dtype), (0, 0, index, 0))
         o = cached_attention(q, k_cache.astype(dt), v_cache.astype(dt), mask, precision=prec)
         new_cache = (k_cache, v_cache)
-    o = jnp.einsum("btnh,nhd->btd", o, p["out_kernel"], precision=prec) + p["out_bias"]
+    o = projections.project_out(p, o, prec)
     h = residual + _dropout(o, c.dropout, k_out)
     if not c.do_layer_norm_before:
         h = _layer_norm(h, p["attn_ln_scale"], p["attn_ln_bias"])
 
     residual = h
     x = _layer_norm(h, p["ffn_ln_scale"], p["ffn_ln_bias"]) if c.do_layer_norm_before else h
-    x = jax.nn.relu(jnp.einsum("btd,df->btf", x, p["fc1_kernel"], precision=prec) + p["fc1_bias"])
-    x = _constrain(x, ("batch", "length", "mlp"))
-    x = jnp.einsum("btf,fd->btd", x, p["fc2_kernel"], precision=prec) + p["fc2_bias"]
+    x = _constrain(jax.nn.relu(projections.dense(p, "fc1", x, prec)), ("batch", "length", "mlp"))
+    x = projections.dense(p, "fc2", x, prec)
     h = residual + _dropout(x, c.dropout, k_ffn)
     if not c.do_layer_norm_before:
         h = _layer_norm(h, p["ffn_ln_scale"], p["ffn_ln_bias"])
@@ -331,20 +329,22 @@ class OPT(nnx.Module):
         x = x + jnp.take(self.position_embedding[...], rows, axis=0).astype(dt)
         return _constrain(x, ("batch", "length", "embed"))
 
-    def _head(self, h: jax.Array) -> jax.Array:
-        """``[B, T, D]`` -> float32 logits ``[B, T, V]`` (final LN if pre-LN, project out, tied embedding)."""
+    def _head(self, h: jax.Array, few_rows: bool = False) -> jax.Array:
+        """``[B, T, D]`` -> float32 logits ``[B, T, V]`` (final LN if pre-LN, project out, tied embedding).
+        ``few_rows`` (decode steps): the ``[V, E]`` table as the row operand (``projections.rows_last``)."""
         dt = self._dtype
+        prec = _precision(dt)
         if self.final_ln_scale is not None:
             h = _layer_norm(h, self.final_ln_scale[...], self.final_ln_bias[...])
         if self.project_out_kernel is not None:
-            h = jnp.matmul(h, self.project_out_kernel[...].astype(dt), precision=_precision(dt))
-        logits = jnp.einsum(
-            "bte,ve->btv",
-            h,
-            self.token_embedding[...].astype(dt),
-            preferred_element_type=jnp.float32,
-            precision=_precision(dt),
-        )
+            h = jnp.matmul(h, self.project_out_kernel[...].astype(dt), precision=prec)
+        table = self.token_embedding[...].astype(dt)
+        if few_rows:
+            B, T, E = h.shape
+            logits = projections.rows_last("ve,me->vm", table, h.reshape(B * T, E), prec, jnp.float32)
+            logits = logits.reshape(B, T, -1)
+        else:
+            logits = jnp.einsum("bte,ve->btv", h, table, preferred_element_type=jnp.float32, precision=prec)
         return _constrain(logits, ("batch", "length", "vocab"))
 
     def _scan_layers(self, h: jax.Array, mask: jax.Array, key: jax.Array | None) -> jax.Array:
@@ -410,16 +410,15 @@ class OPT(nnx.Module):
             index=jnp.zeros((), jnp.int32),
         )
 
-    def layer_params(self) -> list[dict[str, jax.Array]]:
-        """The stacked ``[layers, ...]`` block weights as one dict of ``[...]`` arrays per layer.
+    def decode_layers(self) -> list[dict[str, jax.Array]]:
+        """The block weights in the decoding layout (:func:`alert_jax.models.projections.decode_layers`): one dict
+        per layer, output dims first, q/k/v stacked.
 
-        For decoding loops: take them once, outside the loop, and pass them to :meth:`decode` as ``layers``. Under
-        ``jit`` they are new buffers (one more copy of the block weights while the program runs), made once per call
-        instead of once per step: XLA materialises each slice of the stack, so slicing inside the loop would copy,
-        not just read, every weight on every decode step.
+        For decoding loops: make them once, outside the loop, and pass them to :meth:`decode` as ``layers``. They
+        are new buffers (one more copy of the block weights while they live); made inside a loop they would be
+        rebuilt, i.e. copied, on every step.
         """
-        stacked = self.layers.arrays()
-        return [{name: a[i] for name, a in stacked.items()} for i in range(self.config.num_layers)]
+        return projections.decode_layers(self.layers.arrays(), self.config.num_layers)
 
     def decode(
         self,
@@ -438,7 +437,8 @@ class OPT(nnx.Module):
 
         The blocks run one after the other (unrolled, not scanned: each layer reads its own weight and cache buffers
         in place; a scan would slice both out of stacked arrays, i.e. copy them, every step). ``layers``: the
-        weights from :meth:`layer_params`, taken once outside the caller's loop; ``None`` slices them here.
+        weights from :meth:`decode_layers`, made once outside the caller's loop; ``None`` slices the stored layout
+        here, one layer at a time (XLA copies each slice: slower, but never a second copy of all the weights).
 
         Returns float32 logits ``[B, T, V]`` (equal to the full forward's for the same tokens) and the new cache.
         Always deterministic (no dropout).
@@ -452,7 +452,9 @@ class OPT(nnx.Module):
         kv_cols = jnp.arange(cache.max_len, dtype=jnp.int32)
         mask = make_attention_mask(segment_ids, seg, q_cols, kv_cols)
         h = self._embed(tokens, positions, segment_ids)
-        layers = self.layer_params() if layers is None else layers
+        if layers is None:
+            stacked = self.layers.arrays()
+            layers = [{name: a[i] for name, a in stacked.items()} for i in range(self.config.num_layers)]
         if len(layers) != self.config.num_layers or len(cache.k) != self.config.num_layers:
             raise ValueError(f"decode: got weights for {len(layers)} layers and a cache of {len(cache.k)}; the model "
                              f"has {self.config.num_layers}")
@@ -461,7 +463,7 @@ class OPT(nnx.Module):
             h, (k, v) = _block(self.config, p, h, mask, None, (k, v, index))
             ks.append(k)
             vs.append(v)
-        logits = self._head(h)
+        logits = self._head(h, few_rows=T == 1)
         return logits, KVCache(k=tuple(ks), v=tuple(vs), segment_ids=seg, positions=pos, index=index + T)
 
 
