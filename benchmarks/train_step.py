@@ -176,6 +176,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--dropout_rng_impl", default="threefry2x32",
                    help="alert_jax's dropout-mask PRNG (train.dropout_rng_impl): threefry2x32 (the config default), "
                         "rbg or unsafe_rbg")
+    p.add_argument("--remat_policy", default=None,
+                   help="model.remat_policy (default: the model config's default, alert_jax.models.sizes.OPTConfig)")
     p.add_argument("--skip_torch", action="store_true")
     p.add_argument("--json", default="", help="also write the results to this JSON file")
     args = p.parse_args(argv)
@@ -186,8 +188,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from alert_jax import perf
     from alert_jax.models.sizes import get_model_config
 
-    overrides: dict[str, Any] = {"dtype": "float32", "param_dtype": "float32", "remat_policy": "none",
-                                 "attention_impl": "xla", "attention_dropout": 0.0}
+    overrides: dict[str, Any] = {"dtype": "float32", "param_dtype": "float32", "attention_impl": "xla",
+                                 "attention_dropout": 0.0}
+    if args.remat_policy is not None:
+        overrides["remat_policy"] = args.remat_policy
     if args.dropout is not None:
         overrides.update(dropout=args.dropout, attention_dropout=args.dropout)
     config = get_model_config(args.size, **overrides)
@@ -202,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"vocab={config.vocab_size}), batch {b} x seq {s}, fp32, dropout {config.dropout}/{config.attention_dropout}")
     print(f"   jax {jax.__version__} on {jax.devices()[0].device_kind} ({jax.device_count()} device(s)); "
           f"cpu_count={os.cpu_count()}; load avg {load_avg()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; "
-          f"dropout PRNG {args.dropout_rng_impl}", flush=True)
+          f"dropout PRNG {args.dropout_rng_impl}; remat {config.remat_policy}", flush=True)
 
     shapes = [(1024, 1024, 1024), (2048, 2048, 2048), (b * s, config.hidden_size, config.ffn_dim)]
     peaks = measure_peak(shapes)
