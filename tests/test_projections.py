@@ -34,7 +34,8 @@ def test_decode_layers_hold_the_same_weights_output_dims_first(stacked):
     assert len(layers) == LAYERS
     for i, p in enumerate(layers):
         for c, name in enumerate("qkv"):
-            np.testing.assert_array_equal(np.asarray(p["qkv_kernel_t"][c]), stacked[f"{name}_kernel"][i].transpose(1, 2, 0))
+            want = stacked[f"{name}_kernel"][i].transpose(1, 2, 0)
+            np.testing.assert_array_equal(np.asarray(p["qkv_kernel_t"][c]), want)
             np.testing.assert_array_equal(np.asarray(p["qkv_bias"][c]), stacked[f"{name}_bias"][i])
         np.testing.assert_array_equal(np.asarray(p["out_kernel_t"]), stacked["out_kernel"][i].reshape(N * H, D).T)
         np.testing.assert_array_equal(np.asarray(p["fc1_kernel_t"]), stacked["fc1_kernel"][i].T)
@@ -55,13 +56,13 @@ def test_both_layouts_match_numpy(stacked, rows):
     want_out = np.einsum("btnh,nhd->btd", o, ref["out_kernel"]) + ref["out_bias"]
     want_fc1 = x @ ref["fc1_kernel"] + ref["fc1_bias"]
     want_fc2 = f @ ref["fc2_kernel"] + ref["fc2_bias"]
+    close = dict(rtol=1e-5, atol=1e-5)
     for p in (ref, projections.decode_layers(stacked, LAYERS)[1]):
-        got_qkv = projections.project_qkv(p, x, "highest")
-        for got, want in zip(got_qkv, want_qkv):
-            np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(np.asarray(projections.project_out(p, o, "highest")), want_out, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(np.asarray(projections.dense(p, "fc1", x, "highest")), want_fc1, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(np.asarray(projections.dense(p, "fc2", f, "highest")), want_fc2, rtol=1e-5, atol=1e-5)
+        for got, want in zip(projections.project_qkv(p, x, "highest"), want_qkv):
+            np.testing.assert_allclose(np.asarray(got), want, **close)
+        np.testing.assert_allclose(np.asarray(projections.project_out(p, o, "highest")), want_out, **close)
+        np.testing.assert_allclose(np.asarray(projections.dense(p, "fc1", x, "highest")), want_fc1, **close)
+        np.testing.assert_allclose(np.asarray(projections.dense(p, "fc2", f, "highest")), want_fc2, **close)
 
 
 def test_rows_last_puts_rows_first_for_any_row_count():
