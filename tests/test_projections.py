@@ -4,6 +4,7 @@ rows (a prefill: the plain product)."""
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -41,6 +42,14 @@ def test_decode_layers_hold_the_same_weights_output_dims_first(stacked):
         np.testing.assert_array_equal(np.asarray(p["fc1_kernel_t"]), stacked["fc1_kernel"][i].T)
         np.testing.assert_array_equal(np.asarray(p["fc2_kernel_t"]), stacked["fc2_kernel"][i].T)
         assert not any(k in p for k in ("q_kernel", "out_kernel", "fc1_kernel"))  # no stale stored-layout copies
+
+
+def test_decode_layers_are_cast_once_to_the_compute_dtype(stacked):
+    """fp32 master weights decoded in bf16: the layout holds bf16 copies (no per-step cast in the decode loop)."""
+    (p, *_) = projections.decode_layers(stacked, LAYERS, jnp.bfloat16)
+    assert {a.dtype for a in p.values()} == {jnp.dtype(jnp.bfloat16)}
+    want = np.asarray(jnp.asarray(stacked["fc1_kernel"][0]).astype(jnp.bfloat16)).T
+    np.testing.assert_array_equal(np.asarray(p["fc1_kernel_t"]), want)
 
 
 @pytest.mark.parametrize("rows", [(2, 1), (4, 40)], ids=["decode_step", "prefill"])

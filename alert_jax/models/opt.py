@@ -8,7 +8,8 @@ Structure (``D`` hidden size, ``E`` token-embedding width, ``F`` FFN width, ``N`
     project_in_kernel   [E, D]          (None, 'embed')          only when E != D (opt-350m)
     project_out_kernel  [D, E]          ('embed', None)          only when E != D
     final_ln_scale/bias [D]             ('embed',)               only for pre-LN models
-    layers.*            stacked along a leading 'layers' axis, applied with ``jax.lax.scan``
+    layers.*            stacked along a leading 'layers' axis, applied with ``jax.lax.scan``; decoding reads a
+                        per-layer copy in the decoding layout instead (:meth:`OPT.decode_layers`, models/projections.py)
 
 One block (pre-LN; post-LN moves each LayerNorm after its residual add)::
 
@@ -412,13 +413,13 @@ class OPT(nnx.Module):
 
     def decode_layers(self) -> list[dict[str, jax.Array]]:
         """The block weights in the decoding layout (:func:`alert_jax.models.projections.decode_layers`): one dict
-        per layer, output dims first, q/k/v stacked.
+        per layer, output dims first, q/k/v stacked, in the compute dtype.
 
         For decoding loops: make them once, outside the loop, and pass them to :meth:`decode` as ``layers``. They
         are new buffers (one more copy of the block weights while they live); made inside a loop they would be
         rebuilt, i.e. copied, on every step.
         """
-        return projections.decode_layers(self.layers.arrays(), self.config.num_layers)
+        return projections.decode_layers(self.layers.arrays(), self.config.num_layers, self._dtype)
 
     def decode(
         self,

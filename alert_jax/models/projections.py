@@ -37,12 +37,16 @@ FEW_ROWS = 64
 _UNCHANGED = ("attn_ln_scale", "attn_ln_bias", "out_bias", "ffn_ln_scale", "ffn_ln_bias", "fc1_bias", "fc2_bias")
 
 
-def decode_layers(stacked: dict[str, jax.Array], num_layers: int) -> list[dict[str, jax.Array]]:
-    """The stacked ``[layers, ...]`` stored-layout block weights -> one decoding-layout dict per layer.
+def decode_layers(stacked: dict[str, jax.Array], num_layers: int, dtype: Any = None) -> list[dict[str, jax.Array]]:
+    """The stacked ``[layers, ...]`` stored-layout block weights -> one decoding-layout dict per layer, cast to
+    ``dtype`` (the compute dtype; ``None`` keeps the stored one).
 
     Under ``jit`` the results are new buffers (one more copy of the block weights while they live): make them once,
-    outside any decode loop, not per step.
+    outside any decode loop, not per step. Casting here too means fp32 master weights decoded in bf16 are not
+    re-cast (read in fp32, written in bf16) on every step.
     """
+    if dtype is not None:
+        stacked = {name: a.astype(dtype) for name, a in stacked.items()}
     layers = []
     for i in range(num_layers):
         p = {name: stacked[name][i] for name in _UNCHANGED}
