@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> dict:
     import transformers
     from flax import nnx
 
-    from alert_jax import convert
     from alert_jax.eval import generate as gen_lib
+    from alert_jax.io import convert
     from alert_jax.models import opt, sizes
 
     torch.set_num_threads(args.threads)

@@ -36,8 +36,8 @@ def main() -> None:
     if not (pathlib.Path(args.finetune_dir) / "gsm8k").is_dir():
         sys.exit(f"GSM8K not found under {args.finetune_dir}/gsm8k (pass --finetune_dir or set ALERT_JAX_FINETUNE_DIR)")
 
-    from configs import finetune
     from alert_jax.train import loop
+    from configs import finetune
 
     cfg = finetune.get_config("tiny,cot")
     cfg.data.corpus = "gsm8k"

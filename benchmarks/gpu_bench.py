@@ -17,8 +17,8 @@ keeps what was measured):
    (save_dots / none / full) x attention (cudnn / xla) x dropout PRNG (unsafe_rbg / threefry2x32); a configuration
    that runs out of memory is reported and retried once with half the microbatch. Each is compiled ahead of time (compile time reported separately), then
    ``warmup`` + ``steps`` steps are timed with ``block_until_ready`` on the metrics; the median is reported as
-   tokens/s and MFU = ``perf.train_step_flops`` (6 x matmul params x tokens + causal-halved attention; no remat
-   recompute) / time / 989e12 (H100/H200 dense bf16 peak, ``perf.PEAK_FLOPS_BF16``), and also / the matmul peak
+   tokens/s and MFU = ``flops.train_step_flops`` (6 x matmul params x tokens + causal-halved attention; no remat
+   recompute) / time / 989e12 (H100/H200 dense bf16 peak, ``flops.PEAK_FLOPS_BF16``), and also / the matmul peak
    measured in phase 1. XLA's compiled memory (``memory_analysis``) and the allocator's peak are recorded, to
    compare with ``launch/plan.py``.
 3. **decode** -- the same architecture with bf16 weights, ``eval.generate.decode_batch`` (prefill + while loop) of
@@ -203,10 +203,10 @@ def bench_train(res: Results, args: argparse.Namespace) -> None:
     import numpy as np
     from flax import nnx
 
-    from alert_jax import perf
     from alert_jax.models.opt import abstract_model
     from alert_jax.models.sizes import get_model_config
-    from alert_jax.sharding import LOGICAL_AXIS_RULES, batch_sharding, make_mesh
+    from alert_jax.parallel.sharding import LOGICAL_AXIS_RULES, batch_sharding, make_mesh
+    from alert_jax.train import flops
     from alert_jax.train import optimizer as optimizer_lib
     from alert_jax.train import state as state_lib
     from alert_jax.train import step as step_lib
@@ -298,13 +298,13 @@ def bench_train(res: Results, args: argparse.Namespace) -> None:
                 raise FloatingPointError(f"loss is {loss}")
             t = statistics.median(times)
             tokens = args.train_batch * args.train_seq
-            tp = perf.throughput(model_config, batch_size=args.train_batch, seq_len=args.train_seq, step_time_s=t,
+            tp = flops.throughput(model_config, batch_size=args.train_batch, seq_len=args.train_seq, step_time_s=t,
                                  num_devices=1, peak=H100_H200_PEAK)
             rec.update(
                 step_ms=1e3 * t, step_ms_all=[1e3 * x for x in times], tokens_per_s=tokens / t,
                 tflops=tp["tflops_per_device"], mfu_pct=100 * tp["mfu"], loss=loss,
                 mfu_vs_matmul_pct=100 * tp["tflops_per_device"] / matmul_peak if matmul_peak else None,
-                flops_per_step=perf.train_step_flops(model_config, args.train_batch, args.train_seq),
+                flops_per_step=flops.train_step_flops(model_config, args.train_batch, args.train_seq),
                 grad_accum_steps=accum, status="ok",
             )
             stats = _memory_stats()

@@ -14,8 +14,8 @@ Both models have the same architecture (``--size`` from ``alert_jax/models/sizes
 branches, attention dropout 0.0 as in HF's released OPT configs; ``--dropout`` overrides both), dtype fp32, and one
 unpacked segment per row. Tokens/s counts every ``batch * seq_len`` position of a step.
 
-**MFU** = model FLOPs of a step (``alert_jax.perf.train_step_flops``: 6 x matmul params x tokens + causal-halved
-attention term, formula in perf.py) / step time / measured peak. The peak is the best FLOP/s of jitted fp32 ``jnp``
+**MFU** = model FLOPs of a step (``alert_jax.train.flops.train_step_flops``: 6 x matmul params x tokens + causal-halved
+attention term, formula in flops.py) / step time / measured peak. The peak is the best FLOP/s of jitted fp32 ``jnp``
 matmuls measured in this run: square ``[n, n] @ [n, n]`` (n = 1024, 2048) and the model's own FFN shape
 ``[batch*seq, d] @ [d, ffn]``, whichever is fastest. Torch's MFU is quoted against the same peak.
 
@@ -39,7 +39,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import load_avg, time_calls  # noqa: E402  (needs the path above)
 
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Matmul peak
 # ---------------------------------------------------------------------------------------------------------------------
@@ -47,9 +46,9 @@ from benchmarks.common import load_avg, time_calls  # noqa: E402  (needs the pat
 
 def measure_peak(shapes: list[tuple[int, int, int]], repeats: int = 5) -> dict[str, float]:
     """Best FLOP/s of a jitted fp32 ``[m, k] @ [k, n]`` for each ``(m, k, n)`` in ``shapes`` (one device)."""
-    from alert_jax import perf
+    from alert_jax.train import flops
 
-    return {f"{m}x{k}x{n}": perf.measure_matmul_peak((m, k, n), repeats=repeats) for m, k, n in shapes}
+    return {f"{m}x{k}x{n}": flops.measure_matmul_peak((m, k, n), repeats=repeats) for m, k, n in shapes}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -78,8 +77,10 @@ def bench_jax(
     import numpy as np
 
     from alert_jax.models.opt import create_model
-    from alert_jax.sharding import make_mesh
-    from alert_jax.train import optimizer, state as state_lib, step as step_lib
+    from alert_jax.parallel.sharding import make_mesh
+    from alert_jax.train import optimizer
+    from alert_jax.train import state as state_lib
+    from alert_jax.train import step as step_lib
 
     mesh = make_mesh((1, 1, 1), devices=jax.devices()[:1])
     cfg = _optimizer_config(warmup + steps + 1)
@@ -185,8 +186,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import jax
     import numpy as np
 
-    from alert_jax import perf
     from alert_jax.models.sizes import get_model_config
+    from alert_jax.train import flops
 
     overrides: dict[str, Any] = {"dtype": "float32", "param_dtype": "float32", "attention_impl": "xla",
                                  "attention_dropout": 0.0}
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("   matmul peak (fp32, jitted jnp): " + ", ".join(f"{k}: {v / 1e9:.1f} GFLOP/s" for k, v in peaks.items()),
           flush=True)
 
-    flops = perf.train_step_flops(config, b, s)
+    flops = flops.train_step_flops(config, b, s)
     jax_times = bench_jax(config, tokens, targets, args.warmup, args.steps, args.dropout_rng_impl)
     torch_times = None
     torch_version = None
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if torch_times is not None:
         rows.append(row(f"HF torch {torch_version} (eager, {args.threads} threads)", torch_times))
     print()
-    print(f"model FLOPs per step: {flops / 1e9:.1f} GFLOP (perf.train_step_flops); measured peak {peak / 1e9:.1f} "
+    print(f"model FLOPs per step: {flops / 1e9:.1f} GFLOP (flops.train_step_flops); measured peak {peak / 1e9:.1f} "
           f"GFLOP/s; load avg now {load_avg()}")
     print(f"| {'implementation':<40} | {'step s (median)':>15} | {'tokens/s':>9} | {'GFLOP/s':>8} | "
           f"{'MFU vs peak':>11} |")

@@ -4,7 +4,7 @@ Presets: ``default`` (the README's demo: ~8-10 minutes on 2 CPU cores, shows CoT
 mathematics datasets) and ``reduced`` (~1-2 minutes: the same pipeline with a smaller model, few steps and two
 evaluation instances per task; used by the test suite; its scores are not meaningful).
 
-Stages (alert_jax/demo.py): synthetic data -> SentencePiece tokenizer -> "pretraining" a tiny OPT on generic synthetic
+Stages (alert_jax/apps/demo/run.py): synthetic data -> SentencePiece tokenizer -> "pretraining" a tiny OPT on generic synthetic
 text (plain LM loss on every token) -> finetuning it into OPT-FT (answers) and OPT-CoT (rationale + answer) on the
 synthetic rationale corpus -> evaluating the three on the 20 synthetic datasets x T1-T5 -> report.md, scores.json,
 figures/. Training runs through ``alert_jax.train.loop`` and evaluation through ``alert_jax.eval.runner``.
@@ -98,7 +98,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
 
     # ---- stage 5: evaluation (alert_jax/eval/runner.py) --------------------------------------------------------
     e = c.eval = ml_collections.ConfigDict()
-    e.tasks = "all"  # the 20 synthetic datasets (spec of data/alert.py resolve_tasks over the synthetic registry)
+    e.tasks = "all"  # the 20 synthetic datasets (spec of data/registry.py resolve_tasks over the synthetic registry)
     e.templates = "all"
     e.max_instances = 20
     e.max_new_tokens = 64

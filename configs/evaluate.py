@@ -21,7 +21,7 @@ def get_config(size: str = "tiny") -> ml_collections.ConfigDict:
     c.model.attention_dropout = 0.0
 
     e = c.eval = ml_collections.ConfigDict()
-    # Task spec (data/alert.py resolve_tasks): 'all', 'dev', 'in_domain', 'held_out', skill names, task names,
+    # Task spec (data/registry.py resolve_tasks): 'all', 'dev', 'in_domain', 'held_out', skill names, task names,
     # comma-separated. Registered tasks whose file is missing from data.niv2_dir are skipped and listed in
     # scores.json, unless allow_missing=False.
     e.tasks = "all"

@@ -61,7 +61,7 @@ def get_config(arg: str = "tiny,cot") -> ml_collections.ConfigDict:
     c.data.train_split = "train"
     c.data.validation_split = "validation"
     c.data.max_eval_examples = 1000  # per corpus validation examples (first N; 0 = all)
-    # Dev-set perplexity (alert_jax/data/dev_set.py): the registry's dev tasks read from data.niv2_dir (none when
+    # Dev-set perplexity (alert_jax/train/records.py): the registry's dev tasks read from data.niv2_dir (none when
     # it is empty; absent files are skipped and named), first N instances each, prompt = this NIV2 template (T1 is
     # the finetuning prompt layout, zero-shot), target = " " + the first reference. '' disables. Reported as
     # dev_loss / dev_ppl (+ per task) beside val_loss, which stays the corpora only.

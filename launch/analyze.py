@@ -84,8 +84,8 @@ def _checkpoint_records(run_dir: pathlib.Path) -> list[selection.CheckpointRecor
 
 def _evaluate_checkpoints(run_dir: pathlib.Path) -> None:
     """Dev-set scores of every saved checkpoint step, with the evaluation runner, into ``run_dir/selection``."""
-    from alert_jax import checkpoint
     from alert_jax.eval import runner
+    from alert_jax.io import checkpoint
     from configs import evaluate as evaluate_config
 
     ckpt_dir = run_dir / checkpoint.CHECKPOINTS_SUBDIR

@@ -7,7 +7,7 @@
 Writes ``report.md`` (OPT vs OPT-FT vs OPT-CoT per skill, dataset, template and metric; the first line states
 "CoT vs pretrained on mathematics: X vs Y"), ``scores.json`` and ``figures/`` in the workdir, plus every stage's
 outputs (data/, tokenizer/, runs/<model>/, eval/<model>/). Re-running with the same workdir skips finished stages.
-Exit status 2 on a configuration error (the message names the setting or stage). See alert_jax/demo.py.
+Exit status 2 on a configuration error (the message names the setting or stage). See alert_jax/apps/demo/run.py.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
 
         jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(_WORKDIR.value).absolute() / "jax_cache"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    from alert_jax import demo
+    from alert_jax.apps.demo import run as demo
     from alert_jax.data.niv2 import TaskFileError
 
     try:

@@ -33,14 +33,14 @@ def main(argv: list[str]) -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = _CONFIG.value
-    from alert_jax import distributed
+    from alert_jax.parallel import distributed
 
     distributed.initialize_from_config(cfg)  # multi-process runs only; before anything touches the devices
 
-    from alert_jax.convert import CheckpointError
     from alert_jax.data.niv2 import TaskFileError
     from alert_jax.eval import runner
-    from alert_jax.tokenizers import TokenizerLoadError
+    from alert_jax.io.tokenizers import TokenizerLoadError
+    from alert_jax.io.weight_files import CheckpointError
 
     try:
         scores = runner.evaluate(cfg, _WORKDIR.value)

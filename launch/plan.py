@@ -6,7 +6,7 @@
     python launch/plan.py --config=configs/finetune.py:tiny,cot --mesh=fsdp:2 --measure   # CPU: also run it
 
 Prints params / optimizer state / gradients / activations per device, verdict lines (``verdict: ...``) against
-``--device_memory`` x ``--usable_fraction``, and the largest micro-batch that fits (alert_jax/plan.py documents the
+``--device_memory`` x ``--usable_fraction``, and the largest micro-batch that fits (alert_jax/apps/plan.py documents the
 method). ``--platform=cpu`` (default) sets ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (N = mesh size)
 before jax is imported; ``--platform=native`` plans on the devices this host has (GPU/TPU: exact temporaries).
 A part that cannot be compiled here (host memory, an indivisible batch, ...) is reported as
@@ -171,8 +171,8 @@ def measure_train_step_peak(program, tx, mesh, model_config, repeats: int = 5) -
     import jax.numpy as jnp
     import numpy as np
 
-    from alert_jax import plan as plan_lib
-    from alert_jax.sharding import batch_sharding
+    from alert_jax.apps import plan as plan_lib
+    from alert_jax.parallel.sharding import batch_sharding
     from alert_jax.train.state import TrainState
 
     train_plan, compiled, abstract = program
@@ -234,13 +234,13 @@ def main(argv: list[str]) -> None:
 
     import jax
 
-    from alert_jax import plan as plan_lib
+    from alert_jax.apps import plan as plan_lib
 
     if _MEASURE.value and not all(k in os.environ for k in MEASURE_ENV):
         # glibc reads its malloc settings once at process start: re-run this command with them set.
         sys.stdout.flush()
         os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, **MEASURE_ENV})
-    from alert_jax.sharding import make_mesh
+    from alert_jax.parallel.sharding import make_mesh
 
     devices = jax.devices()
     if len(devices) < n:

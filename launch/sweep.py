@@ -17,7 +17,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from alert_jax import sweep  # noqa: E402
+from alert_jax.apps import sweep  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/sweep.py", "Sweep config (configs/sweep.py[:preset]).")
 _LAUNCHER = flags.DEFINE_enum("launcher", "local", list(sweep.LAUNCHERS), "Where the runs go.")

@@ -6,7 +6,7 @@ SIZE: tiny, tiny-postln, 125m ... 175b; MODE: ft (answers) or cot (rationales + 
 workdir resumes from its latest checkpoint. Multi-host: every process runs the same command; the processes find each
 other through ``--config.distributed.coordinator_address=HOST:PORT --config.distributed.num_processes=N
 --config.distributed.process_id=I``, the ``ALERT_JAX_COORDINATOR``/``_NUM_PROCESSES``/``_PROCESS_ID`` environment, or
-JAX's cluster auto-detection (SLURM, TPU, GKE); see alert_jax/distributed.py.
+JAX's cluster auto-detection (SLURM, TPU, GKE); see alert_jax/parallel/distributed.py.
 
 Exit codes: 0 done (or stopped by SIGTERM after saving a checkpoint), 1 non-finite loss (message names the step).
 """
@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     cfg = _CONFIG.value
-    from alert_jax import distributed
+    from alert_jax.parallel import distributed
 
     distributed.initialize_from_config(cfg)  # before anything touches the devices
     from alert_jax.train import loop

@@ -9,9 +9,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO_ROOT
 
 from alert_jax.analysis import overlap, selection, templates
-from conftest import REPO_ROOT
 
 
 def test_vocabulary_normalises_like_the_metrics():
@@ -78,6 +78,7 @@ def test_checkpoint_selection_criteria():
 def _fake_run(folder, scale: float):
     """A scores.json built by the evaluation's own aggregation from hand-made per-template scores."""
     from alert_jax.eval import report as eval_report
+    from alert_jax.io.files import atomic_write_text
 
     results = {
         task: {t: eval_report.TemplateResult({"exact_match": scale * (i + 1) * (j + 1), "rougeL": 50.0}, n=4)
@@ -85,7 +86,7 @@ def _fake_run(folder, scale: float):
         for i, task in enumerate(["task080_piqa_answer_generation", "task1388_cb_entailment"])
     }
     folder.mkdir(parents=True)
-    eval_report.atomic_write_text(folder / "scores.json", json.dumps(eval_report.aggregate(results)))
+    atomic_write_text(folder / "scores.json", json.dumps(eval_report.aggregate(results)))
 
 
 def test_launch_analyze_tables_and_figures(tmp_path):

@@ -1,7 +1,7 @@
 """Checkpoint conversion against transformers' PyTorch OPT (the independent reference).
 
 Tiny random HF models (weights drawn with a large std so that any layout/transposition mistake moves the logits
-far beyond the tolerance) are saved with ``save_pretrained`` and loaded back through alert_jax.convert.
+far beyond the tolerance) are saved with ``save_pretrained`` and loaded back through alert_jax.io.convert.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-from alert_jax import convert  # noqa: E402
-from alert_jax.convert import CheckpointError  # noqa: E402
-from alert_jax.models.sizes import get_model_config  # noqa: E402
 from hf_reference import random_hf_opt  # noqa: E402
+
+from alert_jax.io import convert  # noqa: E402
+from alert_jax.io.weight_files import CheckpointError  # noqa: E402
+from alert_jax.models.sizes import get_model_config  # noqa: E402
 
 VOCAB = 128
 SEQ = 12

@@ -1,4 +1,4 @@
-"""The offline demo (alert_jax/demo.py, launch/demo.py, configs/demo.py).
+"""The offline demo (alert_jax/apps/demo/run.py, launch/demo.py, configs/demo.py).
 
 * fast: the comparison / report helpers on hand-made per-model scores (numbers checked against the inputs), the
   stage fingerprints (resume refuses changed settings), and the configs;
@@ -26,7 +26,8 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # configs/ is a top-level folder of the checkout, not an installed package
     sys.path.insert(0, str(REPO))
 
-from alert_jax import demo  # noqa: E402
+from alert_jax.apps.demo import comparison as comparison_lib  # noqa: E402
+from alert_jax.apps.demo import run as demo  # noqa: E402
 from alert_jax.eval import report as report_lib  # noqa: E402
 from configs import demo as demo_config  # noqa: E402
 
@@ -80,7 +81,7 @@ def test_comparison_and_report_pick_the_right_numbers():
     cot = {math_tasks[0]: {"T1": 50.0, "T2": 25.0, "T3": 75.0, "T4": 0.0, "T5": 25.0},
            math_tasks[1]: {"T1": 25.0, "T2": 0.0, "T3": 0.0, "T4": 0.0, "T5": 0.0},
            other: {tpl: 5.0 for tpl in TEMPLATES}}
-    comparison = demo.build_comparison({"opt": _scores_for(opt), "opt-ft": _scores_for(ft), "opt-cot": _scores_for(cot)})
+    comparison = comparison_lib.build_comparison({"opt": _scores_for(opt), "opt-ft": _scores_for(ft), "opt-cot": _scores_for(cot)})
     # skill score = mean over the skill's datasets of the max over templates
     assert comparison["skills"]["mathematics"]["exact_match"] == {"opt": 0.0, "opt-ft": 40.0, "opt-cot": 50.0}
     assert comparison["skills"]["mathematics"]["rougeL"]["opt-cot"] == pytest.approx(25.0)
@@ -88,16 +89,16 @@ def test_comparison_and_report_pick_the_right_numbers():
     # per-template mean over the 3 datasets
     assert comparison["templates_mean"]["T1"]["exact_match"]["opt-cot"] == pytest.approx((50 + 25 + 5) / 3)
     assert comparison["effect"]["cot_beats_pretrained"] is True
-    line = demo.effect_line(comparison)
+    line = comparison_lib.effect_line(comparison)
     assert line.startswith("CoT vs pretrained on mathematics: 50.0 vs 0.0")
-    text = demo.render_report(comparison, {"preset": "test"})
+    text = comparison_lib.render_report(comparison, {"preset": "test"})
     assert "CoT beats the pretrained model: yes" in text
     assert f"| {math_tasks[0]} | mathematics | 0.0 / 40.0 / 75.0 | 0.0 / 0.0 / 50.0 |" in text  # max, then T1
     assert "| mathematics | in-domain | 0.0 | 40.0 | 50.0 |" in text
 
-    worse = demo.build_comparison({"opt": _scores_for(cot), "opt-ft": _scores_for(ft), "opt-cot": _scores_for(opt)})
+    worse = comparison_lib.build_comparison({"opt": _scores_for(cot), "opt-ft": _scores_for(ft), "opt-cot": _scores_for(opt)})
     assert worse["effect"]["cot_beats_pretrained"] is False
-    assert "CoT beats the pretrained model: NO" in demo.render_report(worse, {})
+    assert "CoT beats the pretrained model: NO" in comparison_lib.render_report(worse, {})
 
 
 def test_finished_stage_with_other_settings_is_refused(tmp_path):
@@ -120,7 +121,7 @@ def test_configs_build_valid_train_and_eval_configs(tmp_path):
         paths = demo.DemoPaths(tmp_path)
         mc = model_config_from(cfg)
         assert cfg.demo.tokenizer_vocab_size <= mc.vocab_size
-        for model in demo.MODELS:
+        for model in comparison_lib.MODELS:
             t = demo.train_config(cfg, paths, model)
             assert model_config_from(t) == mc
             assert t.init_from == ("" if model == "opt" else f"ckpt:{paths.checkpoints('opt')}")
@@ -146,8 +147,8 @@ def test_smoke_demo_end_to_end_and_resume(tmp_path):
               "eval/opt-cot/predictions/synth_math_add_sub/T3.jsonl", "runs/opt/metrics.jsonl"):
         assert (tmp_path / f).is_file(), f
     scores = json.loads((tmp_path / "scores.json").read_text())
-    assert set(scores["models"]) == set(demo.MODELS)
-    for m in demo.MODELS:
+    assert set(scores["models"]) == set(comparison_lib.MODELS)
+    for m in comparison_lib.MODELS:
         assert set(scores["models"][m]["datasets"]) == {"synth_math_add_sub", "synth_math_two_step"}
     assert "CoT vs pretrained on mathematics:" in (tmp_path / "report.md").read_text()
 
@@ -163,7 +164,7 @@ def test_reduced_demo_covers_3_models_x_20_datasets_x_5_templates(tmp_path):
     scores = json.loads((tmp_path / "scores.json").read_text())
     from alert_jax.data import synthetic
 
-    for m in demo.MODELS:
+    for m in comparison_lib.MODELS:
         datasets = scores["models"][m]["datasets"]
         assert list(datasets) == list(synthetic.TASK_NAMES)
         for task in datasets.values():
@@ -174,7 +175,7 @@ def test_reduced_demo_covers_3_models_x_20_datasets_x_5_templates(tmp_path):
     assert "CoT vs pretrained on mathematics:" in report
     assert "| skill | kind | OPT | OPT-FT | OPT-CoT |" in report
     assert report.count("| synth_math_two_step | mathematics |") == 3  # one per metric
-    for metric in demo.METRICS:
+    for metric in comparison_lib.METRICS:
         assert (tmp_path / "figures" / f"skills_{metric}.png").is_file()
     again, _ = _run_demo(tmp_path, "--config=configs/demo.py:reduced", timeout=300)
     assert _skipped_stages(again.stdout) == ALL_STAGES

@@ -17,14 +17,18 @@ import sys
 import jax
 import numpy as np
 import pytest
-
 from test_launch_train import launch_env  # noqa: F401  (session fixture: a trained SentencePiece tokenizer)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # configs/ is a top-level folder of the checkout
     sys.path.insert(0, str(REPO))
 
-from alert_jax.data import alert, dev_set, niv2, templates  # noqa: E402
+from alert_jax.data import (
+    niv2,
+    registry,  # noqa: E402
+    templates,
+)
+from alert_jax.train import records as records_lib
 
 T1 = "Definition: {definition}\n\nInput: {input}\nOutput:"  # written out here, independently of templates.py
 
@@ -35,13 +39,13 @@ T1 = "Definition: {definition}\n\nInput: {input}\nOutput:"  # written out here, 
 
 
 def test_dev_records_from_real_task_files(niv2_tasks_dir):
-    present = [t for t in alert.DEV_SET if (niv2_tasks_dir / f"{t}.json").is_file()]
+    present = [t for t in registry.DEV_SET if (niv2_tasks_dir / f"{t}.json").is_file()]
     if not present:
         pytest.skip("no dev task file in the shared NIV2 folder")
     for n in (5, 200):
-        dev = dev_set.dev_records(niv2_tasks_dir, template="T1", max_instances=n)
+        dev = records_lib.dev_records(niv2_tasks_dir, template="T1", max_instances=n)
         assert list(dev.records) == present
-        assert dev.missing == [t for t in alert.DEV_SET if t not in present]
+        assert dev.missing == [t for t in registry.DEV_SET if t not in present]
         for name, records in dev.records.items():
             task = niv2.load_task(niv2_tasks_dir / f"{name}.json")
             assert len(records) == min(n, len(task.instances))
@@ -51,13 +55,13 @@ def test_dev_records_from_real_task_files(niv2_tasks_dir):
             assert records[0][1] == " " + first.outputs[0].strip()
             last = task.instances[len(records) - 1]
             assert records[-1] == (templates.render("T1", task, last).text, " " + last.outputs[0].strip())
-    everything = dev_set.dev_records(niv2_tasks_dir, max_instances=0)
+    everything = records_lib.dev_records(niv2_tasks_dir, max_instances=0)
     assert all(len(r) == len(niv2.load_task(niv2_tasks_dir / f"{t}.json").instances)
                for t, r in everything.records.items())
 
 
 def test_dev_sets_disabled_or_without_folder_and_missing_named(tmp_path):
-    from alert_jax.train.data import load_dev_sets
+    from alert_jax.train.records import load_dev_sets
 
     cfg = _config(tmp_path, niv2_dir="")
     assert load_dev_sets(cfg)[0] == {} and "data.niv2_dir is empty" in load_dev_sets(cfg)[1]
@@ -67,7 +71,7 @@ def test_dev_sets_disabled_or_without_folder_and_missing_named(tmp_path):
     cfg = _config(tmp_path, niv2_dir=str(tasks))
     records, note = load_dev_sets(cfg)
     assert list(records) == list(DEV_TASKS) and [len(r) for r in records.values()] == [2, 2]  # capped at 2
-    assert alert.DEV_SET[1] in note and alert.DEV_SET[1] not in records  # the missing task is named
+    assert registry.DEV_SET[1] in note and registry.DEV_SET[1] not in records  # the missing task is named
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -75,11 +79,11 @@ def test_dev_sets_disabled_or_without_folder_and_missing_named(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 
 DEV_TASKS = {  # two of the three registry dev tasks; the third (task118...) is absent on purpose
-    alert.DEV_SET[0]: ("Answer the question about the dialogue.",
+    registry.DEV_SET[0]: ("Answer the question about the dialogue.",
                        [("M: I bought 3 apples. W: Then I bought 2 more. Q: How many apples?", "5"),
                         ("M: The train leaves at noon. Q: When does the train leave?", "At noon"),
                         ("W: My cat is black. Q: What colour is the cat?", "black")]),
-    alert.DEV_SET[2]: ("Decide whether the hypothesis follows from the premise: Entailment, Neutral or Contradiction.",
+    registry.DEV_SET[2]: ("Decide whether the hypothesis follows from the premise: Entailment, Neutral or Contradiction.",
                        [("Premise: Tom has 7 pens. Hypothesis: Tom has pens.", "Entailment"),
                         ("Premise: The sky is blue. Hypothesis: It rains.", " Neutral "),
                         ("Premise: Ann is asleep. Hypothesis: Ann is awake.", "Contradiction")]),
@@ -125,7 +129,7 @@ def _reference_losses(model, tok, records: list[tuple[str, str]]) -> tuple[float
 
 
 def test_train_reports_dev_loss_and_keeps_best_by_it(launch_env, tmp_path):  # noqa: F811
-    from alert_jax import checkpoint, tokenizers
+    from alert_jax.io import checkpoint, tokenizers
     from alert_jax.train import loop
 
     tasks = _write_dev_tasks(tmp_path / "tasks")
@@ -144,7 +148,7 @@ def test_train_reports_dev_loss_and_keeps_best_by_it(launch_env, tmp_path):  # n
                                                                   for t in DEV_TASKS)):
         assert key in last and key in evals[3], key
     assert last["dev_loss"] == pytest.approx(evals[3]["dev_loss"])
-    assert not any(k.startswith("dev_") and alert.DEV_SET[1] in k for k in last)  # the absent task
+    assert not any(k.startswith("dev_") and registry.DEV_SET[1] in k for k in last)  # the absent task
     assert "val_loss/synthetic" in last
     assert not any(k.startswith("val_") and any(t in k for t in DEV_TASKS) for k in last)  # val_ = corpora only
 
@@ -186,7 +190,7 @@ def test_train_reports_dev_loss_and_keeps_best_by_it(launch_env, tmp_path):  # n
 def test_checkpointer_ranks_by_best_metric(tmp_path):
     import ml_collections
 
-    from alert_jax import checkpoint
+    from alert_jax.io import checkpoint
 
     state = {"w": jax.numpy.arange(4.0)}
     losses = {1: (1.0, 3.0), 2: (2.0, 1.0), 3: (3.0, 2.0), 4: (4.0, 5.0)}  # step: (val_loss, dev_loss)

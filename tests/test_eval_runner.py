@@ -15,11 +15,11 @@ import sys
 
 import pytest
 
-from alert_jax import convert, tokenizers
-from alert_jax.data import alert as alert_lib
 from alert_jax.data import niv2, synthetic
+from alert_jax.data import registry as registry_lib
 from alert_jax.eval import report as report_lib
 from alert_jax.eval import runner
+from alert_jax.io import convert, tokenizers
 from alert_jax.models import opt, sizes
 from configs import evaluate as eval_config
 
@@ -71,7 +71,7 @@ def test_launch_end_to_end_and_resume(model_dir, niv2_tasks_dir, tmp_path):
     first = _launch(workdir, *flags)
     assert first.returncode == 0, first.stderr[-3000:]
 
-    present, missing = alert_lib.available(alert_lib.ALERT, niv2_tasks_dir, alert_lib.ALERT.names)
+    present, missing = registry_lib.available(registry_lib.ALERT, niv2_tasks_dir, registry_lib.ALERT.names)
     assert present, "the fixture holds some registry tasks"
     scores = json.loads((workdir / "scores.json").read_text())
     assert scores["missing_tasks"] == missing
@@ -100,7 +100,7 @@ def test_launch_end_to_end_and_resume(model_dir, niv2_tasks_dir, tmp_path):
             assert entry["max"][m] == max(per_t) == entry["default"][m]
             assert math.isclose(entry["mean"][m], sum(per_t) / 2)
     for skill, group in scores["skills"].items():
-        names = [d.name for d in alert_lib.ALERT.datasets_for(skill) if d.name in present]
+        names = [d.name for d in registry_lib.ALERT.datasets_for(skill) if d.name in present]
         assert group["datasets"] == names
         for m in METRICS:
             assert math.isclose(group["max"][m], sum(scores["datasets"][n]["max"][m] for n in names) / len(names))
@@ -108,7 +108,7 @@ def test_launch_end_to_end_and_resume(model_dir, niv2_tasks_dir, tmp_path):
         assert math.isclose(scores["overall"]["max"][m],
                             sum(scores["datasets"][n]["max"][m] for n in present) / len(present))
     assert scores["in_domain"]["datasets"] + scores["held_out"]["datasets"] == sorted(
-        present, key=alert_lib.ALERT.names.index)
+        present, key=registry_lib.ALERT.names.index)
     report = (workdir / "report.md").read_text()
     assert all(t in report for t in present) and "max over templates" in report
     figures = sorted(p.name for p in (workdir / "figures").iterdir())
@@ -219,7 +219,7 @@ def test_aggregate_rules():
         "b": {"T1": tr({"m": 50.0}, 5, n_overflow=2)},
         "dev1": {"T1": tr({"m": 70.0}, 5)},
     }
-    reg = alert_lib.Registry.from_config(["s1:a", "s2:b:held_out"], dev_set=["dev1"])
+    reg = registry_lib.Registry.from_config(["s1:a", "s2:b:held_out"], dev_set=["dev1"])
     s = report_lib.aggregate(results, registry=reg)
     assert s["datasets"]["a"]["max"] == {"m": 30.0} and s["datasets"]["a"]["mean"] == {"m": 20.0}
     assert s["overall"]["max"] == {"m": 40.0} and s["overall"]["mean"] == {"m": 35.0}
@@ -235,8 +235,8 @@ def test_ckpt_init_loads_params_and_tokenizer(model_dir, tmp_path):
     import optax
     from flax import nnx
 
-    from alert_jax import checkpoint
-    from alert_jax.sharding import make_mesh
+    from alert_jax.io import checkpoint
+    from alert_jax.parallel.sharding import make_mesh
     from alert_jax.train import state as state_lib
 
     cfg = _cfg()

@@ -16,9 +16,16 @@ import shutil
 import pytest
 
 from alert_jax.data import corpora
+from alert_jax.data.examples import CorpusFormatError, RationaleExample
 from alert_jax.data.finetune import (
-    CORPORA, DEFINITIONS, CorpusFormatError, CorpusNotFoundError, RationaleExample, available_splits,
-    format_example, in_holdout, read_corpora, read_corpus,
+    CORPORA,
+    DEFINITIONS,
+    CorpusNotFoundError,
+    available_splits,
+    format_example,
+    in_holdout,
+    read_corpora,
+    read_corpus,
 )
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "finetune"

@@ -8,6 +8,7 @@ with left padding and an attention mask is the independent reference.
 from __future__ import annotations
 
 import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -15,10 +16,12 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from alert_jax import convert  # noqa: E402
-from alert_jax.eval import generate as g  # noqa: E402
-from alert_jax.sharding import make_mesh  # noqa: E402
 from hf_reference import random_hf_opt  # noqa: E402
+
+from alert_jax.eval import generate as g  # noqa: E402
+from alert_jax.eval import stops  # noqa: E402
+from alert_jax.io import convert  # noqa: E402
+from alert_jax.parallel.sharding import make_mesh  # noqa: E402
 
 VOCAB = 128
 PAD, EOS = 1, 2
@@ -205,11 +208,11 @@ def test_host_helpers_and_errors(ours):
     assert g.bucket_for(33, (16, 32, 48)) == 48
     with pytest.raises(ValueError, match="largest bucket 48"):
         g.bucket_for(49, (16, 32, 48))
-    assert g.truncate_at_stop(" yes\n\nInput: x", ["\n\n"]) == (" yes", True)
-    assert g.truncate_at_stop(" a\nb", ["\n\n", "b"]) == (" a\n", True)
-    assert g.truncate_at_stop("no stop", ["\n\n"]) == ("no stop", False)
+    assert stops.truncate_at_stop(" yes\n\nInput: x", ["\n\n"]) == (" yes", True)
+    assert stops.truncate_at_stop(" a\nb", ["\n\n", "b"]) == (" a\n", True)
+    assert stops.truncate_at_stop("no stop", ["\n\n"]) == ("no stop", False)
     enc = {"\n\n": [50], "\n": [7]}
-    assert g.stop_token_sequences(["\n\n"], lambda s: enc[s]) == ((50,), (7, 7))
+    assert stops.stop_token_sequences(["\n\n"], lambda s: enc[s]) == ((50,), (7, 7))
     gen = g.Generator(ours, g.DecodeOptions(max_new_tokens=NEW), batch_size=2)
     assert gen.max_prompt_len == 64 - NEW
     with pytest.raises(ValueError, match="prompt 1 has 60 tokens"):

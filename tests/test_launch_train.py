@@ -25,7 +25,7 @@ def launch_env(tmp_path_factory) -> dict:
     """Environment + tokenizer shared by all launch subprocesses."""
     from alert_jax.data.finetune import format_example
     from alert_jax.data.synthetic import synthetic_corpus
-    from alert_jax.tokenizers import save_tokenizer, train_sentencepiece
+    from alert_jax.io.tokenizers import save_tokenizer, train_sentencepiece
 
     root = tmp_path_factory.mktemp("launch")
     texts = ["".join(format_example(ex, "cot")) for ex in synthetic_corpus(0, 2000)]
@@ -84,8 +84,8 @@ def test_launch_end_to_end_and_resume(launch_env, tmp_path):
     ckpts = workdir / "checkpoints"
     assert {"2", "4", "config.json", "tokenizer"} <= {p.name for p in ckpts.iterdir()}
 
-    from alert_jax import checkpoint
-    from alert_jax.tokenizers import load_tokenizer
+    from alert_jax.io import checkpoint
+    from alert_jax.io.tokenizers import load_tokenizer
 
     model, mcfg = checkpoint.restore_model(workdir)
     assert mcfg.train.num_steps == 4 and model.config.num_layers == 2
@@ -113,7 +113,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(launch_env, tmp_path):
     assert steps == [1, 2]  # nothing written at or after the bad step
     assert "last good checkpoint is step 2" in proc.stderr
 
-    from alert_jax import checkpoint
+    from alert_jax.io import checkpoint
 
     for step in steps:  # intact and restorable (their losses were finite when they were written)
         model, _ = checkpoint.restore_model(ckpts / str(step))

@@ -12,7 +12,7 @@ from flax import nnx
 
 from alert_jax.models import opt
 from alert_jax.models.sizes import SIZES, OPTConfig, get_model_config, model_config_from
-from alert_jax.sharding import make_mesh
+from alert_jax.parallel.sharding import make_mesh
 
 # Published parameter counts (OPT paper / metaseq model cards).
 PUBLISHED = {

@@ -28,7 +28,7 @@ def run_steps(out_path: str) -> None:
 
     from alert_jax.data import pipeline
     from alert_jax.models import opt as opt_model
-    from alert_jax.sharding import make_mesh
+    from alert_jax.parallel.sharding import make_mesh
     from alert_jax.train import optimizer as opt_lib
     from alert_jax.train import state as state_lib
     from alert_jax.train import step as step_lib
@@ -138,7 +138,7 @@ def test_two_process_training_run_checkpoints_every_process(tmp_path):
 if __name__ == "__main__":
     pid, nproc, port, out_file = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from alert_jax import distributed
+    from alert_jax.parallel import distributed
 
     assert distributed.initialize(f"127.0.0.1:{port}", nproc, pid)
     import jax

@@ -10,9 +10,9 @@ import threading
 
 import ml_collections
 import pytest
-
-from alert_jax.data import alert, niv2
 from conftest import shared_data_dir
+
+from alert_jax.data import niv2, registry
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "niv2"
 OLD_FORMAT = FIXTURES / "old_format_toy_task.json"
@@ -252,85 +252,85 @@ def test_download_from_local_http_server(tmp_path):
 
 
 def test_registry_shape():
-    assert len(alert.DATASETS) == 20 and len(alert.SKILLS) == 10
-    assert len(alert.IN_DOMAIN_SKILLS) == 5 and len(alert.HELD_OUT_SKILLS) == 5
-    for skill in alert.SKILLS:
-        assert len(alert.datasets_for(skill)) == 2
-    assert alert.IN_DOMAIN_SKILLS == ("logical", "deductive", "commonsense", "textual entailment", "mathematics")
-    assert alert.HELD_OUT_SKILLS == ("causal", "abductive", "spatial", "analogical", "argument")
-    assert alert.ALERT.get("task1388_cb_entailment") == alert.Dataset("task1388_cb_entailment", "textual entailment", True)
-    assert alert.ALERT.skill_of("task083_babi_t1_single_supporting_fact_answer_generation") == "spatial"
-    assert len(alert.DEV_SET) == 3 and not set(alert.DEV_SET) & set(alert.ALERT.names)
+    assert len(registry.DATASETS) == 20 and len(registry.SKILLS) == 10
+    assert len(registry.IN_DOMAIN_SKILLS) == 5 and len(registry.HELD_OUT_SKILLS) == 5
+    for skill in registry.SKILLS:
+        assert len(registry.datasets_for(skill)) == 2
+    assert registry.IN_DOMAIN_SKILLS == ("logical", "deductive", "commonsense", "textual entailment", "mathematics")
+    assert registry.HELD_OUT_SKILLS == ("causal", "abductive", "spatial", "analogical", "argument")
+    assert registry.ALERT.get("task1388_cb_entailment") == registry.Dataset("task1388_cb_entailment", "textual entailment", True)
+    assert registry.ALERT.skill_of("task083_babi_t1_single_supporting_fact_answer_generation") == "spatial"
+    assert len(registry.DEV_SET) == 3 and not set(registry.DEV_SET) & set(registry.ALERT.names)
 
 
 def test_resolve_tasks():
-    assert alert.resolve_tasks("all") == list(alert.ALERT.names) and len(alert.resolve_tasks("all")) == 20
-    assert alert.resolve_tasks("dev") == list(alert.DEV_SET)
-    assert alert.resolve_tasks("causal") == ["task1393_superglue_copa_text_completion", "task391_causal_relationship"]
-    te = [d.name for d in alert.datasets_for("textual entailment")]
-    assert alert.resolve_tasks("textual_entailment") == alert.resolve_tasks("Textual-Entailment") == te
-    in_domain = alert.resolve_tasks("in_domain")
-    held_out = alert.resolve_tasks("held-out")
-    assert len(in_domain) == len(held_out) == 10 and sorted(in_domain + held_out) == sorted(alert.ALERT.names)
-    mixed = alert.resolve_tasks("dev, causal,task1388_cb_entailment,causal,task1385_anli_r1_entailment")
-    assert mixed == [*alert.DEV_SET, "task1393_superglue_copa_text_completion", "task391_causal_relationship",
+    assert registry.resolve_tasks("all") == list(registry.ALERT.names) and len(registry.resolve_tasks("all")) == 20
+    assert registry.resolve_tasks("dev") == list(registry.DEV_SET)
+    assert registry.resolve_tasks("causal") == ["task1393_superglue_copa_text_completion", "task391_causal_relationship"]
+    te = [d.name for d in registry.datasets_for("textual entailment")]
+    assert registry.resolve_tasks("textual_entailment") == registry.resolve_tasks("Textual-Entailment") == te
+    in_domain = registry.resolve_tasks("in_domain")
+    held_out = registry.resolve_tasks("held-out")
+    assert len(in_domain) == len(held_out) == 10 and sorted(in_domain + held_out) == sorted(registry.ALERT.names)
+    mixed = registry.resolve_tasks("dev, causal,task1388_cb_entailment,causal,task1385_anli_r1_entailment")
+    assert mixed == [*registry.DEV_SET, "task1393_superglue_copa_text_completion", "task391_causal_relationship",
                      "task1388_cb_entailment"]
-    assert alert.resolve_tasks(["spatial", "task1388_cb_entailment.json"])[-1] == "task1388_cb_entailment"
-    assert alert.resolve_tasks("task640_esnli_classification", allow_unregistered=True) == ["task640_esnli_classification"]
+    assert registry.resolve_tasks(["spatial", "task1388_cb_entailment.json"])[-1] == "task1388_cb_entailment"
+    assert registry.resolve_tasks("task640_esnli_classification", allow_unregistered=True) == ["task640_esnli_classification"]
 
 
 def test_resolve_unknown_names_suggest():
     with pytest.raises(ValueError) as err:
-        alert.resolve_tasks("task697_mmmlu_answer_generation_formal_logik")
+        registry.resolve_tasks("task697_mmmlu_answer_generation_formal_logik")
     msg = str(err.value)
     assert "task697_mmmlu_answer_generation_formal_logic" in msg
-    assert all(skill in msg for skill in alert.SKILLS)
+    assert all(skill in msg for skill in registry.SKILLS)
     with pytest.raises(ValueError, match="spatial"):
-        alert.resolve_tasks("spacial")
+        registry.resolve_tasks("spacial")
     with pytest.raises(ValueError, match="task080_piqa_answer_generation"):
-        alert.resolve_tasks("all,piqa")
+        registry.resolve_tasks("all,piqa")
     with pytest.raises(ValueError, match="unknown task"):
-        alert.resolve_tasks("task640_esnli_classification")  # registered-only by default
+        registry.resolve_tasks("task640_esnli_classification")  # registered-only by default
     with pytest.raises(ValueError, match="empty task spec"):
-        alert.resolve_tasks(" , ")
+        registry.resolve_tasks(" , ")
     with pytest.raises(ValueError, match="unknown skill"):
-        alert.datasets_for("telepathy")
+        registry.datasets_for("telepathy")
 
 
 def test_registry_from_config():
-    reg = alert.Registry.from_config(
+    reg = registry.Registry.from_config(
         ["arith:task9002_a", "arith:task9003_b", {"name": "task9004_c", "skill": "story", "in_domain": False},
          "story:task9005_d:held_out"],
         dev_set=["task9006_e"],
     )
     assert reg.skills == ("arith", "story") and reg.held_out_skills == ("story",)
     assert reg.resolve("held_out") == ["task9004_c", "task9005_d"]
-    assert alert.resolve_tasks("dev,arith", reg) == ["task9006_e", "task9002_a", "task9003_b"]
+    assert registry.resolve_tasks("dev,arith", reg) == ["task9006_e", "task9002_a", "task9003_b"]
     cfg = ml_collections.ConfigDict({"datasets": ["logic:task9002_a"], "dev_set": "task9003_b"})
-    reg2 = alert.Registry.from_config(cfg)
+    reg2 = registry.Registry.from_config(cfg)
     assert reg2.names == ("task9002_a",) and reg2.dev_set == ("task9003_b",)
     with pytest.raises(ValueError, match="more than once"):
-        alert.Registry.from_config(["a:task1_x", "b:task1_x"])
+        registry.Registry.from_config(["a:task1_x", "b:task1_x"])
     with pytest.raises(ValueError, match="both in-domain and held-out"):
-        alert.Registry.from_config(["a:task1_x", "a:task2_y:held_out"])
+        registry.Registry.from_config(["a:task1_x", "a:task2_y:held_out"])
     with pytest.raises(ValueError, match="entry 0"):
-        alert.Registry.from_config(["task1_x"])
+        registry.Registry.from_config(["task1_x"])
 
 
 def test_available_subset(tmp_path):
     _write(tmp_path / "tasks", "task1388_cb_entailment", _task())
     _write(tmp_path / "tasks", "task1385_anli_r1_entailment", _task())
-    present, missing = alert.available(None, tmp_path)
+    present, missing = registry.available(None, tmp_path)
     assert present == ["task1388_cb_entailment", "task1385_anli_r1_entailment"]
-    everything = [*alert.ALERT.names, *alert.DEV_SET]
+    everything = [*registry.ALERT.names, *registry.DEV_SET]
     assert missing == [t for t in everything if t not in present]  # registry order, dev set last
     assert missing[-2:] == ["task247_dream_answer_generation",
                             "task118_semeval_2019_task10_open_vocabulary_mathematical_answer_generation"]
-    assert set(missing) == (set(alert.ALERT.names) | set(alert.DEV_SET)) - set(present)
+    assert set(missing) == (set(registry.ALERT.names) | set(registry.DEV_SET)) - set(present)
 
 
 def test_available_against_real_folder(niv2_tasks_dir):
-    present, missing = alert.available(alert.ALERT, niv2_tasks_dir)
+    present, missing = registry.available(registry.ALERT, niv2_tasks_dir)
     assert set(missing) == {
         "task966_ruletaker_fact_checking_based_on_given_context",
         "task717_mmmlu_answer_generation_logical_fallacies",
@@ -338,6 +338,6 @@ def test_available_against_real_folder(niv2_tasks_dir):
         "task514_argument_consequence_classification",
         "task247_dream_answer_generation",
     }
-    assert len(present) == 18 and set(present) | set(missing) == set(alert.ALERT.names) | set(alert.DEV_SET)
-    tasks = niv2.load_tasks(alert.resolve_tasks("dev"), niv2_tasks_dir, missing="skip")
-    assert list(tasks) == [t for t in alert.DEV_SET if t in present]
+    assert len(present) == 18 and set(present) | set(missing) == set(registry.ALERT.names) | set(registry.DEV_SET)
+    tasks = niv2.load_tasks(registry.resolve_tasks("dev"), niv2_tasks_dir, missing="skip")
+    assert list(tasks) == [t for t in registry.DEV_SET if t in present]

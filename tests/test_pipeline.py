@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from alert_jax.data import pipeline
-from alert_jax.sharding import batch_sharding, make_mesh
+from alert_jax.parallel.sharding import batch_sharding, make_mesh
 
 
 class CharTokenizer:

@@ -1,4 +1,4 @@
-"""The memory planner (alert_jax/plan.py, launch/plan.py).
+"""The memory planner (alert_jax/apps/plan.py, launch/plan.py).
 
 The planner's per-device peak (XLA's compiled memory analysis of the real train step, on abstract inputs) is checked
 against an independent measurement: the step is run on real random arrays in a fresh process and the operating
@@ -61,7 +61,7 @@ def _check_measured(plan: dict, devices: int) -> float:
 
 
 def test_parse_and_format_bytes():
-    from alert_jax.plan import format_bytes, parse_bytes
+    from alert_jax.apps.plan import format_bytes, parse_bytes
 
     assert parse_bytes("80GiB") == 80 * 2**30
     assert parse_bytes("141GB") == 141 * 10**9
@@ -77,8 +77,8 @@ def test_per_device_bytes_follows_shard_shapes():
     import jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from alert_jax.plan import per_device_bytes
-    from alert_jax.sharding import make_mesh
+    from alert_jax.apps.plan import per_device_bytes
+    from alert_jax.parallel.sharding import make_mesh
 
     mesh = make_mesh((2, 4, 1))
     tree = {
@@ -94,8 +94,8 @@ def test_per_device_bytes_follows_shard_shapes():
 def test_uncompilable_part_is_reported_not_raised():
     import jax
 
-    from alert_jax.plan import plan
-    from alert_jax.sharding import make_mesh
+    from alert_jax.apps.plan import plan
+    from alert_jax.parallel.sharding import make_mesh
     from configs import finetune
 
     cfg = finetune.get_config("tiny,cot")
@@ -106,7 +106,7 @@ def test_uncompilable_part_is_reported_not_raised():
 
 
 def test_micro_batch_accumulation_choice():
-    from alert_jax.plan import MicroBatchFit
+    from alert_jax.apps.plan import MicroBatchFit
 
     fit = MicroBatchFit(points=(), fixed_bytes=0, bytes_per_row=1, usable_bytes=1, max_micro_batch=24,
                         verified=True, rows_step=8)

@@ -12,7 +12,6 @@ import time
 import jax
 import numpy as np
 import pytest
-
 from test_launch_train import launch_cmd, launch_env, read_metrics, run_launch  # noqa: F401  (fixture)
 
 COMMON = ("--config.train.log_every=1", "--config.train.eval_every=0")
@@ -23,7 +22,7 @@ def _steps(ckpts) -> list[int]:
 
 
 def _params(path) -> list[np.ndarray]:
-    from alert_jax import checkpoint
+    from alert_jax.io import checkpoint
 
     model, _ = checkpoint.restore_model(path)
     from flax import nnx
@@ -102,7 +101,7 @@ def test_sigterm_saves_current_step(launch_env, tmp_path):
     assert step >= 2
     assert _steps(workdir / "checkpoints") == [step]
     assert max(r["step"] for r in read_metrics(workdir)) <= step
-    from alert_jax import checkpoint
+    from alert_jax.io import checkpoint
 
     assert checkpoint.locate(workdir) == (workdir / "checkpoints", step)
 

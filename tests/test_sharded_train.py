@@ -11,13 +11,12 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+from test_train_step import FAST_COMPILE, model_config, packed_batch, random_params, train_cfg  # noqa: E402
 
-from alert_jax.sharding import make_mesh
+from alert_jax.parallel.sharding import make_mesh
 from alert_jax.train import optimizer as opt_lib
 from alert_jax.train import state as state_lib
 from alert_jax.train import step as step_lib
-
-from test_train_step import FAST_COMPILE, model_config, packed_batch, random_params, train_cfg  # noqa: E402
 
 # (2,2,2) runs in the default (fast) suite; the other meshes with ``-m slow``.
 MESHES = [

@@ -21,11 +21,12 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from alert_jax import convert  # noqa: E402
-from alert_jax import tokenizers as tk  # noqa: E402
+from hf_reference import random_hf_opt  # noqa: E402
+
 from alert_jax.eval import generate as g  # noqa: E402
 from alert_jax.eval import stops  # noqa: E402
-from hf_reference import random_hf_opt  # noqa: E402
+from alert_jax.io import convert  # noqa: E402
+from alert_jax.io import tokenizers as tk  # noqa: E402
 
 STOP = "\n\n"
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
@@ -262,9 +263,9 @@ def _steps(model, prompts, options) -> int:
 def test_rows_end_where_the_stop_string_first_completes(model, prompts, free):
     tok = _permuted_tokenizer(_train_bpe(), [f.tokens for f in free])
     exact = g.DecodeOptions(max_new_tokens=NEW, eos_id=EOS, pad_id=PAD,
-                            stop_sequences=g.stop_token_sequences([STOP], tok.encode))
+                            stop_sequences=stops.stop_token_sequences([STOP], tok.encode))
     with_pieces = g.DecodeOptions(max_new_tokens=NEW, eos_id=EOS, pad_id=PAD,
-                                  stop_sequences=exact.stop_sequences, stop_pieces=g.stop_piece_tables([STOP], tok))
+                                  stop_sequences=exact.stop_sequences, stop_pieces=stops.stop_piece_tables([STOP], tok))
     out = _generator(model, with_pieces).generate(prompts)
     old = _generator(model, exact).generate(prompts)
     kinds = []
@@ -276,7 +277,7 @@ def test_rows_end_where_the_stop_string_first_completes(model, prompts, free):
         else:
             assert kind in ("merged", "split")  # stops over 3+ tokens would be the exact table's job
             assert o.tokens == f.tokens[: end + 1] and o.finish == "stop"
-            assert g.truncate_at_stop(tok.decode(o.tokens), [STOP]) == g.truncate_at_stop(tok.decode(f.tokens), [STOP])
+            assert stops.truncate_at_stop(tok.decode(o.tokens), [STOP]) == stops.truncate_at_stop(tok.decode(f.tokens), [STOP])
             assert before == f  # the exact-sequence table alone misses these spellings
     assert {"merged", "split", "none"} <= set(kinds)
     # Rows are independent: each prompt decoded alone gives the same.
@@ -322,8 +323,8 @@ def test_options_validation_and_compiled_shape(bpe):
         g.DecodeOptions(stop_pieces=np.zeros((1, 4), bool))
     with pytest.raises(ValueError, match="disagree on the vocabulary size"):
         stops.StopPieces(contains=np.zeros((1, 4)), ends=np.zeros((1, 5)), starts=np.zeros((1, 5)))
-    a = g.DecodeOptions(stop_pieces=g.stop_piece_tables([STOP], bpe))
-    b = g.DecodeOptions(stop_pieces=g.stop_piece_tables(["\n"], bpe))
+    a = g.DecodeOptions(stop_pieces=stops.stop_piece_tables([STOP], bpe))
+    b = g.DecodeOptions(stop_pieces=stops.stop_piece_tables(["\n"], bpe))
     assert a.static() == b.static() != g.DecodeOptions().static()  # tables are inputs, their shape is compiled in
     assert len({a, b, a}) == 2  # options holding tables stay hashable (tables compare by identity)
     assert not g.DecodeOptions(stop_pieces=stops.StopPieces(np.zeros((0, 9)), np.zeros((0, 9)),

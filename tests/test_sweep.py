@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
-
-from alert_jax import sweep
-from configs import sweep as sweep_config
 from conftest import REPO_ROOT
+
+from alert_jax.apps import sweep
+from configs import sweep as sweep_config
 
 
 def test_expand_runs_covers_sizes_and_variants():

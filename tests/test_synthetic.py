@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from alert_jax.data import synthetic
+from alert_jax.data import synthetic, synthetic_world
 
 NIV2_KEYS = [
     "Contributors", "Source", "URL", "Categories", "Reasoning", "Definition", "Input_language", "Output_language",
@@ -110,7 +110,7 @@ def test_negative_example_output_is_wrong(tasks):
 
 def test_files_load_through_niv2_and_registry(tasks_dir):
     niv2 = pytest.importorskip("alert_jax.data.niv2")
-    alert = pytest.importorskip("alert_jax.data.alert")
+    alert = pytest.importorskip("alert_jax.data.registry")
     reg = alert.Registry.from_config(synthetic.synthetic_registry_config())
     assert reg.resolve("all") == list(synthetic.TASK_NAMES)
     assert reg.resolve("dev") == list(synthetic.SYNTHETIC_DEV_SET)
@@ -124,7 +124,7 @@ def test_files_load_through_niv2_and_registry(tasks_dir):
 
 
 def test_in_domain_split_matches_alert_registry():
-    alert = pytest.importorskip("alert_jax.data.alert")
+    alert = pytest.importorskip("alert_jax.data.registry")
     expected = {d.skill: d.in_domain for d in alert.DATASETS}  # the real registry's split by skill
     per_skill = collections.Counter(d["skill"] for d in synthetic.SYNTHETIC_REGISTRY)
     assert per_skill == {s: 2 for s in expected}
@@ -204,7 +204,7 @@ def test_other_answers_recomputed(tasks):
         assert rec["output"] == [want], rec
     for rec in tasks["synth_common_animals"]["Instances"]:
         animal = re.search(r"does the (\w+) (?:eat|live|make)\?", rec["input"]).group(1)
-        assert rec["output"][0] in synthetic.ANIMALS[animal]
+        assert rec["output"][0] in synthetic_world.ANIMALS[animal]
 
 
 def test_answers_are_balanced_enough(tasks):
@@ -217,7 +217,7 @@ def test_answers_are_balanced_enough(tasks):
 
 
 def test_corpus_format_sizes_and_sources():
-    from alert_jax.data.finetune import RationaleExample
+    from alert_jax.data.examples import RationaleExample
     corpus = synthetic.synthetic_corpus(seed=0, n=101)
     assert len(corpus) == 101 and all(isinstance(e, RationaleExample) for e in corpus)
     by_source = collections.Counter(e.source for e in corpus)

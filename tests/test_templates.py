@@ -5,10 +5,10 @@ from __future__ import annotations
 import pathlib
 
 import pytest
+from conftest import shared_data_dir
 
 from alert_jax.data import niv2, templates
 from alert_jax.data.templates import Template, get_template, render
-from conftest import shared_data_dir
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "niv2"
 TOY = niv2.load_task(FIXTURES / "old_format_toy_task.json")

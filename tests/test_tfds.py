@@ -11,6 +11,8 @@ import textwrap
 
 import pytest
 
+from alert_jax.data.examples import RationaleExample
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 TASKS = {
@@ -55,7 +57,6 @@ BUILD_SCRIPT = textwrap.dedent(r'''
         pass
 
     import tensorflow_datasets as tfds
-    from alert_jax.data.finetune import RationaleExample
     from alert_jax.data.tfds import alert_eval, alert_finetune, common
 
     data_dir, niv2_dir = sys.argv[1], sys.argv[2]
@@ -130,8 +131,8 @@ def test_builders_build_and_read_without_tensorflow(tmp_path):
         for split, recs in splits.items():
             for rec in recs:
                 i = int(rec["id"].split("-")[1])
-                ex = finetune.RationaleExample(source="toy", prompt=f"What is {i} + {i}?",
-                                               rationale=f"{i} + {i} = {2 * i}.", answer=str(2 * i), id=f"toy-{i}")
+                ex = RationaleExample(source="toy", prompt=f"What is {i} + {i}?",
+                                      rationale=f"{i} + {i} = {2 * i}.", answer=str(2 * i), id=f"toy-{i}")
                 assert (rec["prompt"], rec["target"]) == finetune.format_example(ex, mode)
                 assert finetune.in_holdout(ex) == (split == "validation")
                 assert rec["source"] == "toy" and rec["answer"] == str(2 * i)

@@ -1,4 +1,4 @@
-"""Tests for alert_jax.tokenizers: byte-level BPE (vocab.json+merges.txt and tokenizer.json) and SentencePiece.
+"""Tests for alert_jax.io.tokenizers: byte-level BPE (vocab.json+merges.txt and tokenizer.json) and SentencePiece.
 
 The BPE ids are checked against a small pure-Python byte-level BPE written in this file from GPT-2's published
 algorithm (byte -> unicode table, pre-tokenization regex, lowest-rank-first merges), independent of `tokenizers`.
@@ -12,7 +12,7 @@ import random
 import pytest
 import regex
 
-from alert_jax import tokenizers as tk
+from alert_jax.io import tokenizers as tk
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
 

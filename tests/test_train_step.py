@@ -14,11 +14,12 @@ import ml_collections
 import numpy as np
 import pytest
 
-from alert_jax import distributed, param_sharding, perf
 from alert_jax.data.packing import build_example, pack_examples
 from alert_jax.models import opt as opt_model
 from alert_jax.models.sizes import get_model_config
-from alert_jax.sharding import LOGICAL_AXIS_RULES, make_mesh
+from alert_jax.parallel import distributed, param_sharding
+from alert_jax.parallel.sharding import LOGICAL_AXIS_RULES, make_mesh
+from alert_jax.train import flops
 from alert_jax.train import optimizer as opt_lib
 from alert_jax.train import state as state_lib
 from alert_jax.train import step as step_lib
@@ -260,10 +261,10 @@ def test_flops_formula_counts_matmul_parameters_of_the_model():
                      if str(p[-1].key).endswith("kernel") or str(p[-1].key) == "token_embedding")
         s = 256
         expected = 6 * matmul + 6 * cfg.num_layers * s * cfg.hidden_size
-        assert perf.flops_per_token(cfg, s) == expected, size
-        assert perf.train_step_flops(cfg, 4, s) == 4 * s * expected
+        assert flops.flops_per_token(cfg, s) == expected, size
+        assert flops.train_step_flops(cfg, 4, s) == 4 * s * expected
     one_b = get_model_config("1.3b")
-    assert 1.2e9 < perf.matmul_params(one_b) < 1.45e9
+    assert 1.2e9 < flops.matmul_params(one_b) < 1.45e9
 
 
 def test_peak_table_and_mfu():
@@ -273,19 +274,19 @@ def test_peak_table_and_mfu():
         def __init__(self, kind):
             self.device_kind = kind
 
-    assert perf.peak_flops(Dev("NVIDIA H100 80GB HBM3")) == 989e12
-    assert perf.peak_flops(Dev("NVIDIA H200")) == 989e12
-    assert perf.peak_flops(Dev("NVIDIA A100-SXM4-80GB")) == 312e12
-    assert perf.peak_flops(Dev("TPU v4")) == 275e12
-    assert perf.peak_flops(Dev("TPU v5 lite")) == 197e12
-    assert perf.peak_flops(Dev("TPU v5p")) == 459e12
-    assert perf.peak_flops(Dev("Unknown chip")) is None
-    assert perf.peak_flops(jax.devices()[0], cpu_peak=1e9) == 1e9
-    measured = perf.measure_matmul_peak(128, repeats=2)
+    assert flops.peak_flops(Dev("NVIDIA H100 80GB HBM3")) == 989e12
+    assert flops.peak_flops(Dev("NVIDIA H200")) == 989e12
+    assert flops.peak_flops(Dev("NVIDIA A100-SXM4-80GB")) == 312e12
+    assert flops.peak_flops(Dev("TPU v4")) == 275e12
+    assert flops.peak_flops(Dev("TPU v5 lite")) == 197e12
+    assert flops.peak_flops(Dev("TPU v5p")) == 459e12
+    assert flops.peak_flops(Dev("Unknown chip")) is None
+    assert flops.peak_flops(jax.devices()[0], cpu_peak=1e9) == 1e9
+    measured = flops.measure_matmul_peak(128, repeats=2)
     assert 1e6 < measured < 1e14
     cfg = get_model_config("tiny")
-    t = perf.throughput(cfg, batch_size=2, seq_len=16, step_time_s=0.5, num_devices=2, peak=1e12)
-    assert t["mfu"] == pytest.approx(perf.train_step_flops(cfg, 2, 16) / 0.5 / 2 / 1e12)
+    t = flops.throughput(cfg, batch_size=2, seq_len=16, step_time_s=0.5, num_devices=2, peak=1e12)
+    assert t["mfu"] == pytest.approx(flops.train_step_flops(cfg, 2, 16) / 0.5 / 2 / 1e12)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Every reader turns the files of one published release into a list of :class:`Rat
 ``(source, prompt, rationale, answer, id)``. Split handling (which file is which split, the validation holdout) lives
 in :mod:`alert_jax.data.finetune`; this module only knows record formats. The record type, the error and the helpers
 that implement the normalisation below and the checked file / field access are in
-:mod:`alert_jax.data.corpora_records` (re-exported here).
+:mod:`alert_jax.data.examples`.
 
 Normalisation shared by every reader (so finetuning targets are uniform):
 
@@ -29,8 +29,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-# The record, the error and the shared helpers live in corpora_records.py; their public names stay importable here.
-from alert_jax.data.corpora_records import (
+from alert_jax.data.examples import (
     CorpusFormatError,
     PathLike,
     RationaleExample,

@@ -44,11 +44,11 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 from alert_jax.data import corpora
-from alert_jax.data.corpora import CorpusFormatError, PathLike, RationaleExample
+from alert_jax.data.examples import PathLike, RationaleExample
 
 __all__ = [
     "CORPORA", "DEFINITIONS", "DEFAULT_DEFINITION", "PROMPT_FORMAT", "VALIDATION", "HOLDOUT_PERCENT",
-    "RationaleExample", "CorpusFormatError", "CorpusNotFoundError", "available_splits", "read_corpus",
+    "CorpusNotFoundError", "available_splits", "read_corpus",
     "read_corpora", "format_example", "in_holdout",
 ]
 

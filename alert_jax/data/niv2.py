@@ -28,7 +28,7 @@ import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from alert_jax.files import atomic_write_bytes
+from alert_jax.io.files import atomic_write_bytes
 
 __all__ = [
     "DEFAULT_BASE_URL",

@@ -59,7 +59,7 @@ ROW_FIELDS: tuple[str, ...] = ("inputs", "targets", "segment_ids", "positions", 
 DEFAULT_MAX_OPEN_ROWS = 64
 
 
-class _Encoder(Protocol):  # the part of alert_jax.tokenizers.Tokenizer used here
+class _Encoder(Protocol):  # the part of alert_jax.io.tokenizers.Tokenizer used here
     bos_id: int
     eos_id: int
 

@@ -47,7 +47,7 @@ from alert_jax.data.packing import (
     pack_examples,
     tokenize_example,
 )
-from alert_jax.sharding import batch_sharding
+from alert_jax.parallel.sharding import batch_sharding
 
 __all__ = [
     "DataIterator",

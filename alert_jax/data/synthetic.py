@@ -13,8 +13,7 @@ rationale)``; ``answers[0]`` is the canonical answer, the rest are other accepta
 
 Modules: :mod:`alert_jax.data.synthetic_world` holds the fixed world (vocabulary tables, English helpers, generic world
 text), :mod:`alert_jax.data.synthetic_tasks` the per-task generators and the task table, and this module the registry,
-the disjoint splits and the public entry points (task files, finetuning corpus, pretraining text). The world tables
-(``NAMES``, ``ANIMALS``, ...) are re-exported here.
+the disjoint splits and the public entry points (task files, finetuning corpus, pretraining text).
 
 Disjointness: every generated input text falls into one bucket of a fixed hash of the text (:func:`split_of`):
 ``'eval'`` (task files: instances and demonstrations), ``'valid'`` (corpus validation split) or ``'train'`` (finetuning
@@ -44,17 +43,12 @@ import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from alert_jax.data.finetune import RationaleExample
+from alert_jax.data.examples import RationaleExample
 from alert_jax.data.synthetic_tasks import DEV_TASK_SPECS, TASK_SPECS, Sample, TaskSpec
 from alert_jax.data.synthetic_world import random_narrative, random_number_sentence, world_facts
 
-# Re-exported: the world tables are part of this module's namespace (callers read e.g. ``synthetic.ANIMALS``).
-from alert_jax.data.synthetic_world import (ACTS, ANIMALS, ATTRS, CATEGORIES, CAUSES, COMPARATIVES, CONS, CONTAINERS,
-                                            ITEMS, MEMBER_OF, NAMES, NONCE, PLACES, PROS, STORIES, THINGS, TOOLS,
-                                            TOPICS)
-
 if TYPE_CHECKING:
-    from alert_jax.data.alert import Registry
+    from alert_jax.data.registry import Registry
 
 __all__ = [
     "CORPUS_DEFINITIONS",
@@ -97,8 +91,8 @@ def synthetic_registry_config() -> dict[str, Any]:
 
 
 def synthetic_registry() -> Registry:
-    """The synthetic tasks as an ``alert_jax.data.alert.Registry``."""
-    from alert_jax.data.alert import Registry
+    """The synthetic tasks as an ``alert_jax.data.registry.Registry``."""
+    from alert_jax.data.registry import Registry
 
     return Registry.from_config(synthetic_registry_config())
 

@@ -15,9 +15,27 @@ import random
 from collections.abc import Callable
 from typing import NamedTuple
 
-from alert_jax.data.synthetic_world import (ACTS, ANIMALS, ATTRS, CATEGORIES, CAUSES, COMPARATIVES, CONS, CONTAINERS,
-                                            ITEMS, MEMBER_OF, NAMES, NONCE, PLACES, PROS, STORIES, THINGS, TOOLS,
-                                            TOPICS, text_table)
+from alert_jax.data.synthetic_world import (
+    ACTS,
+    ANIMALS,
+    ATTRS,
+    CATEGORIES,
+    CAUSES,
+    COMPARATIVES,
+    CONS,
+    CONTAINERS,
+    ITEMS,
+    MEMBER_OF,
+    NAMES,
+    NONCE,
+    PLACES,
+    PROS,
+    STORIES,
+    THINGS,
+    TOOLS,
+    TOPICS,
+    text_table,
+)
 from alert_jax.data.synthetic_world import cap_first as _cap
 from alert_jax.data.synthetic_world import lower_first as _low
 from alert_jax.data.synthetic_world import with_article as _a

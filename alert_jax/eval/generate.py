@@ -38,14 +38,9 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from alert_jax import sharding as sharding_lib
-from alert_jax.eval.stops import (  # noqa: F401  (re-exported: callers use generate.truncate_at_stop etc.)
-    StopPieces,
-    stop_piece_tables,
-    stop_token_sequences,
-    truncate_at_stop,
-)
+from alert_jax.eval.stops import StopPieces
 from alert_jax.models.opt import KV_CACHE_LOGICAL_AXES
+from alert_jax.parallel import sharding as sharding_lib
 
 # Why a row stopped, as stored in ``DecodeResult.finish``.
 FINISH_LENGTH, FINISH_EOS, FINISH_STOP = 0, 1, 2

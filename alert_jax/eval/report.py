@@ -24,8 +24,8 @@ import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from alert_jax.data import alert as alert_lib
-from alert_jax.files import atomic_write_text  # noqa: F401 - re-exported for the runner and the demo
+from alert_jax.data import registry as registry_lib
+from alert_jax.io.files import atomic_write_text
 
 AGGREGATIONS = ("max", "mean")
 
@@ -78,7 +78,7 @@ def _group(datasets: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> d
 def aggregate(
     results: Mapping[str, Mapping[str, TemplateResult]],
     *,
-    registry: alert_lib.Registry | None = None,
+    registry: registry_lib.Registry | None = None,
     metadata: Mapping[str, Any] | None = None,
     missing_tasks: Sequence[str] = (),
 ) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def aggregate(
     default, n_overflow}), ``skills`` (skill -> {datasets, in_domain, max, mean}), ``overall``, ``in_domain``,
     ``held_out``, ``dev`` (each {datasets, max, mean} or None), ``n_overflow`` (total) and ``missing_tasks``.
     """
-    reg = registry or alert_lib.ALERT
+    reg = registry or registry_lib.ALERT
     datasets: dict[str, dict[str, Any]] = {}
     for task, per_template in results.items():
         if not per_template:

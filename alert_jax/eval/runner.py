@@ -40,13 +40,15 @@ import jax
 import ml_collections
 import numpy as np
 
-from alert_jax import sharding as sharding_lib
-from alert_jax.data import alert as alert_lib
 from alert_jax.data import niv2
+from alert_jax.data import registry as registry_lib
 from alert_jax.data import templates as templates_lib
 from alert_jax.eval import generate as gen_lib
 from alert_jax.eval import metrics as metrics_lib
 from alert_jax.eval import report as report_lib
+from alert_jax.eval import stops
+from alert_jax.io.files import atomic_write_text
+from alert_jax.parallel import sharding as sharding_lib
 
 log = logging.getLogger("alert_jax.eval")
 
@@ -87,11 +89,11 @@ def resolve_templates(spec: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def build_registry(spec: Any) -> alert_lib.Registry:
+def build_registry(spec: Any) -> registry_lib.Registry:
     """``eval.registry`` -> Registry: '' (ALERT), 'synthetic', a JSON file, or 'skill:task[:held_out],...' entries."""
     if spec is None or (isinstance(spec, str) and not spec.strip()):
-        return alert_lib.ALERT
-    if isinstance(spec, alert_lib.Registry):
+        return registry_lib.ALERT
+    if isinstance(spec, registry_lib.Registry):
         return spec
     if isinstance(spec, str):
         s = spec.strip()
@@ -103,9 +105,9 @@ def build_registry(spec: Any) -> alert_lib.Registry:
             if not os.path.isfile(s):
                 raise EvalConfigError(f"eval.registry: file {s} does not exist")
             with open(s, encoding="utf-8") as f:
-                return alert_lib.Registry.from_config(json.load(f))
+                return registry_lib.Registry.from_config(json.load(f))
     try:
-        return alert_lib.Registry.from_config(spec)
+        return registry_lib.Registry.from_config(spec)
     except ValueError as e:
         raise EvalConfigError(f"eval.registry: {e}") from None
 
@@ -135,8 +137,8 @@ def _check_resume_settings(cfg: ml_collections.ConfigDict, workdir: pathlib.Path
 
 def _record_settings(cfg: ml_collections.ConfigDict, workdir: pathlib.Path, settings: Mapping[str, Any]) -> None:
     if is_writer():
-        report_lib.atomic_write_text(workdir / "eval_config.json", json.dumps(settings, indent=2) + "\n")
-        report_lib.atomic_write_text(workdir / "config.json", cfg.to_json_best_effort(indent=2) + "\n")
+        atomic_write_text(workdir / "eval_config.json", json.dumps(settings, indent=2) + "\n")
+        atomic_write_text(workdir / "config.json", cfg.to_json_best_effort(indent=2) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -146,7 +148,7 @@ def _record_settings(cfg: ml_collections.ConfigDict, workdir: pathlib.Path, sett
 def load_model_and_tokenizer(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> tuple[Any, Any]:
     """``cfg.init_from`` -> (OPT, Tokenizer). '' = random init of ``cfg.model``; 'hf:' / 'metaseq:' via convert;
     'ckpt:DIR' via checkpoint.restore_model. The tokenizer is ``cfg.tokenizer`` or the one stored beside the weights."""
-    from alert_jax import tokenizers
+    from alert_jax.io import tokenizers
     from alert_jax.models import sizes
 
     init_from = str(cfg.init_from or "")
@@ -159,7 +161,7 @@ def load_model_and_tokenizer(cfg: ml_collections.ConfigDict, mesh: jax.sharding.
     elif kind == "ckpt":
         if not where or not os.path.exists(where):
             raise EvalConfigError(f"init_from={init_from!r}: checkpoint directory {where!r} does not exist")
-        from alert_jax import checkpoint
+        from alert_jax.io import checkpoint
 
         # Architecture from the checkpoint; runtime settings (dtype, attention path, no dropout) from this config.
         runtime = {k: cfg.model[k] for k in sizes.RUNTIME_FIELDS if k in cfg.model and k != "param_dtype"}
@@ -168,7 +170,7 @@ def load_model_and_tokenizer(cfg: ml_collections.ConfigDict, mesh: jax.sharding.
     elif kind in ("hf", "metaseq"):
         if kind == "metaseq" and not os.path.exists(where):
             raise EvalConfigError(f"init_from={init_from!r}: metaseq checkpoint file {where!r} does not exist")
-        from alert_jax import convert
+        from alert_jax.io import convert
 
         model = convert.resolve_init(init_from, config=sizes.model_config_from(cfg.model), mesh=mesh)
         if kind == "hf":  # a local folder, or the Hub snapshot folder the weights came from
@@ -192,7 +194,7 @@ def load_model_and_tokenizer(cfg: ml_collections.ConfigDict, mesh: jax.sharding.
 
 def _find_tokenizer_dir(where: str) -> str:
     """The checkpoint folder itself, or its parent (a step folder inside ``checkpoints/``), holding tokenizer files."""
-    from alert_jax import tokenizers
+    from alert_jax.io import tokenizers
 
     for d in (pathlib.Path(where), pathlib.Path(where).parent, pathlib.Path(where).parent.parent):
         try:
@@ -279,7 +281,7 @@ def run_template(
     for i, (inst, r) in enumerate(zip(instances, rendered)):
         g = by_index.get(i)
         text = tokenizer.decode(g.tokens) if g is not None else ""
-        prediction, _ = gen_lib.truncate_at_stop(text, stop_strings)
+        prediction, _ = stops.truncate_at_stop(text, stop_strings)
         refs = list(inst.outputs)
         records.append(
             {
@@ -352,14 +354,14 @@ def evaluate(
         raise EvalConfigError(f"eval.on_overflow={e.on_overflow!r}; valid: 'empty', 'error'")
     registry = build_registry(e.get("registry", ""))
     try:
-        tasks = alert_lib.resolve_tasks(e.tasks, registry, allow_unregistered=True)
+        tasks = registry_lib.resolve_tasks(e.tasks, registry, allow_unregistered=True)
     except ValueError as err:
         raise EvalConfigError(f"eval.tasks={e.tasks!r}: {err}") from None
     template_list = resolve_templates(e.templates)
     niv2_dir = str(cfg.data.niv2_dir or "")
     if not niv2_dir or not os.path.isdir(niv2_dir):
         raise EvalConfigError(f"data.niv2_dir={niv2_dir!r} is not a folder of NIV2 task files (--config.data.niv2_dir)")
-    present, missing = alert_lib.available(registry, niv2_dir, tasks)
+    present, missing = registry_lib.available(registry, niv2_dir, tasks)
     known = set(registry.names) | set(registry.dev_set)
     unknown = [t for t in missing if t not in known]
     if unknown:
@@ -423,9 +425,9 @@ def evaluate(
             max_new_tokens=int(e.max_new_tokens),
             eos_id=int(tokenizer.eos_id),
             pad_id=int(tokenizer.pad_id),
-            stop_sequences=gen_lib.stop_token_sequences(stop_strings, tokenizer.encode),
+            stop_sequences=stops.stop_token_sequences(stop_strings, tokenizer.encode),
             # Stops merged into tokens (".\n\n", "\n" + "\nInput"): one decode of the vocabulary per run.
-            stop_pieces=gen_lib.stop_piece_tables(stop_strings, tokenizer) if stop_strings else None,
+            stop_pieces=stops.stop_piece_tables(stop_strings, tokenizer) if stop_strings else None,
             temperature=float(e.temperature),
             top_p=float(e.top_p),
             unstack_layers=bool(e.get("unstack_layers", True)),
@@ -452,7 +454,7 @@ def evaluate(
             )
             if is_writer():
                 path = workdir / "predictions" / name / f"{template}.jsonl"
-                report_lib.atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+                atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
             res = results[name][template] = summarize(records)
             summary = ", ".join(f"{m}={v:.1f}" for m, v in res.scores.items())
             log.info("%s: %s (n=%d, overflow=%d) in %.1fs", tag, summary, res.n, res.n_overflow, time.time() - t0)

@@ -9,7 +9,7 @@ Structure (``D`` hidden size, ``E`` token-embedding width, ``F`` FFN width, ``N`
     project_out_kernel  [D, E]          ('embed', None)          only when E != D
     final_ln_scale/bias [D]             ('embed',)               only for pre-LN models
     layers.*            stacked along a leading 'layers' axis, applied with ``jax.lax.scan``; decoding reads a
-                        per-layer copy in the decoding layout instead (:meth:`OPT.decode_layers`, models/projections.py)
+                        per-layer copy in the decoding layout instead (:meth:`OPT.decode_layers`, models/decode_weights.py)
 
 One block (pre-LN; post-LN moves each LayerNorm after its residual add)::
 
@@ -33,10 +33,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from alert_jax.models import projections
+from alert_jax.models import decode_weights
 from alert_jax.models.attention import attention, cached_attention, make_attention_mask
 from alert_jax.models.sizes import OPTConfig
-from alert_jax.sharding import LOGICAL_AXIS_RULES, logical_sharding, logical_to_spec
+from alert_jax.parallel.sharding import LOGICAL_AXIS_RULES, logical_sharding, logical_to_spec
 
 LN_EPS = 1e-5
 INIT_STD = 0.02
@@ -193,7 +193,7 @@ def _block(
     cache: tuple[jax.Array, jax.Array, jax.Array] | None = None,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
     """One decoder block on ``h [B, T, D]``; ``p`` is one layer's weights in either layout of
-    :mod:`alert_jax.models.projections` (stored, or decoding).
+    :mod:`alert_jax.models.decode_weights` (stored, or decoding).
 
     ``cache`` = (this layer's k ``[B, N, S, H]``, v, write index): the new keys/values are written in place at
     columns ``index .. index+T-1`` and attention runs over all S columns; the updated (k, v) are returned.
@@ -208,7 +208,7 @@ def _block(
 
     residual = h
     x = _layer_norm(h, p["attn_ln_scale"], p["attn_ln_bias"]) if c.do_layer_norm_before else h
-    q, k, v = projections.project_qkv(p, x, prec)
+    q, k, v = decode_weights.project_qkv(p, x, prec)
     q = q * jnp.asarray(c.head_dim**-0.5, dt)
     q = _constrain(q, ("batch", "length", "heads", "kv"))
     if cache is None:
@@ -230,15 +230,15 @@ def _block(
         v_cache = jax.lax.dynamic_update_slice(v_cache, jnp.swapaxes(v, 1, 2).astype(v_cache.dtype), (0, 0, index, 0))
         o = cached_attention(q, k_cache.astype(dt), v_cache.astype(dt), mask, precision=prec)
         new_cache = (k_cache, v_cache)
-    o = projections.project_out(p, o, prec)
+    o = decode_weights.project_out(p, o, prec)
     h = residual + _dropout(o, c.dropout, k_out)
     if not c.do_layer_norm_before:
         h = _layer_norm(h, p["attn_ln_scale"], p["attn_ln_bias"])
 
     residual = h
     x = _layer_norm(h, p["ffn_ln_scale"], p["ffn_ln_bias"]) if c.do_layer_norm_before else h
-    x = _constrain(jax.nn.relu(projections.dense(p, "fc1", x, prec)), ("batch", "length", "mlp"))
-    x = projections.dense(p, "fc2", x, prec)
+    x = _constrain(jax.nn.relu(decode_weights.dense(p, "fc1", x, prec)), ("batch", "length", "mlp"))
+    x = decode_weights.dense(p, "fc2", x, prec)
     h = residual + _dropout(x, c.dropout, k_ffn)
     if not c.do_layer_norm_before:
         h = _layer_norm(h, p["ffn_ln_scale"], p["ffn_ln_bias"])
@@ -332,7 +332,7 @@ class OPT(nnx.Module):
 
     def _head(self, h: jax.Array, few_rows: bool = False) -> jax.Array:
         """``[B, T, D]`` -> float32 logits ``[B, T, V]`` (final LN if pre-LN, project out, tied embedding).
-        ``few_rows`` (decode steps): the ``[V, E]`` table as the row operand (``projections.rows_last``)."""
+        ``few_rows`` (decode steps): the ``[V, E]`` table as the row operand (``decode_weights.rows_last``)."""
         dt = self._dtype
         prec = _precision(dt)
         if self.final_ln_scale is not None:
@@ -342,7 +342,7 @@ class OPT(nnx.Module):
         table = self.token_embedding[...].astype(dt)
         if few_rows:
             B, T, E = h.shape
-            logits = projections.rows_last("ve,me->vm", table, h.reshape(B * T, E), prec, jnp.float32)
+            logits = decode_weights.rows_last("ve,me->vm", table, h.reshape(B * T, E), prec, jnp.float32)
             logits = logits.reshape(B, T, -1)
         else:
             logits = jnp.einsum("bte,ve->btv", h, table, preferred_element_type=jnp.float32, precision=prec)
@@ -412,14 +412,14 @@ class OPT(nnx.Module):
         )
 
     def decode_layers(self) -> list[dict[str, jax.Array]]:
-        """The block weights in the decoding layout (:func:`alert_jax.models.projections.decode_layers`): one dict
+        """The block weights in the decoding layout (:func:`alert_jax.models.decode_weights.decode_layers`): one dict
         per layer, output dims first, q/k/v stacked, in the compute dtype.
 
         For decoding loops: make them once, outside the loop, and pass them to :meth:`decode` as ``layers``. They
         are new buffers (one more copy of the block weights while they live); made inside a loop they would be
         rebuilt, i.e. copied, on every step.
         """
-        return projections.decode_layers(self.layers.arrays(), self.config.num_layers, self._dtype)
+        return decode_weights.decode_layers(self.layers.arrays(), self.config.num_layers, self._dtype)
 
     def decode(
         self,

@@ -11,13 +11,13 @@
   ``to_global_batch``. Validation: each corpus's validation split (first ``max_eval_examples``) and the dev set:
   the registry's dev tasks found in ``cfg.data.niv2_dir``, first ``data.dev_eval_instances`` instances rendered with
   ``data.dev_eval_template`` (T1 = the finetuning prompt; '' disables) with target " " + first reference
-  (``train.data.load_dev_sets`` / ``data.dev_set``); absent task files are skipped and named in the log.
+  (``train.records.load_dev_sets``); absent task files are skipped and named in the log.
 * **Tokenizer**: the one saved in the workdir (resume), else ``cfg.tokenizer``, else the one beside ``init_from``,
   else (random init) a SentencePiece model of the model's vocabulary size trained on the training texts. It is saved
   in ``<workdir>/checkpoints/tokenizer`` with the config.
 * **Logs** every ``log_every`` steps (stdout, ``<workdir>/metrics.jsonl``, TensorBoard under ``<workdir>/tb``):
   loss (token-weighted over the interval), learning_rate, grad_norm, target_tokens_per_s, padded_tokens_per_s,
-  packing_efficiency (real / padded tokens), step_time_s, tflops_per_device, mfu (formula: ``alert_jax.perf``),
+  packing_efficiency (real / padded tokens), step_time_s, tflops_per_device, mfu (formula: ``alert_jax.train.flops``),
   truncated_examples. Validation records (every ``eval_every`` steps): val_loss, val_ppl (token-weighted over the
   corpora only), per-corpus ``val_loss/<name>``, ``val_ppl/<name>``; dev_loss, dev_ppl (token-weighted over the dev
   tasks), per-task ``dev_loss/<task>``, ``dev_ppl/<task>``.
@@ -45,16 +45,17 @@ import jax
 import ml_collections
 import numpy as np
 
-from alert_jax import checkpoint as ckpt_lib
-from alert_jax import param_sharding, perf
 from alert_jax.data import pipeline
+from alert_jax.io import checkpoint as ckpt_lib
 from alert_jax.models.opt import abstract_model, create_model
 from alert_jax.models.sizes import ARCHITECTURE_FIELDS, OPTConfig, model_config_from
-from alert_jax.sharding import make_mesh
+from alert_jax.parallel import param_sharding
+from alert_jax.parallel.sharding import make_mesh
+from alert_jax.train import flops
 from alert_jax.train import optimizer as opt_lib
 from alert_jax.train import state as state_lib
 from alert_jax.train import step as step_lib
-from alert_jax.train.data import Corpora, load_corpora, load_dev_sets
+from alert_jax.train.records import Corpora, load_corpora, load_dev_sets
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def _print(msg: str) -> None:
 
 def resolve_tokenizer(cfg: ml_collections.ConfigDict, workdir: pathlib.Path, texts: list[str], vocab_size: int) -> Any:
     """The tokenizer of this run (order: the workdir's, ``cfg.tokenizer``, beside ``init_from``, trained SP)."""
-    from alert_jax import tokenizers
+    from alert_jax.io import tokenizers
 
     saved = workdir / ckpt_lib.CHECKPOINTS_SUBDIR / ckpt_lib.TOKENIZER_DIR
     if saved.is_dir():
@@ -144,7 +145,7 @@ def resolve_tokenizer(cfg: ml_collections.ConfigDict, workdir: pathlib.Path, tex
     if init.startswith("ckpt:"):
         return tokenizers.load_tokenizer(str(ckpt_lib.tokenizer_dir(init[5:])))
     if init.startswith("hf:"):
-        from alert_jax.convert import resolve_hf_path
+        from alert_jax.io.convert import resolve_hf_path
 
         return tokenizers.load_tokenizer(str(resolve_hf_path(init[3:])))
     if init:
@@ -193,7 +194,7 @@ def init_params(cfg: ml_collections.ConfigDict, model_cfg: OPTConfig, mesh: jax.
     elif init.startswith("ckpt:"):
         model, _ = ckpt_lib.restore_model(init[5:], mesh=mesh)
     else:
-        from alert_jax.convert import resolve_init
+        from alert_jax.io.convert import resolve_init
 
         model = resolve_init(init, config=model_cfg, mesh=mesh)
     loaded_cfg = model.config
@@ -420,9 +421,9 @@ class _Trainer:
         device = jax.devices()[0]
         cpu_peak = None
         if device.platform == "cpu" and bool(self.t.measure_cpu_peak):
-            cpu_peak = perf.measure_matmul_peak(512)
-        self.peak = perf.peak_flops(device, cpu_peak=cpu_peak)
-        self.step_flops = perf.train_step_flops(run.model_cfg, run.global_batch, run.seq_len)
+            cpu_peak = flops.measure_matmul_peak(512)
+        self.peak = flops.peak_flops(device, cpu_peak=cpu_peak)
+        self.step_flops = flops.train_step_flops(run.model_cfg, run.global_batch, run.seq_len)
         self.summary: dict[str, Any] = {"losses": {}, "last_eval": {}, "checkpoint_steps": []}
         self.last_saved = run.resume_step
 

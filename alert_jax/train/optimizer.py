@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from alert_jax.param_sharding import LogicalNames
+from alert_jax.parallel.param_sharding import LogicalNames
 
 if TYPE_CHECKING:  # only in annotations: the training code imports without ml_collections
     import ml_collections

@@ -20,8 +20,8 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from alert_jax import param_sharding
-from alert_jax.sharding import LOGICAL_AXIS_RULES
+from alert_jax.parallel import param_sharding
+from alert_jax.parallel.sharding import LOGICAL_AXIS_RULES
 
 
 @flax.struct.dataclass
@@ -50,7 +50,7 @@ class ModelParts:
       graphdef: the nnx graph definition.
       template: abstract ``nnx.State`` of the ``nnx.Param`` variables (ShapeDtypeStruct values, metadata kept).
       rest: the non-parameter state (normally empty), merged back unchanged.
-      names: pure-dict tree of :class:`~alert_jax.param_sharding.LogicalNames` per parameter.
+      names: pure-dict tree of :class:`~alert_jax.parallel.param_sharding.LogicalNames` per parameter.
     """
 
     graphdef: Any

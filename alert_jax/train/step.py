@@ -22,7 +22,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from alert_jax.sharding import LOGICAL_AXIS_RULES, batch_sharding
+from alert_jax.parallel.sharding import LOGICAL_AXIS_RULES, batch_sharding
 from alert_jax.train.state import ModelParts, TrainState
 
 BATCH_FIELDS: tuple[str, ...] = ("inputs", "targets", "segment_ids", "positions", "loss_mask")

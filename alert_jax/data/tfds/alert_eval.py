@@ -33,12 +33,12 @@ _DESCRIPTION = "ALERT evaluation set: NIV2 reasoning task instances with definit
 
 
 def registry_skills() -> dict[str, tuple[str, bool]]:
-    """``{task name: (skill, in_domain)}`` from the ALERT registry (``data/alert.py``); empty if it is unavailable."""
+    """``{task name: (skill, in_domain)}`` from the ALERT registry (``data/registry.py``); empty if it is unavailable."""
     try:
-        from alert_jax.data import alert
+        from alert_jax.data import registry
     except ImportError:  # pragma: no cover - the registry module is part of the package
         return {}
-    return {d.name: (d.skill, bool(d.in_domain)) for d in alert.DATASETS}
+    return {d.name: (d.skill, bool(d.in_domain)) for d in registry.DATASETS}
 
 
 class AlertEval(common.LocalBuilder):

@@ -1,8 +1,8 @@
 """The demo's comparison report: the three models' ``scores.json`` side by side (:func:`build_comparison`), the
 headline line (:func:`effect_line`), ``report.md`` (:func:`render_report`) and the bar charts (:func:`write_figures`).
 
-Split from :mod:`alert_jax.demo` (which runs the stages and re-exports every name here): these functions only
-read the runner's score dicts and format them; they train, evaluate and read no files. :data:`MODELS` is defined
+These functions only read the evaluation runner's score dicts and format them; they train, evaluate and read no
+files (the stages are :mod:`alert_jax.apps.demo.run`). :data:`MODELS` is defined
 here because its order is the report's column order and its values the column names.
 """
 

@@ -1,4 +1,4 @@
-"""Checkpoint file readers for :mod:`alert_jax.convert`: a :class:`TensorSource` is a read-only, lazily loaded
+"""Checkpoint file readers for :mod:`alert_jax.io.convert`: a :class:`TensorSource` is a read-only, lazily loaded
 ``{canonical HF name: tensor}`` view of one checkpoint.
 
 * :func:`open_hf_weights`: a Hugging Face OPT directory -- the first of :data:`WEIGHT_FILES` present
@@ -10,7 +10,7 @@
   into three tensors.
 
 Canonical names carry no ``model.`` prefix (``OPTForCausalLM`` and ``OPTModel`` checkpoints read alike). Only
-shapes are read up front; a tensor is read when its loader runs, so :mod:`alert_jax.convert` checks every name and
+shapes are read up front; a tensor is read when its loader runs, so :mod:`alert_jax.io.convert` checks every name and
 shape against the config before anything is allocated. ``bfloat16`` torch tensors come back as
 ``ml_dtypes.bfloat16`` numpy arrays.
 """

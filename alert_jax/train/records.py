@@ -1,22 +1,36 @@
 """The training loop's records: the finetuning corpora (train + validation) and the dev-set perplexity records.
 
 Both are lists of ``(prompt, target)`` text pairs; ``train.loop`` tokenizes and packs them with ``data.pipeline``.
-``loop.Corpora`` / ``loop.load_corpora`` re-export the names here.
+
+Dev-set records. DESIGN.md section 5 validates finetuning runs on each corpus's validation split *and on the dev set*
+(the registry's three dev tasks, :data:`alert_jax.data.registry.DEV_SET`, never among the evaluation datasets), both
+measured the same way: the mean cross-entropy of the target tokens given the prompt. Per dev task whose file is in
+``niv2_dir``, for its first ``max_instances`` instances in file order (like evaluation, which scores the first N):
+
+* prompt = ``templates.render(template, task, instance).text`` (no context fitting: the packer truncates an
+  over-long example from the left, as for the corpora). The default template T1 (``Definition: ...\\n\\nInput:
+  ...\\nOutput:``) is the fixed finetuning prompt of ``data/finetune.py``, so dev perplexity measures the
+  finetuning format on unseen tasks.
+* target = ``" " + outputs[0].strip()``: the instance's first reference, spaced like the finetuning targets
+  (``format_example`` targets start with one space after ``Output:``).
+
+Missing task files are not an error: they are returned in :attr:`DevRecords.missing` so the caller can name them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import pathlib
+from collections.abc import Sequence
 
 import ml_collections
 
-from alert_jax.data import dev_set, pipeline
+from alert_jax.data import niv2, pipeline, templates
+from alert_jax.data import registry as registry_lib
 
 log = logging.getLogger(__name__)
-
-__all__ = ["Corpora", "load_corpora", "load_dev_sets"]
 
 
 @dataclasses.dataclass
@@ -69,7 +83,7 @@ def load_corpora(cfg: ml_collections.ConfigDict) -> Corpora:
 
 
 def load_dev_sets(cfg: ml_collections.ConfigDict) -> tuple[dict[str, list[tuple[str, str]]], str]:
-    """``(records per dev task, one log line)`` for dev-set perplexity (``data.dev_set.dev_records``).
+    """``(records per dev task, one log line)`` for dev-set perplexity (:func:`dev_records`).
 
     Settings: ``data.dev_eval_template`` ('' disables), ``data.dev_eval_instances`` (first N per task, 0 = all),
     ``data.niv2_dir`` (empty: no dev sets). Dev tasks without a file are skipped and named in the log line.
@@ -82,9 +96,49 @@ def load_dev_sets(cfg: ml_collections.ConfigDict) -> tuple[dict[str, list[tuple[
         return {}, ("no dev-set validation: data.niv2_dir is empty (set it, or ALERT_JAX_NIV2_DIR, to the NIV2 task "
                     "files to also report dev_loss)")
     instances = int(d.get("dev_eval_instances", 100))
-    dev = dev_set.dev_records(d.niv2_dir, template=template, max_instances=instances)
+    dev = dev_records(d.niv2_dir, template=template, max_instances=instances)
     counts = ", ".join(f"{name} {len(recs)}" for name, recs in dev.records.items()) or "none"
     note = f"dev set ({template}, first {instances or 'all'} instances per task): {counts}"
     if dev.missing:
         note += f"; skipped, no task file in {d.niv2_dir}: {', '.join(dev.missing)}"
     return dev.records, note
+
+@dataclasses.dataclass
+class DevRecords:
+    """``records``: task name -> ``[(prompt, target), ...]`` (registry order, tasks with a file only);
+    ``missing``: dev tasks without a file in the folder (registry order)."""
+
+    records: dict[str, list[tuple[str, str]]]
+    missing: list[str]
+
+
+def instance_record(template: str | templates.Template, task: niv2.Task, instance: niv2.Instance) -> tuple[str, str]:
+    """``(prompt, target)`` of one instance: the rendered prompt and ``" "`` + its first reference (stripped)."""
+    return templates.render(template, task, instance).text, " " + instance.outputs[0].strip()
+
+
+def dev_records(
+    niv2_dir: str | os.PathLike,
+    *,
+    template: str = "T1",
+    max_instances: int = 100,
+    tasks: Sequence[str] | None = None,
+    registry: registry_lib.Registry | None = None,
+) -> DevRecords:
+    """Perplexity records of the dev tasks found in ``niv2_dir`` (a task folder or an NIV2 checkout).
+
+    ``tasks`` defaults to ``registry.dev_set`` (``registry`` defaults to the ALERT registry); ``max_instances`` = 0
+    takes every instance. An unknown ``template`` raises ValueError naming the valid ones; a ``niv2_dir`` that is
+    not a folder raises FileNotFoundError; a malformed task file raises :class:`niv2.TaskFileError`.
+    """
+    tmpl = templates.get_template(template)
+    if max_instances < 0:
+        raise ValueError(f"max_instances must be >= 0 (0 = all), got {max_instances}")
+    wanted = list((registry or registry_lib.ALERT).dev_set if tasks is None else tasks)
+    present, missing = registry_lib.available(registry, niv2_dir, wanted)
+    records: dict[str, list[tuple[str, str]]] = {}
+    for name in present:
+        task = niv2.load_task(name, niv2_dir)
+        chosen = task.instances[:max_instances] if max_instances else task.instances
+        records[name] = [instance_record(tmpl, task, inst) for inst in chosen]
+    return DevRecords(records=records, missing=missing)

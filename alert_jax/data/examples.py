@@ -3,9 +3,8 @@
 their fields, and checked access to files and record fields that raises :class:`CorpusFormatError` naming the file,
 the record and the field.
 
-Split from :mod:`alert_jax.data.corpora`, which holds the readers (one per release format) and re-exports every
-public name here; the normalisation rules the helpers implement are listed in its docstring. Which files and
-fields a release has is left to the readers.
+The readers themselves (one per release format) are in :mod:`alert_jax.data.corpora`, whose docstring lists the
+normalisation rules the helpers here implement. Which files and fields a release has is left to the readers.
 """
 
 from __future__ import annotations

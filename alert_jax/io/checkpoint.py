@@ -169,7 +169,7 @@ class Checkpointer:
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / CONFIG_FILE).write_text(json.dumps(config_to_dict(config), indent=2))
         if tokenizer is not None:
-            from alert_jax.tokenizers import save_tokenizer
+            from alert_jax.io.tokenizers import save_tokenizer
 
             save_tokenizer(tokenizer, self.directory / TOKENIZER_DIR)
 
@@ -277,11 +277,11 @@ def restore_model(
     cfg = load_config(root / str(step))
     model_cfg = model_config_from(cfg).replace(**runtime)
     if mesh is None:
-        from alert_jax.sharding import make_mesh
+        from alert_jax.parallel.sharding import make_mesh
 
         mesh = make_mesh((1, 1, 1), devices=jax.local_devices()[:1])
     parts, _ = state_lib.split_model(abstract_model(model_cfg))
-    from alert_jax import param_sharding
+    from alert_jax.parallel import param_sharding
 
     abstract = param_sharding.abstract_with_shardings(parts.abstract_params(), state_lib.param_shardings(parts, mesh))
     mgr = ocp.CheckpointManager(root, options=ocp.CheckpointManagerOptions(read_only=True, create=False))

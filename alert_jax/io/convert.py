@@ -20,7 +20,7 @@ HF names may carry a ``model.`` prefix (``OPTForCausalLM``) or not (``OPTModel``
 ``decoder.layer_norm`` (final LN), ``decoder.project_{in,out}_dim`` and, in some checkpoints, a fused
 ``self_attn.qkv_proj`` whose rows are ordered K, V, Q (metaseq's sequence-parallel layer). Reading the files into
 one view under these canonical HF names (safetensors, sharded safetensors, ``.bin``, metaseq state dicts) is
-:mod:`alert_jax.convert_readers`' job; this module holds the table above, the checks, the assembly and the
+:mod:`alert_jax.io.weight_files`' job; this module holds the table above, the checks, the assembly and the
 entry points (``from_hf``, ``to_hf``, ``from_metaseq``, ``resolve_init``).
 
 Loading checks every weight before anything is allocated: a missing, unexpected or mis-shaped weight raises
@@ -44,11 +44,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-# The file readers live in convert_readers.py; WEIGHT_FILES and CheckpointError stay importable from here.
-from alert_jax.convert_readers import WEIGHT_FILES, CheckpointError, TensorSource, metaseq_source, open_hf_weights
+from alert_jax.io.weight_files import WEIGHT_FILES, CheckpointError, TensorSource, metaseq_source, open_hf_weights
 from alert_jax.models.opt import OPT, abstract_model
 from alert_jax.models.sizes import ARCHITECTURE_FIELDS, RUNTIME_FIELDS, OPTConfig
-from alert_jax.sharding import logical_sharding
+from alert_jax.parallel.sharding import logical_sharding
 
 # Fetched beside the weights from the hub so evaluation finds the checkpoint's own tokenizer (GPT-2 byte-level BPE).
 TOKENIZER_FILES: tuple[str, ...] = ("vocab.json", "merges.txt", "tokenizer.json", "special_tokens_map.json")
@@ -469,7 +468,7 @@ def resolve_init(init_from: str, config: OPTConfig | None = None, mesh: jax.shar
     For ``hf:`` the architecture comes from the checkpoint and ``config`` (if given) supplies the runtime fields
     (dtype, param_dtype, remat_policy, attention_impl, dropout, attention_dropout); a differing architecture in
     ``config`` only warns. ``metaseq:`` needs ``config`` for the architecture. ``ckpt:DIR`` is
-    ``alert_jax.checkpoint.restore_model``'s job.
+    ``alert_jax.io.checkpoint.restore_model``'s job.
     """
     kind, sep, arg = init_from.partition(":")
     if not sep or not arg:
@@ -491,5 +490,5 @@ def resolve_init(init_from: str, config: OPTConfig | None = None, mesh: jax.shar
             raise ValueError(f"init_from={init_from!r}: metaseq checkpoints need the model config (model.size)")
         return from_metaseq(arg, config, mesh=mesh)
     if kind == "ckpt":
-        raise ValueError(f"init_from={init_from!r}: 'ckpt:' is restored by alert_jax.checkpoint.restore_model")
+        raise ValueError(f"init_from={init_from!r}: 'ckpt:' is restored by alert_jax.io.checkpoint.restore_model")
     raise ValueError(f"init_from={init_from!r}: unknown kind {kind!r}; expected 'hf:' or 'metaseq:'")

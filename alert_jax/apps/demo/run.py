@@ -14,7 +14,7 @@ through the project's own code (no second training or decoding loop):
    all tasks (``eval/<model>/``: predictions, scores.json, report.md, heatmaps).
 6. ``report``: the three ``scores.json`` side by side per skill / dataset / template and metric -> ``report.md``
    (first line: ``CoT vs pretrained on mathematics: X vs Y``), ``scores.json`` and ``figures/``. The comparison and
-   its rendering are in :mod:`alert_jax.demo_report` (its names, :data:`MODELS` included, are re-exported here).
+   its rendering are in :mod:`alert_jax.apps.demo.comparison`.
 
 Resume: a finished stage leaves ``stages/<stage>.json`` with a fingerprint of the settings it depends on (its own
 config sections and those of every earlier stage). A rerun with the same workdir skips stages whose fingerprint
@@ -39,18 +39,7 @@ from typing import Any
 
 import ml_collections
 
-# The report (comparison, report.md, figures) lives in demo_report.py; its public names stay importable from here.
-from alert_jax.demo_report import (  # noqa: F401
-    METRIC_NAMES,
-    METRICS,
-    MODELS,
-    build_comparison,
-    effect_line,
-    render_report,
-    write_figures,
-)
-
-__all__ = ["MODELS", "METRICS", "DemoError", "DemoPaths", "run_demo", "build_comparison", "render_report"]
+from alert_jax.apps.demo.comparison import MODELS, build_comparison, effect_line, render_report, write_figures
 
 MODE_OF = {"opt-ft": "ft", "opt-cot": "cot"}
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -154,7 +143,7 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def _mark_done(paths: DemoPaths, name: str, settings: Mapping[str, Any], seconds: float, **extra: Any) -> None:
-    from alert_jax.eval.report import atomic_write_text
+    from alert_jax.io.files import atomic_write_text
 
     marker = {"stage": name, "fingerprint": _fingerprint(settings), "settings": settings, "seconds": round(seconds, 2),
               "finished": time.strftime("%Y-%m-%d %H:%M:%S"), **extra}
@@ -167,7 +156,7 @@ def _mark_done(paths: DemoPaths, name: str, settings: Mapping[str, Any], seconds
 
 
 def _write_jsonl(path: pathlib.Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    from alert_jax.eval.report import atomic_write_text
+    from alert_jax.io.files import atomic_write_text
 
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
@@ -217,7 +206,7 @@ def _task_definitions(paths: DemoPaths) -> dict[str, str]:
 
 def _formatted(cfg: ml_collections.ConfigDict, paths: DemoPaths, split: str, mode: str) -> list[tuple[str, str]]:
     """``(prompt, target)`` records of the rationale corpus in the fixed finetuning format."""
-    from alert_jax.data.corpora import RationaleExample
+    from alert_jax.data.examples import RationaleExample
     from alert_jax.data.finetune import format_example
 
     how = str(cfg.demo.finetune_definition)
@@ -230,7 +219,7 @@ def _formatted(cfg: ml_collections.ConfigDict, paths: DemoPaths, split: str, mod
 
 def make_tokenizer(cfg: ml_collections.ConfigDict, paths: DemoPaths) -> Any:
     """Trains the SentencePiece model shared by all three models."""
-    from alert_jax import tokenizers
+    from alert_jax.io import tokenizers
 
     d = cfg.demo
     n = int(d.tokenizer_texts)
@@ -337,7 +326,7 @@ def train_stage(cfg: ml_collections.ConfigDict, paths: DemoPaths, model: str) ->
         docs = [r["text"] for r in _read_jsonl(paths.data / "pretrain_train.jsonl")]
         valid_docs = [r["text"] for r in _read_jsonl(paths.data / "pretrain_valid.jsonl")]
         if cfg.pretrain.join_documents:
-            from alert_jax import tokenizers
+            from alert_jax.io import tokenizers
 
             tok = tokenizers.load_tokenizer(f"sp:{paths.tokenizer}")
             docs, valid_docs = (join_documents(d, tok, int(cfg.data.seq_len)) for d in (docs, valid_docs))
@@ -381,9 +370,9 @@ def eval_config(cfg: ml_collections.ConfigDict, paths: DemoPaths, model: str) ->
 def eval_stage(cfg: ml_collections.ConfigDict, paths: DemoPaths, model: str, out: Callable[[str], None],
                eta_after: Callable[[float], float]) -> dict[str, Any]:
     """Evaluates one model task by task (one progress line per task), then aggregates all tasks once."""
-    from alert_jax import checkpoint, tokenizers
     from alert_jax.eval import runner
-    from alert_jax.sharding import make_mesh
+    from alert_jax.io import checkpoint, tokenizers
+    from alert_jax.parallel.sharding import make_mesh
 
     mesh = make_mesh(tuple(cfg.mesh.shape))
     net, _ = checkpoint.restore_model(paths.checkpoints(model), mesh=mesh)
@@ -422,9 +411,9 @@ def eval_stage(cfg: ml_collections.ConfigDict, paths: DemoPaths, model: str, out
 
 
 def report_stage(cfg: ml_collections.ConfigDict, paths: DemoPaths, metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """Compares the three models' ``eval/<model>/scores.json`` (:mod:`alert_jax.demo_report`) into ``scores.json``,
+    """Compares the three models' ``eval/<model>/scores.json`` (:mod:`alert_jax.apps.demo.comparison`) into ``scores.json``,
     ``report.md`` and (``report.figures``) ``figures/``; returns the comparison and the figure paths."""
-    from alert_jax.eval.report import atomic_write_text
+    from alert_jax.io.files import atomic_write_text
 
     per_model = {m: json.loads((paths.eval(m) / "scores.json").read_text(encoding="utf-8")) for m in MODELS}
     comparison = build_comparison(per_model, effect_skill=str(cfg.report.effect_skill),
@@ -443,15 +432,15 @@ def report_stage(cfg: ml_collections.ConfigDict, paths: DemoPaths, metadata: Map
 
 def _estimates(cfg: ml_collections.ConfigDict) -> dict[str, float]:
     """Rough seconds per stage on 2 CPU cores before anything is measured (refined as stages finish)."""
-    from alert_jax import perf
     from alert_jax.models.sizes import model_config_from
+    from alert_jax.train import flops
 
     mc = model_config_from(cfg)
-    flops = lambda s: s.num_steps * perf.train_step_flops(mc, int(s.batch_size), int(cfg.data.seq_len))  # noqa: E731
+    stage_flops = lambda s: s.num_steps * flops.train_step_flops(mc, int(s.batch_size), int(cfg.data.seq_len))  # noqa: E731
     rate = 30e9  # training FLOP/s of a tiny OPT on 2 quiet CPU cores (measured order of magnitude), + 10 s compiling
     evaluate = 15 + 20 * 5 * int(cfg.eval.max_instances) * int(cfg.eval.max_new_tokens) * 2e-4
-    return {"data": 2.0, "tokenizer": 2.0, "pretrain": 10 + flops(cfg.pretrain) / rate,
-            **{f"finetune-{mode}": 10 + flops(cfg.finetune) / rate for mode in MODE_OF.values()},
+    return {"data": 2.0, "tokenizer": 2.0, "pretrain": 10 + stage_flops(cfg.pretrain) / rate,
+            **{f"finetune-{mode}": 10 + stage_flops(cfg.finetune) / rate for mode in MODE_OF.values()},
             **{f"evaluate-{m}": evaluate for m in MODELS}, "report": 2.0}
 
 

@@ -3,7 +3,7 @@
 
 Parameters are handled as *pure dicts* (``nnx.to_pure_dict`` of the model's ``nnx.Param`` state: nested dicts of
 arrays keyed by module path). Every ``nnx.Param`` of the OPT model carries its logical axis names in the variable
-metadata ``out_sharding`` (e.g. fc1 ``('layers', 'embed', 'mlp')``); the rule table of :mod:`alert_jax.sharding`
+metadata ``out_sharding`` (e.g. fc1 ``('layers', 'embed', 'mlp')``); the rule table of :mod:`alert_jax.parallel.sharding`
 maps them to mesh axes. A mesh axis that does not divide the dimension it would shard is dropped for that dimension
 (the dimension is replicated instead) so odd test shapes still run; :func:`replicated_report` counts that.
 
@@ -25,7 +25,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from alert_jax.sharding import LOGICAL_AXIS_RULES, logical_to_spec
+from alert_jax.parallel.sharding import LOGICAL_AXIS_RULES, logical_to_spec
 
 __all__ = [
     "InsufficientShardingError",
@@ -157,7 +157,7 @@ def check_sufficiently_sharded(params: Any, shardings: Any, mesh: Mesh, max_frac
             f"{100 * frac:.1f}% of the parameter bytes would be replicated on every device of mesh "
             f"{dict(mesh.shape)} (limit {100 * max_fraction:.1f}%, setting train.max_replicated_fraction); "
             f"largest replicated parameters: {worst}. Check the logical axis names of these weights and the rule "
-            f"table LOGICAL_AXIS_RULES in alert_jax/sharding.py."
+            f"table LOGICAL_AXIS_RULES in alert_jax/parallel/sharding.py."
         )
     return frac
 
