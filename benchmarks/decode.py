@@ -7,8 +7,8 @@ What is timed (one warm-up call each, excluded; then ``--repeats`` timed calls, 
 
 * **alert_jax**: ``alert_jax.eval.generate.decode_batch`` = one jitted program: prefill of the ``[batch, prompt]``
   block into a preallocated KV cache, then a ``lax.while_loop`` of single-token steps; ``block_until_ready``. The
-  weights' decoding layout (``generate.decode_layers``: output dims first, as torch's ``Linear`` stores them) is
-  made once per model before timing, as ``eval.generate.Generator`` does.
+  decoding weights (``generate.prepare_weights``: per-layer buffers, output dims first on CPU as torch's ``Linear``
+  stores them) are built once per model before timing, as ``eval.generate.Generator`` does.
 * **HF torch**: ``OPTForCausalLM.generate(do_sample=False)`` with ``attention_mask``, under ``torch.inference_mode``.
 
 Both generate exactly ``--new_tokens`` tokens per row (EOS disabled: ours with an end id no token can take, HF with
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     hf.tie_weights()
 
     rng = np.random.default_rng(0)
-    tokens = rng.integers(3, config.vocab_size, (args.batch, args.prompt_len)).astype(np.int32)
+    tokens = rng.integers(3, config.arch.vocab_size, (args.batch, args.prompt_len)).astype(np.int32)
     tokens[:, 0] = 2  # BOS
     mask = np.ones_like(tokens)
     pad = args.prompt_len // 4
@@ -79,12 +79,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     options = gen_lib.DecodeOptions(max_new_tokens=args.new_tokens, eos_id=-1, pad_id=1)
     split = nnx.split(model)
-    layers = gen_lib.decode_layers(split)  # the decoding layout, made once per model as eval's Generator does
+    weights = gen_lib.prepare_weights(split)  # the decoding weights, built once per model as eval's Generator does
     j_tokens, j_mask = jax.numpy.asarray(tokens), jax.numpy.asarray(mask)
     ours_out = {}
 
     def run_ours():
-        res = gen_lib.decode_batch(split, j_tokens, j_mask, options, layers=layers)
+        res = gen_lib.decode_batch(split, weights, j_tokens, j_mask, options)
         jax.block_until_ready(res)
         ours_out["tokens"] = np.asarray(res.tokens)
 

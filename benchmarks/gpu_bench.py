@@ -25,9 +25,10 @@ keeps what was measured):
    128-token random prompts + 128 new tokens (EOS disabled so every row runs all steps) at batch 1, 32, 128:
    end-to-end generated tokens/s. The 1-token ``OPT.decode`` step is timed too, as ``reps`` steps in one jitted
    ``fori_loop`` (no per-step dispatch; cache of 256 columns, 128 and more filled; fastest of up to 3 timed calls),
-   with the per-layer weights in the decoding layout made once per call (``unstack=1``, ``OPT.decode_layers``,
-   what ``eval.generate`` uses) or sliced from the stored stack inside every step (``unstack=0``,
-   ``DecodeOptions(unstack_layers=False)``), and
+   with per-layer decoding weights built once per call (``unstack=1``: ``decode_weights.build_decode_weights``, what
+   the evaluation's ``Generator`` holds) or the stored stack sliced inside every step (``unstack=0``:
+   ``eval.unstack_layers=False``); the end-to-end calls get the weights built once beforehand, as the Generator
+   does, and
    compared with the HBM roofline: (weight bytes + KV-cache bytes read per step) / measured bandwidth. The implementation reads the whole
    preallocated cache every step (masked), so both the whole-cache and the filled-columns-only rooflines are given.
 
@@ -40,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import os
 import pathlib
 import shutil
@@ -201,11 +201,10 @@ def _memory_stats() -> dict[str, Any]:
 def bench_train(res: Results, args: argparse.Namespace) -> None:
     import jax
     import numpy as np
-    from flax import nnx
 
-    from alert_jax.models.opt import abstract_model
+    from alert_jax.models.opt import abstract_model, create_model, split_model
     from alert_jax.models.sizes import get_model_config
-    from alert_jax.parallel.sharding import LOGICAL_AXIS_RULES, batch_sharding, make_mesh
+    from alert_jax.parallel.sharding import batch_sharding, make_mesh, use_mesh
     from alert_jax.train import flops
     from alert_jax.train import optimizer as optimizer_lib
     from alert_jax.train import state as state_lib
@@ -216,7 +215,7 @@ def bench_train(res: Results, args: argparse.Namespace) -> None:
     cfg = finetune.get_config(f"{args.train_size},cot")
     cfg.train.num_steps = 1000
     tx = optimizer_lib.make_optimizer(cfg)
-    batch_np = _random_batch(get_model_config(args.train_size).vocab_size, args.train_batch, args.train_seq)
+    batch_np = _random_batch(get_model_config(args.train_size).arch.vocab_size, args.train_batch, args.train_seq)
     bsh = batch_sharding(mesh)
     batch = {k: jax.device_put(v, bsh) for k, v in batch_np.items()}
     matmul_peak = res.data["ceilings"].get("matmul_tflops")
@@ -230,10 +229,8 @@ def bench_train(res: Results, args: argparse.Namespace) -> None:
         )
 
     def new_state(model_config):
-        from alert_jax.models.opt import create_model
-
         model = create_model(model_config, mesh, rngs_seed=0)
-        parts, params = state_lib.split_model(model)
+        parts, params = split_model(model)
         del model
         shardings = state_lib.state_shardings(parts, tx, mesh)
         return state_lib.create_train_state(params, tx, shardings, seed=0)
@@ -257,7 +254,7 @@ def bench_train(res: Results, args: argparse.Namespace) -> None:
         t_cfg = time.perf_counter()
         try:
             model_config = make_config(remat, attention)
-            parts, _ = state_lib.split_model(abstract_model(model_config))
+            parts, _ = split_model(abstract_model(model_config))
             shardings = state_lib.state_shardings(parts, tx, mesh)
             if not state_alive(state):
                 state = None
@@ -266,9 +263,8 @@ def bench_train(res: Results, args: argparse.Namespace) -> None:
             train_step = step_lib.make_train_step(parts, tx, mesh, shardings, grad_accum_steps=accum,
                                                   dropout_rng_impl=rng_impl)
             t0 = time.perf_counter()
-            with jax.set_mesh(mesh):
-                with nnx.logical_axis_rules(LOGICAL_AXIS_RULES):
-                    compiled = train_step.jitted.lower(state, batch).compile()
+            with use_mesh(mesh):
+                compiled = train_step.jitted.lower(state, batch).compile()
                 rec["compile_s"] = time.perf_counter() - t0
                 mem = compiled.memory_analysis()
                 if mem is not None:
@@ -342,6 +338,7 @@ def bench_decode(res: Results, args: argparse.Namespace) -> None:
     from flax import nnx
 
     from alert_jax.eval import generate
+    from alert_jax.models.decode_weights import build_decode_weights
     from alert_jax.models.opt import KVCache, abstract_model, create_model
     from alert_jax.models.sizes import get_model_config
 
@@ -356,20 +353,21 @@ def bench_decode(res: Results, args: argparse.Namespace) -> None:
     prompt, new = args.decode_prompt, args.decode_new
     max_len = prompt + new
     base_options = generate.DecodeOptions(max_new_tokens=new, eos_id=-1)
-    vocab = c.vocab_size
-    cache_elems_per_row = 2 * c.num_layers * max_len * c.hidden_size  # k and v, all columns
+    vocab = c.arch.vocab_size
+    cache_elems_per_row = 2 * c.arch.num_layers * max_len * c.arch.hidden_size  # k and v, all columns
 
     reps = max(1, min(args.decode_step_reps, (new - 1) // 2))  # two calls of `reps` steps fit in the cache
 
     def steps_fn(unstack, st, tok, pos, cache):
-        """``reps`` 1-token decode steps in one program (no per-step dispatch): ``tok``/``pos`` ``[B, 1]``."""
+        """``reps`` 1-token decode steps in one program (no per-step dispatch): ``tok``/``pos`` ``[B, 1]``; the
+        decoding weights are built once per call, outside the steps."""
         model = nnx.merge(graphdef, st)
         seg = jnp.ones_like(tok)
-        layers = model.decode_layers() if unstack else None  # once per call, as eval.generate.decode_batch does
+        weights = build_decode_weights(model.layers.stored(), model.config.runtime.dtype, per_layer=bool(unstack))
 
         def body(i, carry):
             tok, cache = carry
-            logits, cache = model.decode(tok, pos + i, seg, cache, layers)
+            logits, cache = model.decode(tok, pos + i, seg, cache, weights)
             return jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)[:, None], cache
 
         tok, cache = jax.lax.fori_loop(0, reps, body, (tok, cache))
@@ -379,7 +377,7 @@ def bench_decode(res: Results, args: argparse.Namespace) -> None:
     est_cost = None
     for b, unstack, e2e in args.decode_configs:
         rec: dict[str, Any] = {"batch": b, "unstack": unstack, "status": "running"}
-        options = dataclasses.replace(base_options, unstack_layers=unstack)
+        weights = generate.prepare_weights((graphdef, state), per_layer=bool(unstack))  # once, as the Generator
         if est_cost is not None and res.left() < est_cost:
             rec["status"] = f"skipped (time: {res.left():.0f}s left)"
             res.data["decode"].append(rec)
@@ -393,13 +391,13 @@ def bench_decode(res: Results, args: argparse.Namespace) -> None:
             mask = jnp.ones((b, prompt), jnp.int32)
             if e2e:
                 t0 = time.perf_counter()
-                out = generate.decode_batch((graphdef, state), tokens, mask, options)
+                out = generate.decode_batch((graphdef, state), weights, tokens, mask, base_options)
                 _block(out.tokens)
                 rec["first_call_s"] = time.perf_counter() - t0  # compile + run
                 times = []
                 for _ in range(args.decode_reps):
                     t0 = time.perf_counter()
-                    out = generate.decode_batch((graphdef, state), tokens, mask, options)
+                    out = generate.decode_batch((graphdef, state), weights, tokens, mask, base_options)
                     _block(out.tokens)
                     times.append(time.perf_counter() - t0)
                 t = statistics.median(times)
@@ -408,9 +406,9 @@ def bench_decode(res: Results, args: argparse.Namespace) -> None:
                 del out
 
             # one decode step at the middle of generation (cache of max_len columns, `prompt` filled)
-            keys = jax.random.split(jax.random.PRNGKey(b), 2 * c.num_layers)
-            k, v = (tuple(jax.random.normal(keys[2 * i + j], (b, c.num_heads, max_len, c.head_dim), jnp.bfloat16)
-                          for i in range(c.num_layers)) for j in (0, 1))
+            keys = jax.random.split(jax.random.PRNGKey(b), 2 * c.arch.num_layers)
+            k, v = (tuple(jax.random.normal(keys[2 * i + j], (b, c.arch.num_heads, max_len, c.arch.head_dim), jnp.bfloat16)
+                          for i in range(c.arch.num_layers)) for j in (0, 1))
             seg = jnp.zeros((b, max_len), jnp.int32).at[:, :prompt].set(1)
             pos = jnp.broadcast_to(jnp.arange(max_len, dtype=jnp.int32), (b, max_len)) * seg
             cache = KVCache(k=k, v=v, segment_ids=seg, positions=pos, index=jnp.asarray(prompt, jnp.int32))
@@ -436,7 +434,7 @@ def bench_decode(res: Results, args: argparse.Namespace) -> None:
                     tok, cache = steps_jit(unstack, state, tok, starts[-1] + reps, cache)
                     _block(tok)
             whole = weight_bytes + b * cache_elems_per_row * 2
-            filled = weight_bytes + b * 2 * c.num_layers * (prompt + reps * (1 + calls / 2)) * c.hidden_size * 2
+            filled = weight_bytes + b * 2 * c.arch.num_layers * (prompt + reps * (1 + calls / 2)) * c.arch.hidden_size * 2
             rec.update(step_ms=1e3 * step_t, weight_bytes=weight_bytes, kv_bytes_whole=whole - weight_bytes,
                        step_tokens_per_s=b / step_t)
             if bw:

@@ -76,7 +76,7 @@ def bench_jax(
     import jax.numpy as jnp
     import numpy as np
 
-    from alert_jax.models.opt import create_model
+    from alert_jax.models.opt import create_model, split_model
     from alert_jax.parallel.sharding import make_mesh
     from alert_jax.train import optimizer
     from alert_jax.train import state as state_lib
@@ -85,7 +85,7 @@ def bench_jax(
     mesh = make_mesh((1, 1, 1), devices=jax.devices()[:1])
     cfg = _optimizer_config(warmup + steps + 1)
     model = create_model(config, mesh, rngs_seed=0)
-    parts, params = state_lib.split_model(model)
+    parts, params = split_model(model)
     del model
     tx = optimizer.make_optimizer(cfg)
     shardings = state_lib.state_shardings(parts, tx, mesh)
@@ -129,11 +129,11 @@ def bench_torch(config: Any, tokens, targets, warmup: int, steps: int, threads: 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     hf_config = transformers.OPTConfig(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
-        ffn_dim=config.ffn_dim, num_attention_heads=config.num_heads,
-        max_position_embeddings=config.max_position_embeddings, word_embed_proj_dim=config.embed_dim,
-        do_layer_norm_before=config.do_layer_norm_before, dropout=config.dropout,
-        attention_dropout=config.attention_dropout, activation_function="relu", enable_bias=True,
+        vocab_size=config.arch.vocab_size, hidden_size=config.arch.hidden_size, num_hidden_layers=config.arch.num_layers,
+        ffn_dim=config.arch.ffn_dim, num_attention_heads=config.arch.num_heads,
+        max_position_embeddings=config.arch.max_position_embeddings, word_embed_proj_dim=config.arch.embed_dim,
+        do_layer_norm_before=config.arch.do_layer_norm_before, dropout=config.runtime.dropout,
+        attention_dropout=config.runtime.attention_dropout, activation_function="relu", enable_bias=True,
         layer_norm_elementwise_affine=True, tie_word_embeddings=True, pad_token_id=1, bos_token_id=2, eos_token_id=2,
     )
     model = transformers.OPTForCausalLM(hf_config).to(torch.float32)
@@ -196,20 +196,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.dropout is not None:
         overrides.update(dropout=args.dropout, attention_dropout=args.dropout)
     config = get_model_config(args.size, **overrides)
-    if args.seq_len > config.max_position_embeddings:
+    if args.seq_len > config.arch.max_position_embeddings:
         raise SystemExit(f"--seq_len={args.seq_len} exceeds {args.size}'s max_position_embeddings")
     b, s = args.batch, args.seq_len
     rng = np.random.default_rng(0)
-    tokens = rng.integers(4, config.vocab_size, size=(b, s), dtype=np.int32)
+    tokens = rng.integers(4, config.arch.vocab_size, size=(b, s), dtype=np.int32)
     targets = np.roll(tokens, -1, axis=1)
 
-    print(f"== train-step benchmark: OPT-{args.size} shapes (d={config.hidden_size}, layers={config.num_layers}, "
-          f"vocab={config.vocab_size}), batch {b} x seq {s}, fp32, dropout {config.dropout}/{config.attention_dropout}")
+    print(f"== train-step benchmark: OPT-{args.size} shapes (d={config.arch.hidden_size}, layers={config.arch.num_layers}, "
+          f"vocab={config.arch.vocab_size}), batch {b} x seq {s}, fp32, dropout {config.runtime.dropout}/{config.runtime.attention_dropout}")
     print(f"   jax {jax.__version__} on {jax.devices()[0].device_kind} ({jax.device_count()} device(s)); "
           f"cpu_count={os.cpu_count()}; load avg {load_avg()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; "
-          f"dropout PRNG {args.dropout_rng_impl}; remat {config.remat_policy}", flush=True)
+          f"dropout PRNG {args.dropout_rng_impl}; remat {config.runtime.remat_policy}", flush=True)
 
-    shapes = [(1024, 1024, 1024), (2048, 2048, 2048), (b * s, config.hidden_size, config.ffn_dim)]
+    shapes = [(1024, 1024, 1024), (2048, 2048, 2048), (b * s, config.arch.hidden_size, config.arch.ffn_dim)]
     peaks = measure_peak(shapes)
     peak = max(peaks.values())
     print("   matmul peak (fp32, jitted jnp): " + ", ".join(f"{k}: {v / 1e9:.1f} GFLOP/s" for k, v in peaks.items()),

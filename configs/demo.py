@@ -18,17 +18,9 @@ is long enough for fluent synthetic text, but it never sees an answer or a ratio
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
-try:
-    from configs import base
-except ImportError:  # loaded by path (ml_collections config_flags) without the repo root on sys.path
-    _spec = importlib.util.spec_from_file_location("_alert_configs_base", pathlib.Path(__file__).with_name("base.py"))
-    base = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(base)
+from configs import base, evaluate, finetune
 
 PRESETS = ("default", "reduced")
 
@@ -105,6 +97,10 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     e.stop_strings = ("\n\n",)
     e.batch_size = 16
     e.buckets = ""
+
+    # ---- the app configs every stage starts from (the demo's settings above are applied per stage) --------------
+    c.train_config = finetune.get_config("tiny,cot")  # stages 3-4 (mode set per model)
+    c.eval_config = evaluate.get_config("tiny")  # stage 5
 
     # ---- stage 6: report ------------------------------------------------------------------------------------------
     r = c.report = ml_collections.ConfigDict()

@@ -13,38 +13,44 @@ token and position embedding tables; never on biases or LayerNorm scales/biases 
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
+import dataclasses
 
 import ml_collections
 
-try:
-    from configs import base
-except ImportError:  # loaded by path (ml_collections config_flags) without the repo root on sys.path
-    _spec = importlib.util.spec_from_file_location("_alert_configs_base", pathlib.Path(__file__).with_name("base.py"))
-    base = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(base)
+from configs import base
 
 MODES = ("ft", "cot")
 
-# size -> (global batch in sequences, peak lr, warmup steps, train steps, mesh shape, compute dtype, remat policy)
-_PAPER: dict[str, tuple[int, float, int, int, tuple[int, int, int], str, str]] = {
-    "125m": (128, 5e-5, 60, 2000, (-1, 1, 1), "bfloat16", "none"),
-    "350m": (128, 5e-5, 60, 2000, (-1, 1, 1), "bfloat16", "none"),
-    "1.3b": (128, 5e-5, 60, 2000, (1, -1, 1), "bfloat16", "save_dots"),
-    "2.7b": (128, 5e-5, 60, 2000, (1, -1, 1), "bfloat16", "save_dots"),
-    "6.7b": (256, 3e-5, 60, 2000, (1, -1, 1), "bfloat16", "full"),
-    "13b": (256, 3e-5, 60, 2000, (1, -1, 1), "bfloat16", "full"),
-    "30b": (256, 3e-5, 60, 2000, (1, -1, 8), "bfloat16", "full"),
-    "66b": (256, 2e-5, 60, 2000, (1, -1, 8), "bfloat16", "full"),
-    "175b": (256, 2e-5, 60, 2000, (1, -1, 8), "bfloat16", "full"),
-}
+@dataclasses.dataclass(frozen=True)
+class SizeSettings:
+    """The settings that change with the model size."""
 
-# Microbatches per step for 8 devices of 80 GiB, from launch/plan.py on fsdp:8 (2026-11-28, XLA:CPU temporaries, an
-# upper bound for GPU): 1.3b peaks at 319 GiB/device with 128 rows in one pass and fits 16 rows; 13b peaks at
-# 262 GiB with 256 rows and fits 24. Re-plan for other meshes:
-#   python launch/plan.py --config=configs/finetune.py:13b,cot --mesh=fsdp:8 --device_memory=80GiB
-_GRAD_ACCUM: dict[str, int] = {"1.3b": 8, "2.7b": 8, "6.7b": 16, "13b": 16, "30b": 32, "66b": 32, "175b": 64}
+    batch_size: int  # global batch in sequences of data.seq_len tokens
+    learning_rate: float  # peak
+    warmup_steps: int
+    num_steps: int
+    mesh: tuple[int, int, int]  # (data, fsdp, tensor)
+    dtype: str  # compute dtype
+    remat_policy: str
+    # Microbatches per step for 8 devices of 80 GiB, from launch/plan.py on fsdp:8 (2026-11-28, XLA:CPU
+    # temporaries, an upper bound for GPU): 1.3b peaks at 319 GiB/device with 128 rows in one pass and fits 16 rows;
+    # 13b peaks at 262 GiB with 256 rows and fits 24. Re-plan for other meshes:
+    #   python launch/plan.py --config=configs/finetune.py:13b,cot --mesh=fsdp:8 --device_memory=80GiB
+    grad_accum_steps: int = 1
+
+
+_FSDP, _FSDP_TP8, _DATA = (1, -1, 1), (1, -1, 8), (-1, 1, 1)
+SIZE_SETTINGS: dict[str, SizeSettings] = {
+    "125m": SizeSettings(128, 5e-5, 60, 2000, _DATA, "bfloat16", "none"),
+    "350m": SizeSettings(128, 5e-5, 60, 2000, _DATA, "bfloat16", "none"),
+    "1.3b": SizeSettings(128, 5e-5, 60, 2000, _FSDP, "bfloat16", "save_dots", grad_accum_steps=8),
+    "2.7b": SizeSettings(128, 5e-5, 60, 2000, _FSDP, "bfloat16", "save_dots", grad_accum_steps=8),
+    "6.7b": SizeSettings(256, 3e-5, 60, 2000, _FSDP, "bfloat16", "full", grad_accum_steps=16),
+    "13b": SizeSettings(256, 3e-5, 60, 2000, _FSDP, "bfloat16", "full", grad_accum_steps=16),
+    "30b": SizeSettings(256, 3e-5, 60, 2000, _FSDP_TP8, "bfloat16", "full", grad_accum_steps=32),
+    "66b": SizeSettings(256, 2e-5, 60, 2000, _FSDP_TP8, "bfloat16", "full", grad_accum_steps=32),
+    "175b": SizeSettings(256, 2e-5, 60, 2000, _FSDP_TP8, "bfloat16", "full", grad_accum_steps=64),
+}
 
 
 def get_config(arg: str = "tiny,cot") -> ml_collections.ConfigDict:
@@ -110,16 +116,16 @@ def get_config(arg: str = "tiny,cot") -> ml_collections.ConfigDict:
     c.train.measure_cpu_peak = True  # on CPU, measure a matmul peak once to quote MFU against
     c.train.tensorboard = True  # also write TensorBoard events (needs tensorboardX)
 
-    if size in _PAPER:
-        batch, lr, warmup, steps, mesh, dtype, remat = _PAPER[size]
-        c.train.batch_size = batch
-        c.train.grad_accum_steps = _GRAD_ACCUM.get(size, 1)
-        c.optimizer.learning_rate = lr
-        c.optimizer.warmup_steps = warmup
-        c.train.num_steps = steps
-        c.mesh.shape = mesh
-        c.model.dtype = dtype
-        c.model.remat_policy = remat
+    if size in SIZE_SETTINGS:
+        z = SIZE_SETTINGS[size]
+        c.train.batch_size = z.batch_size
+        c.train.grad_accum_steps = z.grad_accum_steps
+        c.optimizer.learning_rate = z.learning_rate
+        c.optimizer.warmup_steps = z.warmup_steps
+        c.train.num_steps = z.num_steps
+        c.mesh.shape = z.mesh
+        c.model.dtype = z.dtype
+        c.model.remat_policy = z.remat_policy
         c.data.seq_len = 2048
     elif size.startswith("tiny"):
         c.data.corpus = "synthetic"
@@ -137,5 +143,5 @@ def get_config(arg: str = "tiny,cot") -> ml_collections.ConfigDict:
         c.model.attention_dropout = 0.0
     else:
         raise ValueError(f"configs/finetune.py: no settings for size {size!r}; sizes: tiny, tiny-postln, "
-                         f"{', '.join(_PAPER)}")
+                         f"{', '.join(SIZE_SETTINGS)}")
     return c

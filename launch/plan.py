@@ -171,8 +171,7 @@ def measure_train_step_peak(program, tx, mesh, model_config, repeats: int = 5) -
     import jax.numpy as jnp
     import numpy as np
 
-    from alert_jax.apps import plan as plan_lib
-    from alert_jax.parallel.sharding import batch_sharding
+    from alert_jax.parallel.sharding import batch_sharding, use_mesh
     from alert_jax.train.state import TrainState
 
     train_plan, compiled, abstract = program
@@ -189,8 +188,8 @@ def measure_train_step_peak(program, tx, mesh, model_config, repeats: int = 5) -
     init_fn = jax.jit(init, out_shardings=jax.tree.map(lambda a: a.sharding, abstract))
     rng = np.random.default_rng(0)
     host_batch = {
-        "inputs": rng.integers(3, model_config.vocab_size, (b, s), dtype=np.int32),
-        "targets": rng.integers(3, model_config.vocab_size, (b, s), dtype=np.int32),
+        "inputs": rng.integers(3, model_config.arch.vocab_size, (b, s), dtype=np.int32),
+        "targets": rng.integers(3, model_config.arch.vocab_size, (b, s), dtype=np.int32),
         "segment_ids": np.ones((b, s), np.int32),
         "positions": np.broadcast_to(np.arange(s, dtype=np.int32), (b, s)).copy(),
         "loss_mask": np.ones((b, s), np.float32),
@@ -201,7 +200,7 @@ def measure_train_step_peak(program, tx, mesh, model_config, repeats: int = 5) -
         batch = {k: jax.device_put(v, batch_sharding(mesh)) for k, v in host_batch.items()}
         return jax.block_until_ready((state, batch))
 
-    with plan_lib._mesh_ctx(mesh):  # noqa: SLF001
+    with use_mesh(mesh):
         state, batch = allocate()
         jax.block_until_ready(compiled(state, batch))
         del state, batch

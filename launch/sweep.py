@@ -12,7 +12,9 @@ from __future__ import annotations
 import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+LAUNCH_DIR = pathlib.Path(__file__).resolve().parent
+REPO_ROOT = LAUNCH_DIR.parent
+sys.path.insert(0, str(REPO_ROOT))
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -37,12 +39,12 @@ def main(argv: list[str]) -> None:
                 for cmd in run.commands:
                     print(" ".join(cmd))
             return
-        sweep.run_local(runs)
+        sweep.run_local(runs, cwd=REPO_ROOT)
         print("sweep: done. Analyse with: python launch/analyze.py --runs=" + ",".join(r.workdir for r in runs))
         return
     out = pathlib.Path(_OUT.value or pathlib.Path(cfg.root) / "jobs" / _LAUNCHER.value)
     for run in runs:
-        name, text = sweep.render(run, _LAUNCHER.value, cfg)
+        name, text = sweep.render(run, _LAUNCHER.value, cfg, LAUNCH_DIR)
         if _DRY_RUN.value:
             print(f"===== {name} =====\n{text}")
         else:

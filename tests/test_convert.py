@@ -21,9 +21,10 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 
 from hf_reference import random_hf_opt  # noqa: E402
 
-from alert_jax.io import convert  # noqa: E402
+from alert_jax.io import convert, loader  # noqa: E402
 from alert_jax.io.weight_files import CheckpointError  # noqa: E402
 from alert_jax.models.sizes import get_model_config  # noqa: E402
+from alert_jax.parallel.sharding import make_mesh  # noqa: E402
 
 VOCAB = 128
 SEQ = 12
@@ -243,19 +244,25 @@ def test_hub_unreachable_and_bad_paths(monkeypatch, tmp_path):
         convert.from_hf(str(tmp_path / "does" / "not" / "exist"))
 
 
-def test_resolve_init(hf_checkpoint, tmp_path):
+def test_loader_takes_hf_and_metaseq_checkpoints(hf_checkpoint, tmp_path):
+    """``io.loader.load_model``: ``hf:`` takes the checkpoint's architecture (warning when the configured one differs)
+    and the configured runtime fields; ``metaseq:`` loads into the configured architecture; bad specs are named."""
     torch_model, directory = hf_checkpoint
+    mesh = make_mesh((1, 1, 1), devices=jax.devices()[:1])
     configured = get_model_config("tiny", dtype="bfloat16", attention_impl="reference", dropout=0.0)
     with pytest.warns(UserWarning, match="architecture differs"):
-        model = convert.resolve_init(f"hf:{directory}", configured)
-    assert model.config.hidden_size == torch_model.config.hidden_size  # architecture from the checkpoint
-    assert (model.config.dtype, model.config.attention_impl) == ("bfloat16", "reference")  # runtime from config
+        model = loader.load_model(f"hf:{directory}", configured, mesh).model
+    assert model.config.arch.hidden_size == torch_model.config.hidden_size  # architecture from the checkpoint
+    assert (model.config.runtime.dtype, model.config.runtime.attention_impl) == ("bfloat16", "reference")
 
     path = tmp_path / "m.pt"
     torch.save(_to_metaseq(torch_model.state_dict(), fused_qkv=False), path)
-    metaseq = _params(convert.resolve_init(f"metaseq:{path}", convert.load_hf_config(directory)))
+    metaseq = loader.load_model(f"metaseq:{path}", convert.load_hf_config(directory), mesh)
+    assert metaseq.tokenizer is None and metaseq.source == str(path)
     for key, value in _params(convert.from_hf(directory)).items():
-        np.testing.assert_array_equal(metaseq[key], value)
-    for bad in ("hf", "ckpt:/x", "zip:/x"):
-        with pytest.raises(ValueError):
-            convert.resolve_init(bad)
+        np.testing.assert_array_equal(_params(metaseq.model)[key], value)
+    for bad in ("hf", "zip:/x", "hf:"):
+        with pytest.raises(CheckpointError, match="init_from="):
+            loader.load_model(bad, configured, mesh)
+    with pytest.raises(CheckpointError, match="metaseq checkpoint file"):
+        loader.load_model(f"metaseq:{tmp_path / 'absent.pt'}", configured, mesh)

@@ -120,14 +120,14 @@ def test_configs_build_valid_train_and_eval_configs(tmp_path):
         cfg = demo_config.get_config(preset)
         paths = demo.DemoPaths(tmp_path)
         mc = model_config_from(cfg)
-        assert cfg.demo.tokenizer_vocab_size <= mc.vocab_size
+        assert cfg.demo.tokenizer_vocab_size <= mc.arch.vocab_size
         for model in comparison_lib.MODELS:
             t = demo.train_config(cfg, paths, model)
             assert model_config_from(t) == mc
             assert t.init_from == ("" if model == "opt" else f"ckpt:{paths.checkpoints('opt')}")
             e = demo.eval_config(cfg, paths, model)
             assert e.init_from == f"ckpt:{paths.checkpoints(model)}"
-            assert e.eval.max_new_tokens + 320 <= mc.max_position_embeddings  # longest T3 prompt + generation
+            assert e.eval.max_new_tokens + 320 <= mc.arch.max_position_embeddings  # longest T3 prompt + generation
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # configs/ is a top-level folder of the checkout
     sys.path.insert(0, str(REPO))
 
+from helpers import restore_checkpoint  # noqa: E402
+
 from alert_jax.data import (
     niv2,
     registry,  # noqa: E402
@@ -154,7 +156,7 @@ def test_train_reports_dev_loss_and_keeps_best_by_it(launch_env, tmp_path):  # n
 
     # Independent recomputation with the final parameters (step 3 is the latest, always kept).
     ckpts = workdir / "checkpoints"
-    model, _ = checkpoint.restore_model(ckpts / "3")
+    model, _ = restore_checkpoint(ckpts / "3")
     tok = tokenizers.load_tokenizer(str(ckpts / "tokenizer"))
     total_loss, total_count = 0.0, 0
     for name, (definition, pairs) in DEV_TASKS.items():

@@ -146,7 +146,7 @@ def test_bad_input_errors(niv2_tasks_dir, tmp_path):
     missing = tmp_path / "no_such_ckpt"
     cfg_ckpt = _with(cfg)
     cfg_ckpt.init_from = f"ckpt:{missing}"
-    with pytest.raises(runner.EvalConfigError, match=f"checkpoint directory '{missing}' does not exist"):
+    with pytest.raises(FileNotFoundError, match=f"checkpoint directory '{missing}' does not exist"):
         runner.evaluate(cfg_ckpt, tmp_path / "c")
     with pytest.raises(runner.EvalConfigError, match="data.niv2_dir"):
         bad = _with(cfg)
@@ -243,7 +243,7 @@ def test_ckpt_init_loads_params_and_tokenizer(model_dir, tmp_path):
     cfg.model.max_position_embeddings = MAX_POS
     model = opt.create_model(sizes.model_config_from(cfg), None, rngs_seed=3)
     mesh = make_mesh((1, 1, 1), devices=jax.devices()[:1])
-    parts, params = state_lib.split_model(model)
+    parts, params = opt.split_model(model)
     tx = optax.sgd(0.1)
     train_state = state_lib.create_train_state(params, tx, state_lib.state_shardings(parts, tx, mesh), seed=0)
     ckpt = checkpoint.Checkpointer(tmp_path / "run" / "checkpoints", async_save=False)

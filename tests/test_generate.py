@@ -7,8 +7,6 @@ with left padding and an attention mask is the independent reference.
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import numpy as np
 import pytest
@@ -105,11 +103,12 @@ def test_batched_equals_unbatched(ours, prompts):
 
 
 def test_weights_sliced_per_step_give_the_same_tokens(ours, prompts):
-    """``unstack_layers=False`` (weights sliced inside every step: less memory) decodes exactly like the default."""
-    per_call = _gen(ours).generate(prompts)
-    per_step = _gen(ours, dataclasses.replace(OPTS, unstack_layers=False)).generate(prompts)
-    assert [a.tokens for a in per_step] == [b.tokens for b in per_call]
-    assert g.DecodeOptions(unstack_layers=False).static() != g.DecodeOptions().static()  # a separate program
+    """``per_layer_weights=False`` (the stored stack sliced inside every step: less memory) decodes exactly like the
+    default per-layer buffers."""
+    per_layer = _gen(ours)
+    per_step = _gen(ours, per_layer_weights=False)
+    assert per_layer.weights.blocks is not None and per_step.weights.stacked is not None
+    assert [a.tokens for a in per_step.generate(prompts)] == [b.tokens for b in per_layer.generate(prompts)]
 
 
 @pytest.mark.parametrize("shape", [(2, 2, 2), (4, 1, 2)])
@@ -145,12 +144,13 @@ def test_filler_rows_do_not_keep_the_loop_running(ours, prompts):
     mask = np.zeros_like(tokens)
     tokens[0, -3:], mask[0, -3:], mask[1:, -1] = prompts[0][:3], 1, 1
     no_eos = g.DecodeOptions(max_new_tokens=NEW, eos_id=-1, pad_id=PAD)
-    free = np.asarray(g.decode_batch(ours, tokens, mask, no_eos).tokens)
+    weights = g.prepare_weights(ours)
+    free = np.asarray(g.decode_batch(ours, weights, tokens, mask, no_eos).tokens)
     # An end token that row 0 produces and the filler row never does.
     k, end = next((i, t) for i, t in enumerate(free[0]) if t not in free[1])
     opts = g.DecodeOptions(max_new_tokens=NEW, eos_id=int(end), pad_id=PAD)
-    assert int(g.decode_batch(ours, tokens, mask, opts).steps) == NEW  # the filler keeps decoding...
-    res = g.decode_batch(ours, tokens, mask, opts, active=np.arange(8) == 0)
+    assert int(g.decode_batch(ours, weights, tokens, mask, opts).steps) == NEW  # the filler keeps decoding...
+    res = g.decode_batch(ours, weights, tokens, mask, opts, active=np.arange(8) == 0)
     assert int(res.steps) == k + 1  # ...unless marked inactive
     assert np.asarray(res.tokens)[0, : int(res.lengths[0])].tolist() == free[0, :k].tolist()
     assert not np.asarray(res.lengths)[1:].any()

@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import restore_checkpoint  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TRAIN_FIELDS = ("loss", "learning_rate", "grad_norm", "target_tokens_per_s", "padded_tokens_per_s",
@@ -87,8 +88,8 @@ def test_launch_end_to_end_and_resume(launch_env, tmp_path):
     from alert_jax.io import checkpoint
     from alert_jax.io.tokenizers import load_tokenizer
 
-    model, mcfg = checkpoint.restore_model(workdir)
-    assert mcfg.train.num_steps == 4 and model.config.num_layers == 2
+    model, mcfg = restore_checkpoint(workdir)
+    assert mcfg.train.num_steps == 4 and model.config.arch.num_layers == 2
     tok = load_tokenizer(str(checkpoint.tokenizer_dir(workdir)))
     assert tok.vocab_size <= 1024 and tok.decode(tok.encode("So the answer is 7.")) == "So the answer is 7."
 
@@ -113,10 +114,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(launch_env, tmp_path):
     assert steps == [1, 2]  # nothing written at or after the bad step
     assert "last good checkpoint is step 2" in proc.stderr
 
-    from alert_jax.io import checkpoint
-
     for step in steps:  # intact and restorable (their losses were finite when they were written)
-        model, _ = checkpoint.restore_model(ckpts / str(step))
+        model, _ = restore_checkpoint(ckpts / str(step))
         assert np.isfinite(np.asarray(model.token_embedding[...])).all()
-    emb = np.asarray(checkpoint.restore_model(ckpts / "1")[0].token_embedding[...])
+    emb = np.asarray(restore_checkpoint(ckpts / "1")[0].token_embedding[...])
     assert np.abs(emb).max() < 1  # the lr-0 update left the initial weights

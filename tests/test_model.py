@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from alert_jax.models import opt
+from alert_jax.models import decode_weights, opt
 from alert_jax.models.sizes import SIZES, OPTConfig, get_model_config, model_config_from
 from alert_jax.parallel.sharding import make_mesh
 
@@ -30,12 +30,12 @@ PUBLISHED = {
 
 def _expected_count(c: OPTConfig) -> int:
     """Parameter count by hand: per block 4 D^2 + 4 D (attention) + 2 D F + F + D (FFN) + 4 D (two LNs)."""
-    D, F, E = c.hidden_size, c.ffn_dim, c.word_embed_proj_dim or c.hidden_size
+    D, F, E = c.arch.hidden_size, c.arch.ffn_dim, c.arch.word_embed_proj_dim or c.arch.hidden_size
     block = 4 * D * D + 4 * D + 2 * D * F + F + D + 4 * D
-    total = c.num_layers * block + c.vocab_size * E + (c.max_position_embeddings + 2) * D
+    total = c.arch.num_layers * block + c.arch.vocab_size * E + (c.arch.max_position_embeddings + 2) * D
     if E != D:
         total += 2 * E * D
-    if c.do_layer_norm_before:
+    if c.arch.do_layer_norm_before:
         total += 2 * D
     return total
 
@@ -102,12 +102,13 @@ def _padded_batch(vocab: int):
 
 
 def test_param_counts_of_every_size_from_abstract_shapes():
-    for name, config in SIZES.items():
+    for name in SIZES:
+        config = get_model_config(name)
         count = opt.count_params(config)
         assert count == _expected_count(config), name
         if name in PUBLISHED:
             assert abs(count - PUBLISHED[name]) / PUBLISHED[name] < 0.01, (name, count)
-    leaves = jax.tree.leaves(nnx.state(opt.abstract_model(SIZES["175b"])))
+    leaves = jax.tree.leaves(nnx.state(opt.abstract_model(get_model_config("175b"))))
     assert leaves and all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves)  # nothing allocated
 
 
@@ -131,12 +132,14 @@ def test_model_config_from_an_app_config():
              attention_impl="xla", dropout=0.1, attention_dropout=0.1)
     )
     config = model_config_from(cfg)
-    assert config.dtype == "bfloat16" and config.remat_policy == "save_dots" and config.word_embed_proj_dim == 32
+    assert config.runtime.dtype == "bfloat16" and config.runtime.remat_policy == "save_dots" and config.arch.word_embed_proj_dim == 32
 
 
 def test_every_param_has_logical_axes_and_fc1_is_sharded_on_a_2x2x2_mesh(tiny):
     config = get_model_config("tiny-postln")
-    axes = opt.param_logical_axes(opt.abstract_model(config))
+    parts, _ = opt.split_model(opt.abstract_model(config))
+    axes = {tuple(str(getattr(k, "key", k)) for k in p): tuple(n)
+            for p, n in jax.tree_util.tree_flatten_with_path(parts.names, is_leaf=lambda x: isinstance(x, tuple))[0]}
     shapes = {tuple(map(str, p)): v.shape for p, v in nnx.to_flat_state(nnx.state(opt.abstract_model(config)))}
     assert axes.keys() == shapes.keys()
     for path, names in axes.items():
@@ -155,16 +158,17 @@ def test_every_param_has_logical_axes_and_fc1_is_sharded_on_a_2x2x2_mesh(tiny):
     assert 0.015 < float(jnp.std(fc1)) < 0.025  # OPT's N(0, 0.02) init
     # The same weights on a mesh and on one device give the same logits.
     graphdef, state = nnx.split(model)
-    tokens, pos, seg = _padded_batch(TINY.vocab_size)
+    tokens, pos, seg = _padded_batch(TINY.arch.vocab_size)
     with jax.set_mesh(mesh):
-        sharded = nnx.merge(graphdef, jax.device_put(nnx.state(tiny), opt.param_shardings(tiny, mesh)))
+        tiny_parts, tiny_params = opt.split_model(tiny)
+        sharded = tiny_parts.build(jax.device_put(tiny_params, tiny_parts.shardings(mesh)))
         assert sharded.layers.fc1_kernel[...].sharding.spec == fc1.sharding.spec
         sharded_logits = _logits(sharded, tokens, pos, seg)
     np.testing.assert_allclose(sharded_logits, _logits(tiny, tokens, pos, seg), atol=1e-5)
 
 
 def test_attention_impls_agree_and_padding_rows_are_finite(tiny):
-    tokens, pos, seg = _padded_batch(tiny.config.vocab_size)
+    tokens, pos, seg = _padded_batch(tiny.config.arch.vocab_size)
     xla = _logits(_with(tiny, attention_impl="xla"), tokens, pos, seg)
     ref = _logits(_with(tiny, attention_impl="reference"), tokens, pos, seg)
     assert np.isfinite(xla).all() and np.isfinite(ref).all()  # row 3 is all padding
@@ -191,7 +195,7 @@ def test_bfloat16_compute_matches_float32(tiny):
     # Larger weights than the 0.02 init so the logits have a scale worth comparing against.
     graphdef, state = nnx.split(tiny)
     model = nnx.merge(graphdef, jax.tree.map(lambda x: x * 2.0 if x.ndim > 1 else x, state))
-    tokens, pos, seg = _padded_batch(model.config.vocab_size)
+    tokens, pos, seg = _padded_batch(model.config.arch.vocab_size)
     f32 = _logits(model, tokens, pos, seg)
     bf16 = _logits(_with(model, dtype="bfloat16"), tokens, pos, seg)  # xla: jax.nn.dot_product_attention
     bf16_ref = _logits(_with(model, dtype="bfloat16", attention_impl="reference"), tokens, pos, seg)
@@ -205,13 +209,14 @@ def test_bfloat16_compute_matches_float32(tiny):
     assert np.isfinite(bf16).all() and np.isfinite(bf16_ref).all()
 
 
-@pytest.mark.parametrize("decoding_layout", [False, True], ids=["stored_slices", "decode_layers"])
-def test_kv_cache_decode_matches_full_forward_on_left_padded_batch(tiny, decoding_layout):
-    """Both weight layouts ``decode`` takes (per-layer slices of the stored stack; ``decode_layers``, whose
-    few-row products run weight-first) give the full forward's logits."""
+@pytest.mark.parametrize("layout", ["stacked", "per_layer", "weight_first"])
+def test_kv_cache_decode_matches_full_forward_on_left_padded_batch(tiny, layout):
+    """Every form of decoding weights gives the full forward's logits: the stored stack sliced per step, per-layer
+    buffers in this backend's layout, and the weight-first layout (built directly, so it is checked on any
+    backend)."""
     B, L, prompt = 6, 16, 10  # same [6, 16] shape as the other tests: the full forward is compiled once
     rng = np.random.default_rng(1)
-    tokens = rng.integers(3, tiny.config.vocab_size, size=(B, L)).astype(np.int32)
+    tokens = rng.integers(3, tiny.config.arch.vocab_size, size=(B, L)).astype(np.int32)
     pad = np.array([0, 1, 4, 7, 9, 2])  # left padding per row: every row ends at column L - 1
     seg = (np.arange(L)[None, :] >= pad[:, None]).astype(np.int32)
     pos = np.maximum(np.cumsum(seg, axis=1) - 1, 0) * seg  # real tokens before each token, not the column
@@ -220,10 +225,17 @@ def test_kv_cache_decode_matches_full_forward_on_left_padded_batch(tiny, decodin
 
     graphdef, state = nnx.split(tiny)
 
+    def weights_of(model):
+        stored = model.layers.stored()
+        if layout == "weight_first":
+            blocks = tuple(decode_weights.WeightFirstBlock.from_stored(stored.layer(i)) for i in range(2))
+            return decode_weights.DecodeWeights(blocks=blocks, weight_first=True)
+        return decode_weights.build_decode_weights(stored, jnp.float32, per_layer=layout == "per_layer")
+
     @jax.jit
     def decode(state, t, p, s, cache):
         model = nnx.merge(graphdef, state)
-        return model.decode(t, p, s, cache, model.decode_layers() if decoding_layout else None)
+        return model.decode(t, p, s, cache, weights_of(model))
 
     cache = tiny.init_cache(B, max_len=L + 4)
     assert len(cache.k) == 2 and cache.k[0].shape == (B, 4, L + 4, 16) and int(cache.index) == 0
@@ -242,7 +254,7 @@ def test_kv_cache_decode_matches_full_forward_on_left_padded_batch(tiny, decodin
 
 def test_dropout_is_random_in_training_and_reproducible_in_eval(tiny):
     model = _with(tiny, dropout=0.1, attention_dropout=0.1)
-    tokens, pos, seg = _padded_batch(model.config.vocab_size)
+    tokens, pos, seg = _padded_batch(model.config.arch.vocab_size)
     real = seg != 0
     eval_logits = _logits(tiny, tokens, pos, seg)  # deterministic: dropout rates play no part
     np.testing.assert_array_equal(eval_logits, _logits(tiny, tokens, pos, seg))
@@ -263,7 +275,7 @@ def test_remat_policy_controls_what_the_layer_scan_saves(tiny):
     """Remat is wiring (jax.checkpoint owns the numerics), checked on traced programs: each policy wraps the
     scanned block in a checkpoint with its saveable policy, and the forward scan of the gradient program saves
     fewer residuals for the backward pass the more the policy recomputes."""
-    tokens, pos, seg = _padded_batch(tiny.config.vocab_size)
+    tokens, pos, seg = _padded_batch(tiny.config.arch.vocab_size)
     residuals = {}
     for policy in ("none", "full", "save_dots", "save_dots_no_batch"):
         graphdef, state = nnx.split(_with(tiny, remat_policy=policy))
@@ -285,12 +297,12 @@ def test_remat_policy_controls_what_the_layer_scan_saves(tiny):
 
 def test_scan_unroll_changes_the_program_not_the_numbers(tiny):
     """``scan_unroll`` reaches the layer scan (traced program) and leaves forward and cached decoding unchanged."""
-    tokens, pos, seg = _padded_batch(tiny.config.vocab_size)
-    unrolled = _with(tiny, scan_unroll=tiny.config.num_layers)
+    tokens, pos, seg = _padded_batch(tiny.config.arch.vocab_size)
+    unrolled = _with(tiny, scan_unroll=tiny.config.arch.num_layers)
     graphdef, state = nnx.split(unrolled)
     (scan,) = [e for e in jax.make_jaxpr(lambda s: nnx.merge(graphdef, s)(tokens, pos, seg))(state).jaxpr.eqns
                if e.primitive.name == "scan"]
-    assert scan.params["unroll"] == tiny.config.num_layers
+    assert scan.params["unroll"] == tiny.config.arch.num_layers
     real = seg != 0
     np.testing.assert_allclose(_logits(unrolled, tokens, pos, seg)[real], _logits(tiny, tokens, pos, seg)[real],
                                atol=1e-6, rtol=0)

@@ -38,7 +38,7 @@ def run_steps(out_path: str) -> None:
 
     devices = jax.devices()[: int(np.prod(MESH))]
     mesh = make_mesh(MESH, devices=devices)
-    parts, _ = state_lib.split_model(opt_model.abstract_model(model_config(dropout=0.1, attention_dropout=0.1)))
+    parts, _ = opt_model.split_model(opt_model.abstract_model(model_config(dropout=0.1, attention_dropout=0.1)))
     tx = opt_lib.make_optimizer(train_cfg(eps=1e-3, warmup_steps=0),
                                 mask=opt_lib.decay_mask(parts.abstract_params(), parts.names))
     shardings = state_lib.state_shardings(parts, tx, mesh)

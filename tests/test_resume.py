@@ -12,6 +12,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from helpers import restore_checkpoint  # noqa: E402
 from test_launch_train import launch_cmd, launch_env, read_metrics, run_launch  # noqa: F401  (fixture)
 
 COMMON = ("--config.train.log_every=1", "--config.train.eval_every=0")
@@ -22,9 +23,7 @@ def _steps(ckpts) -> list[int]:
 
 
 def _params(path) -> list[np.ndarray]:
-    from alert_jax.io import checkpoint
-
-    model, _ = checkpoint.restore_model(path)
+    model, _ = restore_checkpoint(path)
     from flax import nnx
 
     return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]

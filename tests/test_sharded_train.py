@@ -45,7 +45,7 @@ def _run(parts, tx, params, batch, shape):
 def setup():
     from alert_jax.models import opt as opt_model
 
-    parts, _ = state_lib.split_model(opt_model.abstract_model(model_config(dropout=0.1, attention_dropout=0.1)))
+    parts, _ = opt_model.split_model(opt_model.abstract_model(model_config(dropout=0.1, attention_dropout=0.1)))
     cfg = train_cfg(eps=1e-3, warmup_steps=0)
     tx = opt_lib.make_optimizer(cfg, mask=opt_lib.decay_mask(parts.abstract_params(), parts.names))
     params = random_params(parts, seed=11)

@@ -256,7 +256,7 @@ def _steps(model, prompts, options) -> int:
     for row, p in enumerate(prompts):
         tokens[row, BUCKET - len(p) :], mask[row, BUCKET - len(p) :] = p, 1
     mask[len(prompts) :, -1] = 1  # inactive filler rows
-    res = g.decode_batch(model, tokens, mask, options, active=np.arange(8) < len(prompts))
+    res = g.decode_batch(model, g.prepare_weights(model), tokens, mask, options, active=np.arange(8) < len(prompts))
     return int(res.steps)
 
 

@@ -57,6 +57,7 @@ BUILD_SCRIPT = textwrap.dedent(r'''
         pass
 
     import tensorflow_datasets as tfds
+    from alert_jax.data.examples import RationaleExample
     from alert_jax.data.tfds import alert_eval, alert_finetune, common
 
     data_dir, niv2_dir = sys.argv[1], sys.argv[2]

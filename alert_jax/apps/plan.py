@@ -55,9 +55,13 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
+from alert_jax.io import loader
 from alert_jax.models import opt as opt_lib
-from alert_jax.models.sizes import OPTConfig
+from alert_jax.models.decode_weights import build_decode_weights
+from alert_jax.models.sizes import OPTConfig, model_config_from
+from alert_jax.parallel import param_sharding
 from alert_jax.parallel import sharding as sharding_lib
+from alert_jax.parallel.sharding import batch_shards
 from alert_jax.train import state as state_lib
 from alert_jax.train import step as step_lib
 
@@ -216,25 +220,11 @@ class MemoryPlan:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _mesh_ctx(mesh: Mesh):
-    import contextlib
-
-    stack = contextlib.ExitStack()
-    stack.enter_context(jax.set_mesh(mesh))
-    stack.enter_context(nnx.logical_axis_rules(sharding_lib.LOGICAL_AXIS_RULES))
-    return stack
-
-
-def batch_shards(mesh: Mesh) -> int:
-    """Number of pieces a ``[batch, ...]`` array is split into (data x fsdp)."""
-    return int(mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1))
-
-
 def _compile_measured(jitted: Any, args: Sequence[Any], mesh: Mesh) -> tuple[Any, CompiledMemory]:
     """``jitted.lower(*args).compile()`` under ``mesh`` and the logical-axis rules; returns the executable and its
     :class:`CompiledMemory` (``compile_seconds`` = wall time of lowering + compiling)."""
     t0 = time.perf_counter()
-    with _mesh_ctx(mesh):
+    with sharding_lib.use_mesh(mesh):
         compiled = jitted.lower(*args).compile()
     return compiled, CompiledMemory.from_compiled(compiled, time.perf_counter() - t0)
 
@@ -269,7 +259,7 @@ def compile_train_step(
             f"a microbatch of {micro} rows (train.batch_size / train.grad_accum_steps) does not split over "
             f"data x fsdp = {batch_shards(mesh)} devices"
         )
-    parts, _ = state_lib.split_model(opt_lib.abstract_model(model_config))
+    parts, _ = opt_lib.split_model(opt_lib.abstract_model(model_config))
     shardings = state_lib.state_shardings(parts, tx, mesh)
     state = state_lib.abstract_state(parts, tx, shardings)
     batch = abstract_batch(mesh, batch_size, seq_len)
@@ -299,18 +289,17 @@ def plan_train_step(
 
 def abstract_sharded_model(model_config: OPTConfig, mesh: Mesh) -> tuple[Any, Any]:
     """``(graphdef, state)`` of an OPT whose leaves are ``ShapeDtypeStruct`` s carrying the rule-table shardings."""
-    parts, _ = state_lib.split_model(opt_lib.abstract_model(model_config))
-    shardings = state_lib.param_shardings(parts, mesh)
-    params = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), parts.abstract_params(), shardings
-    )
+    parts, _ = opt_lib.split_model(opt_lib.abstract_model(model_config))
+    params = param_sharding.abstract_with_shardings(parts.abstract_params(), parts.shardings(mesh))
     return nnx.split(parts.build(params))
 
 
 def decode_program(graphdef: Any, max_new_tokens: int, mesh: Mesh) -> Callable:
-    """``fn(state, tokens, mask) -> DecodeResult``: ``eval.generate.decode_batch`` traced inside one ``jax.jit``
-    (its jitted program is inlined: prefill, KV cache, while loop of 1-token steps), greedy, with EOS id -1 (never
-    produced) so every row runs all ``max_new_tokens`` steps.
+    """``fn(state, tokens, mask) -> DecodeResult``: the per-layer decoding weights
+    (``models.decode_weights.build_decode_weights``, as the evaluation's ``Generator`` holds them) and
+    ``eval.generate.decode_batch`` traced inside one ``jax.jit`` (its jitted program is inlined: prefill, KV cache,
+    while loop of 1-token steps), greedy, with EOS id -1 (never produced) so every row runs all ``max_new_tokens``
+    steps.
 
     Lower it under ``jax.set_mesh(mesh)``: ``decode_batch`` is called with ``mesh=None`` because it enters the mesh
     itself, which is not allowed inside ``jit``; the model's own constraints (activations, ``init_cache``) still
@@ -322,7 +311,9 @@ def decode_program(graphdef: Any, max_new_tokens: int, mesh: Mesh) -> Callable:
     options = generate.DecodeOptions(max_new_tokens=max_new_tokens, eos_id=-1)
 
     def fn(state, tokens, mask):
-        return generate.decode_batch((graphdef, state), tokens, mask, options)
+        model = nnx.merge(graphdef, state)
+        weights = build_decode_weights(model.layers.stored(), model.config.runtime.dtype, per_layer=True)
+        return generate.decode_batch((graphdef, state), weights, tokens, mask, options)
 
     return jax.jit(fn)
 
@@ -346,29 +337,18 @@ def plan_decode(
     fn = decode_program(graphdef, max_new_tokens, mesh)
     _, mem = _compile_measured(fn, (state, tokens, tokens), mesh)
     max_len = prompt_len + max_new_tokens
-    layer_shape = (batch_size, cfg.num_heads, max_len, cfg.head_dim)  # k and v of each layer
-    names = opt_lib.KV_CACHE_LOGICAL_AXES.k
-    layer_cache = jax.ShapeDtypeStruct(layer_shape, jnp.dtype(dtype), sharding=fitted_sharding(mesh, names, layer_shape))
+    layer_shape = (batch_size, cfg.arch.num_heads, max_len, cfg.arch.head_dim)  # k and v of each layer
+    sharding = sharding_lib.logical_sharding(mesh, opt_lib.KV_LAYER_AXES, layer_shape)
+    layer_cache = jax.ShapeDtypeStruct(layer_shape, jnp.dtype(dtype), sharding=sharding)
     return DecodePlan(
         batch_size=batch_size,
         prompt_len=prompt_len,
         max_new_tokens=max_new_tokens,
         dtype=dtype,
         params_bytes=per_device_bytes(state),
-        kv_cache_bytes=2 * cfg.num_layers * per_device_bytes(layer_cache),
+        kv_cache_bytes=2 * cfg.arch.num_layers * per_device_bytes(layer_cache),
         compiled=mem,
     )
-
-
-def fitted_sharding(mesh: Mesh, names: Sequence[str | None], shape: Sequence[int]) -> jax.sharding.NamedSharding:
-    """Rule-table sharding of an array with logical ``names``; a dimension its mesh axes do not divide stays
-    replicated (the rule ``models/opt.py`` and ``param_sharding.py`` apply)."""
-    spec = []
-    for dim, entry in zip(shape, sharding_lib.logical_to_spec(names)):
-        axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
-        ok = axes and dim % math.prod(mesh.shape[a] for a in axes) == 0
-        spec.append(entry if ok else None)
-    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
 
 
 def search_micro_batch(
@@ -477,17 +457,15 @@ def plan(
     """Plans an app config (``configs/finetune.py`` style: ``model``, ``data.seq_len``, ``train.batch_size``,
     ``train.grad_accum_steps``, ``optimizer``) on ``mesh``. Each part that fails to lower/compile (e.g. host memory
     for the compile itself, an indivisible batch) is caught and recorded as ``*_error``; the others still run."""
-    from alert_jax.models.sizes import model_config_from
-
-    model_config = model_config_from(cfg)
+    model_config = loader.resolve_config(str(cfg.init_from), model_config_from(cfg))
     train_cfg = cfg.get("train", None) if hasattr(cfg, "get") else None
     seq_len = int(seq_len or cfg.data.seq_len)
     batch_size = int(batch_size or (train_cfg.batch_size if train_cfg is not None else batch_shards(mesh)))
     if grad_accum_steps is None:
-        grad_accum_steps = int(train_cfg.get("grad_accum_steps", 1)) if train_cfg is not None else 1
-    if seq_len > model_config.max_position_embeddings:
+        grad_accum_steps = int(train_cfg.grad_accum_steps) if train_cfg is not None else 1
+    if seq_len > model_config.arch.max_position_embeddings:
         raise ValueError(
-            f"data.seq_len={seq_len} exceeds model max_position_embeddings={model_config.max_position_embeddings}"
+            f"data.seq_len={seq_len} exceeds model max_position_embeddings={model_config.arch.max_position_embeddings}"
         )
     result = MemoryPlan(
         size=str(cfg.model.size),
@@ -519,7 +497,7 @@ def plan(
         shards = batch_shards(mesh)
         b = int(decode_batch or (cfg.eval.batch_size if "eval" in cfg else 8))
         b = -(-b // shards) * shards
-        max_pos = model_config.max_position_embeddings
+        max_pos = model_config.arch.max_position_embeddings
         new = min(int(decode_new_tokens), max_pos // 2)
         prompt = int(decode_prompt_len or max_pos - new)
         if prompt + new > max_pos:
@@ -583,8 +561,8 @@ def format_plan(p: MemoryPlan) -> str:
     c = p.model
     usable = p.usable_bytes
     lines = [
-        f"plan: opt-{p.size} on mesh {mesh} ({n_dev} {p.platform} device(s)); model dtype {c.dtype}, params "
-        f"{c.param_dtype}, remat {c.remat_policy}, attention {c.attention_impl}",
+        f"plan: opt-{p.size} on mesh {mesh} ({n_dev} {p.platform} device(s)); model dtype {c.runtime.dtype}, params "
+        f"{c.runtime.param_dtype}, remat {c.runtime.remat_policy}, attention {c.runtime.attention_impl}",
     ]
     if p.device_memory is not None:
         lines.append(

@@ -1,13 +1,16 @@
 """Expands a sweep config (configs/sweep.py) into runs and renders them for a launcher.
 
-A :class:`Run` is one workdir and the list of app commands that fill it: ``ft``/``cot`` runs call
+A :class:`SweepRun` is one workdir and the list of app commands that fill it: ``ft``/``cot`` runs call
 ``launch/train.py`` then ``launch/evaluate.py`` on the resulting checkpoint; ``pretrained`` runs evaluate the initial
 weights only. Launchers:
 
 * ``local``: run the commands here, one run after another (subprocesses; output streamed).
-* ``slurm``: one sbatch script per run from ``launch/slurm/job.sbatch`` (``srun``: one process per host).
-* ``tpu``: one shell script per run that calls ``gcloud compute tpus tpu-vm ssh --worker=all`` with the commands.
-* ``gke``: one JobSet yaml per run from ``launch/gke/jobset.yaml``.
+* ``slurm``: one sbatch script per run from the template ``slurm/job.sbatch`` (``srun``: one process per host).
+* ``tpu``: one shell script per run from ``tpu/run.sh`` that calls ``gcloud compute tpus tpu-vm ssh --worker=all``.
+* ``gke``: one JobSet yaml per run from ``gke/jobset.yaml``.
+
+The templates live beside the launchers (``launch/``); ``launch/sweep.py`` passes that folder in as
+``template_dir``, and the checkout root as the working directory of local runs.
 """
 
 from __future__ import annotations
@@ -23,14 +26,12 @@ from collections.abc import Mapping, Sequence
 
 import ml_collections
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-TEMPLATE_DIR = REPO_ROOT / "launch"
 LAUNCHERS = ("local", "slurm", "tpu", "gke")
 VARIANTS = ("pretrained", "ft", "cot")
 
 
 @dataclasses.dataclass(frozen=True)
-class Run:
+class SweepRun:
     """One experiment: ``size`` x ``variant``, written to ``workdir`` by ``commands`` (argv lists, run in order)."""
 
     name: str
@@ -64,7 +65,7 @@ def _hosts_per_size(entries: Sequence[str]) -> dict[str, int]:
     return table
 
 
-def expand_runs(cfg: ml_collections.ConfigDict) -> list[Run]:
+def expand_runs(cfg: ml_collections.ConfigDict) -> list[SweepRun]:
     """Sizes x variants -> runs, in the order they should execute (each size's pretrained run first)."""
     unknown = [v for v in cfg.variants if v not in VARIANTS]
     if unknown:
@@ -87,20 +88,23 @@ def expand_runs(cfg: ml_collections.ConfigDict) -> list[Run]:
                 commands.append(tuple(train))
                 evaluate.append(f"--config.init_from=ckpt:{workdir}/checkpoints")
             commands.append(tuple(evaluate))
-            runs.append(Run(name, size, variant, workdir, hosts, tuple(commands)))
+            runs.append(SweepRun(name, size, variant, workdir, hosts, tuple(commands)))
     return runs
 
 
-def _shell_lines(run: Run, indent: str = "", extra_args: Sequence[str] = ()) -> str:
+def _shell_lines(run: SweepRun, indent: str = "", extra_args: Sequence[str] = ()) -> str:
     return "\n".join(indent + shlex.join([*cmd, *extra_args]) for cmd in run.commands)
 
 
-def render(run: Run, launcher: str, cfg: ml_collections.ConfigDict) -> tuple[str, str]:
-    """Returns ``(file name, text)`` of the job script for ``run`` under ``launcher`` (not 'local')."""
+def render(run: SweepRun, launcher: str, cfg: ml_collections.ConfigDict,
+           template_dir: str | os.PathLike) -> tuple[str, str]:
+    """Returns ``(file name, text)`` of the job script for ``run`` under ``launcher`` (not 'local'), from the
+    launcher's template in ``template_dir`` (``launch/``)."""
+    template_dir = pathlib.Path(template_dir)
     common = {"run_name": run.name, "hosts": run.hosts, "gpus_per_host": cfg.gpus_per_host, "workdir": run.workdir}
     if launcher == "slurm":
         body = "\n".join("srun --ntasks-per-node=1 " + shlex.join(cmd) for cmd in run.commands)
-        text = string.Template((TEMPLATE_DIR / "slurm" / "job.sbatch").read_text()).substitute(
+        text = string.Template((template_dir / "slurm" / "job.sbatch").read_text()).substitute(
             common,
             partition=cfg.slurm.partition,
             time=cfg.slurm.time,
@@ -115,7 +119,7 @@ def render(run: Run, launcher: str, cfg: ml_collections.ConfigDict) -> tuple[str
             f"gcloud compute tpus tpu-vm ssh {shlex.quote(cfg.tpu.name)} --zone={shlex.quote(cfg.tpu.zone)}{project} "
             f"--worker=all --command={shlex.quote(remote)}"
         )
-        text = string.Template((TEMPLATE_DIR / "tpu" / "run.sh").read_text()).substitute(common, commands=body)
+        text = string.Template((template_dir / "tpu" / "run.sh").read_text()).substitute(common, commands=body)
         return f"{run.name}.sh", text
     if launcher == "gke":
         # Kubernetes names must start with a letter (DNS-1035); pod 0's hostname is <jobset>-workers-0-0.<jobset>.
@@ -129,7 +133,7 @@ def render(run: Run, launcher: str, cfg: ml_collections.ConfigDict) -> tuple[str
         lines = [shlex.join([*cmd, *flags]) + " --config.distributed.process_id=$JOB_COMPLETION_INDEX"
                  for cmd in run.commands]
         body = "\n".join(" " * 22 + line for line in ["set -e", *lines])
-        text = string.Template((TEMPLATE_DIR / "gke" / "jobset.yaml").read_text()).substitute(
+        text = string.Template((template_dir / "gke" / "jobset.yaml").read_text()).substitute(
             common,
             namespace=cfg.gke.namespace,
             image=cfg.gke.image,
@@ -141,8 +145,9 @@ def render(run: Run, launcher: str, cfg: ml_collections.ConfigDict) -> tuple[str
     raise ValueError(f"unknown launcher {launcher!r}; valid: {LAUNCHERS}")
 
 
-def run_local(runs: Sequence[Run], cwd: str | os.PathLike = REPO_ROOT) -> None:
-    """Runs every command of every run here, in order; stops at the first failing command (naming it)."""
+def run_local(runs: Sequence[SweepRun], cwd: str | os.PathLike) -> None:
+    """Runs every command of every run here (in the checkout root ``cwd``: the commands name ``launch/*.py``), in
+    order; stops at the first failing command (naming it)."""
     for i, run in enumerate(runs, 1):
         for cmd in run.commands:
             argv = [sys.executable if cmd[0] == "python" else cmd[0], *cmd[1:]]

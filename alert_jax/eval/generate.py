@@ -7,9 +7,10 @@ Two layers:
   so the compiled program never computes the ``[batch, prompt_len, vocab]`` LM head), then a ``lax.while_loop`` of
   one-token steps -- the first feeds the last prompt token -- that ends when every row has ended (EOS, a stop token
   sequence, a stop string inside the last one or two generated tokens' text, or ``max_new_tokens``).
-* :class:`Generator` -- the host side: sorts prompts by length, rounds each prompt length up to a *bucket* and the
-  number of rows up to a fixed batch size (dummy rows), so decoding a whole task compiles a handful of times; puts
-  the inputs on the mesh with ``batch_sharding``; returns per-prompt token lists in the caller's order.
+* :class:`Generator` -- the host side: builds the model's decoding weights once (``models.decode_weights``), sorts
+  prompts by length, rounds each prompt length up to a *bucket* and the number of rows up to a fixed batch size
+  (dummy rows), so decoding a whole task compiles a handful of times; puts the inputs on the mesh with
+  ``batch_sharding``; returns per-prompt token lists in the caller's order.
 
 Invariants
 ----------
@@ -39,7 +40,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from alert_jax.eval.stops import StopPieces
-from alert_jax.models.opt import KV_CACHE_LOGICAL_AXES
+from alert_jax.models.decode_weights import DecodeWeights, build_decode_weights
+from alert_jax.models.opt import OPT
 from alert_jax.parallel import sharding as sharding_lib
 
 # Why a row stopped, as stored in ``DecodeResult.finish``.
@@ -58,8 +60,8 @@ class DecodeOptions:
     row also ends once its newest generated token's text contains a stop string, or the previous generated token's
     text ends with a prefix of one and the newest token's text starts with the rest.
 
-    Only ``max_new_tokens``, greedy-vs-sampling, nucleus-or-not, ``unstack_layers`` and the (rounded-up) stop-table
-    shapes are compiled in; ``eos_id``, ``pad_id``, the stop tokens and piece tables, ``temperature`` and ``top_p``
+    Only ``max_new_tokens``, greedy-vs-sampling, nucleus-or-not and the (rounded-up) stop-table shapes are compiled
+    in; ``eos_id``, ``pad_id``, the stop tokens and piece tables, ``temperature`` and ``top_p``
     are passed as arrays, so changing them does not recompile.
     """
 
@@ -70,10 +72,6 @@ class DecodeOptions:
     stop_pieces: StopPieces | None = None
     temperature: float = 0.0
     top_p: float = 1.0
-    # Decode from a per-layer copy of the block weights in the decoding layout (OPT.decode_layers: made once per
-    # Generator, or once per decode_batch call; one more copy of the block weights in memory) instead of slicing
-    # the stored stack inside every step; False for weights that fill the device.
-    unstack_layers: bool = True
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -105,7 +103,6 @@ class DecodeOptions:
             nucleus=self.temperature > 0 and self.top_p < 1,
             stop_rows=4 * max(1, math.ceil(n / 4)),
             stop_cols=8 * max(1, math.ceil(longest / 8)),
-            unstack_layers=bool(self.unstack_layers),
             piece_rows=piece_rows,
             piece_vocab=pieces.vocab_size if piece_rows else 0,
         )
@@ -152,7 +149,6 @@ class _Static:
     nucleus: bool
     stop_rows: int
     stop_cols: int
-    unstack_layers: bool = True
     piece_rows: int = 0
     piece_vocab: int = 0
 
@@ -217,32 +213,10 @@ def _piece_stop(prev: jax.Array, tok: jax.Array, dyn: dict[str, jax.Array]) -> j
     return jnp.any(within | across, axis=1)
 
 
-def _constrain_cache(cache: Any, mesh: Mesh | None) -> Any:
-    """Shards the KV cache like the activations: batch over (data, fsdp), heads over tensor.
-
-    Leaves are recognised by rank: ``[batch, heads, len, head_dim]`` per-layer k/v, ``[batch, len]`` bookkeeping,
-    scalars replicated. A dimension that does not divide its mesh axes stays replicated.
-    """
-    if mesh is None:
-        return cache
-    names = {4: KV_CACHE_LOGICAL_AXES.k, 2: ("batch", "length"), 1: ("batch",)}
-    sizes = dict(mesh.shape)
-
-    def constrain(x):
-        spec = []
-        for dim, entry in zip(x.shape, sharding_lib.logical_to_spec(names.get(x.ndim, ()))):
-            axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
-            ok = axes and dim % math.prod(sizes[a] for a in axes) == 0
-            spec.append(entry if ok else None)
-        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(*spec)))
-
-    return jax.tree_util.tree_map(constrain, cache)
-
-
 def _decode_core(
     graphdef: Any,
     state: Any,
-    layers: list[dict[str, jax.Array]] | None,
+    weights: DecodeWeights,
     tokens: jax.Array,
     mask: jax.Array,
     active: jax.Array,
@@ -250,7 +224,6 @@ def _decode_core(
     dyn: dict[str, jax.Array],
     *,
     static: _Static,
-    mesh: Mesh | None,
 ) -> DecodeResult:
     """Pure decode: prefill then a while loop of single-token steps. See :func:`decode_batch`."""
     model = nnx.merge(graphdef, state)
@@ -265,12 +238,10 @@ def _decode_core(
     # Prefill all prompt columns but the last, discarding the logits (so XLA drops the [B, P, V] LM head); the last
     # prompt token is fed by the first loop step, whose logits give generated token 0. Every row's last prompt
     # token is real (left padding), so all rows start generating at the same column.
-    cache = _constrain_cache(model.init_cache(batch, prompt_len - 1 + n_new), mesh)
-    if layers is None and static.unstack_layers:
-        layers = model.decode_layers()  # once per call, not per step
+    cache = model.init_cache(batch, prompt_len - 1 + n_new)
     if prompt_len > 1:
-        _, cache = model.decode(tokens[:, :-1], positions[:, :-1], mask[:, :-1], cache, layers)
-        cache = _constrain_cache(cache, mesh)
+        _, cache = model.decode(tokens[:, :-1], positions[:, :-1], mask[:, :-1], cache, weights)
+        cache = cache.constrain()
 
     # Stop table [S, C], right-aligned; column j of a stop of length n is checked iff j >= C - n.
     stops, stop_lengths = dyn["stops"], dyn["stop_lengths"]
@@ -310,8 +281,8 @@ def _decode_core(
     def body(loop):
         step, last, cache, carry = loop
         pos = (lengths_in - 1 + step)[:, None]  # feeding the last prompt token (step 0) or generated token step-1
-        step_logits, cache = model.decode(last[:, None], pos, jnp.ones_like(pos), cache, layers)
-        cache = _constrain_cache(cache, mesh)
+        step_logits, cache = model.decode(last[:, None], pos, jnp.ones_like(pos), cache, weights)
+        cache = cache.constrain()
         tok = _select(step_logits[:, -1, :], jax.random.fold_in(rng, step), static, dyn)
         carry, tok = record(step, tok, carry)
         return step + 1, tok, cache, carry
@@ -323,7 +294,7 @@ def _decode_core(
 
 @functools.lru_cache(maxsize=64)
 def _compiled(graphdef: Any, static: _Static, mesh: Mesh | None) -> Callable:
-    fn = functools.partial(_decode_core, graphdef, static=static, mesh=mesh)
+    fn = functools.partial(_decode_core, graphdef, static=static)
     if mesh is None:
         return jax.jit(fn)
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -337,25 +308,36 @@ def compiled_function(model_or_graphdef: Any, options: DecodeOptions, mesh: Mesh
     return _compiled(graphdef, options.static(), mesh)
 
 
-def decode_layers(model: nnx.Module | tuple[Any, Any], mesh: Mesh | None = None) -> list[dict[str, jax.Array]]:
-    """``OPT.decode_layers()`` as device buffers, for passing to :func:`decode_batch` call after call (the
-    :class:`Generator` does): the layout is then built once, not once per call. Sharded like the weights they come
-    from when ``mesh`` is given."""
+def prepare_weights(
+    model: nnx.Module | tuple[Any, Any], *, per_layer: bool = True, mesh: Mesh | None = None
+) -> DecodeWeights:
+    """The model's :class:`~alert_jax.models.decode_weights.DecodeWeights`, built once for many :func:`decode_batch`
+    calls (the :class:`Generator` holds them). ``per_layer``: one buffer set per layer in the compute dtype and the
+    backend's layout (one more copy of the block weights, sharded like the weights they come from); ``False``: the
+    stored stack itself, sliced inside every step (no copy)."""
     graphdef, state = model if isinstance(model, tuple) else nnx.split(model)
-    fn = _decode_layers_fn(graphdef)
+    if not per_layer:
+        stored = nnx.merge(graphdef, state).layers.stored()
+        return build_decode_weights(stored, None, per_layer=False)
+    fn = _weights_fn(graphdef)
     if mesh is None:
         return fn(state)
-    with jax.set_mesh(mesh), nnx.logical_axis_rules(sharding_lib.LOGICAL_AXIS_RULES):
+    with sharding_lib.use_mesh(mesh):
         return fn(state)
 
 
 @functools.lru_cache(maxsize=8)
-def _decode_layers_fn(graphdef: Any) -> Callable:
-    return jax.jit(lambda state: nnx.merge(graphdef, state).decode_layers())
+def _weights_fn(graphdef: Any) -> Callable:
+    def build(state: Any) -> DecodeWeights:
+        model = nnx.merge(graphdef, state)
+        return build_decode_weights(model.layers.stored(), model.config.runtime.dtype, per_layer=True)
+
+    return jax.jit(build)
 
 
 def decode_batch(
     model: nnx.Module | tuple[Any, Any],
+    weights: DecodeWeights,
     tokens: jax.Array | np.ndarray,
     mask: jax.Array | np.ndarray,
     options: DecodeOptions,
@@ -363,13 +345,13 @@ def decode_batch(
     active: jax.Array | np.ndarray | None = None,
     rng: jax.Array | None = None,
     mesh: Mesh | None = None,
-    layers: list[dict[str, jax.Array]] | None = None,
 ) -> DecodeResult:
     """Decodes one batch of LEFT-padded prompts under ``jit``.
 
     Args:
       model: an ``OPT`` (anything with ``init_cache``/``decode`` per the contract) or its ``nnx.split`` pair
         ``(graphdef, state)`` (cheaper when called repeatedly: no split per call).
+      weights: :func:`prepare_weights` of the same model, built once by the caller.
       tokens: ``[batch, prompt_len]`` int32 prompt ids, left-padded (any pad value).
       mask: ``[batch, prompt_len]`` 1 on real tokens, 0 on padding; every row needs >= 1 real token, and real
         tokens must be contiguous at the right end of the row.
@@ -379,8 +361,6 @@ def decode_batch(
       rng: PRNG key for sampling (ignored when greedy).
       mesh: when given, the call runs under the mesh and the logical-axis rules; inputs should already be
         sharded (``batch_sharding``), outputs come back replicated (readable on every process).
-      layers: :func:`decode_layers` of the same weights, made once by the caller; ``None`` builds them inside this
-        call (``options.unstack_layers``) or slices the stored weights per step (``unstack_layers=False``).
     Returns:
       :class:`DecodeResult` of device arrays.
     """
@@ -392,9 +372,9 @@ def decode_batch(
     fn = _compiled(graphdef, options.static(), mesh)
     dyn = options.arrays()
     if mesh is None:
-        return fn(state, layers, tokens, mask, active, rng, dyn)
-    with jax.set_mesh(mesh), nnx.logical_axis_rules(sharding_lib.LOGICAL_AXIS_RULES):
-        return fn(state, layers, tokens, mask, active, rng, dyn)
+        return fn(state, weights, tokens, mask, active, rng, dyn)
+    with sharding_lib.use_mesh(mesh):
+        return fn(state, weights, tokens, mask, active, rng, dyn)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -445,13 +425,14 @@ class Generator:
         outs = gen.generate([[2, 100, 200], [2, 7]])   # -> [Generation, ...] in input order
 
     ``batch_size`` is rounded up to a multiple of the mesh's batch axes (data x fsdp). Short final batches are
-    filled with one-token dummy rows whose results are dropped. With ``options.unstack_layers`` the generator holds
-    the weights' decoding layout (:func:`decode_layers`, one more copy of the block weights) for its lifetime.
+    filled with one-token dummy rows whose results are dropped. ``per_layer_weights`` (``eval.unstack_layers``): the
+    generator holds per-layer decoding weights (:func:`prepare_weights`: one more copy of the block weights) for
+    its lifetime; ``False`` decodes from the stored stack (less memory, slower steps).
     """
 
     def __init__(
         self,
-        model: nnx.Module,
+        model: OPT,
         options: DecodeOptions,
         *,
         batch_size: int = 8,
@@ -459,17 +440,17 @@ class Generator:
         buckets: Sequence[int] | None = None,
         max_prompt_len: int | None = None,
         seed: int = 0,
+        per_layer_weights: bool = True,
     ) -> None:
         self.graphdef, self.state = nnx.split(model)
         self.options = options
         self.mesh = mesh
-        self.layers = decode_layers((self.graphdef, self.state), mesh) if options.unstack_layers else None
-        shards = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
+        self.weights = prepare_weights((self.graphdef, self.state), per_layer=per_layer_weights, mesh=mesh)
+        shards = 1 if mesh is None else sharding_lib.batch_shards(mesh)
         self.batch_size = math.ceil(max(1, batch_size) / shards) * shards
-        cfg = getattr(model, "config", None)
-        limit = getattr(cfg, "max_position_embeddings", None)
+        limit = model.config.arch.max_position_embeddings
         if max_prompt_len is None:
-            max_prompt_len = (limit - options.max_new_tokens) if limit else 2048
+            max_prompt_len = limit - options.max_new_tokens
         if max_prompt_len < 1:
             raise ValueError(
                 f"max_new_tokens={options.max_new_tokens} leaves no room for a prompt in a context of {limit}"
@@ -486,7 +467,7 @@ class Generator:
     def _put(self, array: np.ndarray) -> jax.Array:
         if self.mesh is None:
             return jnp.asarray(array)
-        sharding = sharding_lib.logical_sharding(self.mesh, ("batch", "length")[: array.ndim])
+        sharding = sharding_lib.logical_sharding(self.mesh, ("batch", "length")[: array.ndim], array.shape)
         # Every process holds the same full batch (prompts are rendered deterministically everywhere).
         return jax.make_array_from_callback(array.shape, sharding, lambda idx: array[idx])
 
@@ -524,8 +505,8 @@ class Generator:
                 self._calls += 1
                 self.compiled_shapes.add((self.batch_size, bucket))
                 res = decode_batch(
-                    (self.graphdef, self.state), self._put(tokens), self._put(mask), self.options,
-                    active=self._put(active), rng=rng, mesh=self.mesh, layers=self.layers,
+                    (self.graphdef, self.state), self.weights, self._put(tokens), self._put(mask), self.options,
+                    active=self._put(active), rng=rng, mesh=self.mesh,
                 )
                 out, lengths, finish = (np.asarray(x) for x in (res.tokens, res.lengths, res.finish))
                 for row, i in enumerate(chunk):

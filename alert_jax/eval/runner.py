@@ -23,10 +23,15 @@ workdir records the settings that decide the predictions; re-running with differ
 ``eval.overwrite=True``.
 
 Only process 0 writes files; every process decodes (the model is sharded over all devices).
+
+:func:`evaluate` runs four named steps: :func:`resolve_eval_tasks` (registry, task specs, templates, task files read
+before any model is loaded), :func:`find_pending` (complete predictions files are reused), :func:`decode_pending`
+(load the model once, decode every pending task x template) and :func:`aggregate_and_report`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import logging
@@ -38,7 +43,6 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 
 from alert_jax.data import niv2
 from alert_jax.data import registry as registry_lib
@@ -47,8 +51,11 @@ from alert_jax.eval import generate as gen_lib
 from alert_jax.eval import metrics as metrics_lib
 from alert_jax.eval import report as report_lib
 from alert_jax.eval import stops
+from alert_jax.io import loader
 from alert_jax.io.files import atomic_write_text
-from alert_jax.parallel import sharding as sharding_lib
+from alert_jax.models.sizes import model_config_from
+from alert_jax.parallel import distributed
+from alert_jax.parallel.sharding import make_mesh
 
 log = logging.getLogger("alert_jax.eval")
 
@@ -62,10 +69,6 @@ _PREDICTION_KEYS = (
 
 class EvalConfigError(ValueError):
     """A bad evaluation setting (unknown template, missing folder or checkpoint, changed settings on resume, ...)."""
-
-
-def is_writer() -> bool:
-    return jax.process_index() == 0
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -136,7 +139,7 @@ def _check_resume_settings(cfg: ml_collections.ConfigDict, workdir: pathlib.Path
 
 
 def _record_settings(cfg: ml_collections.ConfigDict, workdir: pathlib.Path, settings: Mapping[str, Any]) -> None:
-    if is_writer():
+    if distributed.is_primary():
         atomic_write_text(workdir / "eval_config.json", json.dumps(settings, indent=2) + "\n")
         atomic_write_text(workdir / "config.json", cfg.to_json_best_effort(indent=2) + "\n")
 
@@ -146,63 +149,15 @@ def _record_settings(cfg: ml_collections.ConfigDict, workdir: pathlib.Path, sett
 
 
 def load_model_and_tokenizer(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> tuple[Any, Any]:
-    """``cfg.init_from`` -> (OPT, Tokenizer). '' = random init of ``cfg.model``; 'hf:' / 'metaseq:' via convert;
-    'ckpt:DIR' via checkpoint.restore_model. The tokenizer is ``cfg.tokenizer`` or the one stored beside the weights."""
-    from alert_jax.io import tokenizers
-    from alert_jax.models import sizes
-
-    init_from = str(cfg.init_from or "")
-    kind, _, where = init_from.partition(":")
-    stored_tokenizer_dir = None
-    if not init_from:
-        from alert_jax.models import opt
-
-        model = opt.create_model(sizes.model_config_from(cfg.model), mesh, rngs_seed=cfg.seed)
-    elif kind == "ckpt":
-        if not where or not os.path.exists(where):
-            raise EvalConfigError(f"init_from={init_from!r}: checkpoint directory {where!r} does not exist")
-        from alert_jax.io import checkpoint
-
-        # Architecture from the checkpoint; runtime settings (dtype, attention path, no dropout) from this config.
-        runtime = {k: cfg.model[k] for k in sizes.RUNTIME_FIELDS if k in cfg.model and k != "param_dtype"}
-        model, _ = checkpoint.restore_model(where, mesh=mesh, **runtime)
-        stored_tokenizer_dir = str(checkpoint.tokenizer_dir(where))
-    elif kind in ("hf", "metaseq"):
-        if kind == "metaseq" and not os.path.exists(where):
-            raise EvalConfigError(f"init_from={init_from!r}: metaseq checkpoint file {where!r} does not exist")
-        from alert_jax.io import convert
-
-        model = convert.resolve_init(init_from, config=sizes.model_config_from(cfg.model), mesh=mesh)
-        if kind == "hf":  # a local folder, or the Hub snapshot folder the weights came from
-            try:
-                stored_tokenizer_dir = str(convert.resolve_hf_path(where))
-            except Exception:  # noqa: BLE001 - then the tokenizer must come from cfg.tokenizer
-                stored_tokenizer_dir = None
-    else:
+    """``cfg.init_from`` -> (OPT, Tokenizer) through ``io.loader.load_model`` (architecture from the checkpoint,
+    runtime fields from ``cfg.model``); the tokenizer is ``cfg.tokenizer`` or the one stored beside the weights."""
+    loaded = loader.load_model(cfg.init_from, model_config_from(cfg.model), mesh, tokenizer=str(cfg.tokenizer),
+                               seed=int(cfg.seed))
+    if loaded.tokenizer is None:
         raise EvalConfigError(
-            f"init_from={init_from!r}: expected '' (random init), 'hf:PATH_OR_HUB_ID', 'metaseq:FILE' or 'ckpt:DIR'"
+            f"no tokenizer: set --config.tokenizer (init_from={str(cfg.init_from)!r} does not carry tokenizer files)"
         )
-    spec = str(cfg.tokenizer or "")
-    if not spec:
-        if stored_tokenizer_dir is None:
-            raise EvalConfigError(
-                f"no tokenizer: set --config.tokenizer (init_from={init_from!r} does not carry tokenizer files)"
-            )
-        spec = _find_tokenizer_dir(stored_tokenizer_dir)
-    return model, tokenizers.load_tokenizer(spec)
-
-
-def _find_tokenizer_dir(where: str) -> str:
-    """The checkpoint folder itself, or its parent (a step folder inside ``checkpoints/``), holding tokenizer files."""
-    from alert_jax.io import tokenizers
-
-    for d in (pathlib.Path(where), pathlib.Path(where).parent, pathlib.Path(where).parent.parent):
-        try:
-            tokenizers.load_tokenizer(str(d))
-            return str(d)
-        except Exception:  # noqa: BLE001 - try the next candidate folder
-            continue
-    raise EvalConfigError(f"no tokenizer files found in {where} (or its parents); set --config.tokenizer")
+    return loaded.model, loaded.tokenizer
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -326,42 +281,43 @@ def _same_scores(workdir: pathlib.Path, scores: Mapping[str, Any]) -> bool:
     )
 
 
-def _agree(flag: bool) -> bool:
-    """Process 0's value of ``flag`` on every process (so all processes skip or decode the same work)."""
-    if jax.process_count() == 1:
-        return flag
-    from jax.experimental import multihost_utils
+@dataclasses.dataclass
+class EvalTasks:
+    """What an evaluation covers, resolved and read before any model is loaded.
 
-    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.int32)))
-
-
-def evaluate(
-    cfg: ml_collections.ConfigDict,
-    workdir: str | os.PathLike,
-    *,
-    model: Any = None,
-    tokenizer: Any = None,
-    mesh: jax.sharding.Mesh | None = None,
-) -> dict[str, Any]:
-    """Runs the evaluation described by ``cfg`` (configs/evaluate.py) into ``workdir``; returns the scores dict.
-
-    ``model``/``tokenizer`` may be passed in (tests, notebooks); otherwise they come from ``cfg.init_from``.
-    Counters of the work done are in ``scores['metadata']['run']`` (``computed``, ``reused`` template files).
+    Attributes:
+      registry: the task registry (``eval.registry``).
+      present: task names to evaluate, in registry / spec order, whose files were read.
+      missing: requested tasks without a file (skipped with ``eval.allow_missing``; listed in ``scores.json``).
+      templates: template names (``eval.templates``).
+      tasks: task name -> the loaded :class:`~alert_jax.data.niv2.Task`.
+      instances: task name -> the instances evaluated (the first ``eval.max_instances``).
     """
+
+    registry: registry_lib.Registry
+    present: list[str]
+    missing: list[str]
+    templates: list[str]
+    tasks: dict[str, niv2.Task]
+    instances: dict[str, list[niv2.Instance]]
+
+
+def resolve_eval_tasks(cfg: ml_collections.ConfigDict) -> EvalTasks:
+    """Step 1: the registry, the task and template specs, and every task file read (a bad file fails here, naming
+    file and field, before a model is loaded). Unknown tasks get suggestions from the registry and the folder."""
     e = cfg.eval
-    workdir = pathlib.Path(workdir)
     if e.on_overflow not in ("empty", "error"):
         raise EvalConfigError(f"eval.on_overflow={e.on_overflow!r}; valid: 'empty', 'error'")
-    registry = build_registry(e.get("registry", ""))
+    registry = build_registry(e.registry)
     try:
-        tasks = registry_lib.resolve_tasks(e.tasks, registry, allow_unregistered=True)
+        names = registry_lib.resolve_tasks(e.tasks, registry, allow_unregistered=True)
     except ValueError as err:
         raise EvalConfigError(f"eval.tasks={e.tasks!r}: {err}") from None
     template_list = resolve_templates(e.templates)
     niv2_dir = str(cfg.data.niv2_dir or "")
     if not niv2_dir or not os.path.isdir(niv2_dir):
         raise EvalConfigError(f"data.niv2_dir={niv2_dir!r} is not a folder of NIV2 task files (--config.data.niv2_dir)")
-    present, missing = registry_lib.available(registry, niv2_dir, tasks)
+    present, missing = registry_lib.available(registry, niv2_dir, names)
     known = set(registry.names) | set(registry.dev_set)
     unknown = [t for t in missing if t not in known]
     if unknown:
@@ -380,108 +336,184 @@ def evaluate(
         if not e.allow_missing or not present:
             raise EvalConfigError(msg + ("" if present else " (none of the requested tasks is present)"))
         log.warning("%s; skipping them (listed in scores.json)", msg)
-    # Read every task file before loading the model: a bad file fails fast (TaskFileError names file and field).
-    loaded = {name: niv2.load_task(name, niv2_dir) for name in present}
-    if is_writer():
-        workdir.mkdir(parents=True, exist_ok=True)
-    settings = _check_resume_settings(cfg, workdir)
+    tasks = {name: niv2.load_task(name, niv2_dir) for name in present}
+    limit = int(e.max_instances)
+    instances = {name: (t.instances[:limit] if limit > 0 else t.instances) for name, t in tasks.items()}
+    return EvalTasks(registry, present, missing, template_list, tasks, instances)
 
-    # Complete predictions files are reused; the model is loaded only when something is left to decode.
-    t_start = time.time()
-    results: dict[str, dict[str, report_lib.TemplateResult]] = {name: {} for name in present}
-    instances_of = {}
+
+def _predictions_path(workdir: pathlib.Path, task: str, template: str) -> pathlib.Path:
+    return workdir / "predictions" / task / f"{template}.jsonl"
+
+
+def find_pending(
+    cfg: ml_collections.ConfigDict, workdir: pathlib.Path, what: EvalTasks
+) -> tuple[dict[str, dict[str, report_lib.TemplateResult]], list[tuple[str, str]]]:
+    """Step 2: ``(results of the complete predictions files, pending (task, template) pairs)``. A file is reused
+    when process 0 finds it complete (all processes then skip the same work) and ``eval.overwrite`` is off."""
+    results: dict[str, dict[str, report_lib.TemplateResult]] = {name: {} for name in what.present}
     pending: list[tuple[str, str]] = []
-    for name in present:
-        all_instances = loaded[name].instances
-        instances_of[name] = all_instances[: int(e.max_instances)] if int(e.max_instances) > 0 else all_instances
-        ids = _expected_ids(instances_of[name])
-        for template in template_list:
-            path = workdir / "predictions" / name / f"{template}.jsonl"
-            records = None if e.overwrite else read_predictions(path, ids)
-            if _agree(records is not None):
+    for name in what.present:
+        ids = _expected_ids(what.instances[name])
+        for template in what.templates:
+            path = _predictions_path(workdir, name, template)
+            records = None if cfg.eval.overwrite else read_predictions(path, ids)
+            if distributed.agree(records is not None):
                 if records is not None:  # process 0 (and others that see the file) aggregate
                     results[name][template] = summarize(records)
                 log.info("%s %s: complete, reused %s", name, template, path)
             else:
                 pending.append((name, template))
-    reused = len(present) * len(template_list) - len(pending)
-    log.info("%d template files to compute, %d complete", len(pending), reused)
+    return results, pending
 
-    context: int | None = None
-    compiled: list = []
+
+def decode_options(cfg: ml_collections.ConfigDict, tokenizer: Any) -> gen_lib.DecodeOptions:
+    """The decoding behaviour ``cfg.eval`` asks for, with this tokenizer's special ids and stop tables."""
+    e = cfg.eval
     stop_strings = tuple(s for s in e.stop_strings if s)
-    if pending:
-        mesh = mesh if mesh is not None else sharding_lib.make_mesh(tuple(cfg.mesh.shape))
-        if model is None or tokenizer is None:
-            loaded_model, loaded_tok = load_model_and_tokenizer(cfg, mesh)
-            model, tokenizer = model or loaded_model, tokenizer or loaded_tok
-        context = int(e.context) or int(model.config.max_position_embeddings)
-        max_prompt = context - int(e.max_new_tokens)
-        if max_prompt < 1:
-            raise EvalConfigError(
-                f"eval.max_new_tokens={e.max_new_tokens} leaves no room for a prompt in {context} tokens"
-            )
-        options = gen_lib.DecodeOptions(
-            max_new_tokens=int(e.max_new_tokens),
-            eos_id=int(tokenizer.eos_id),
-            pad_id=int(tokenizer.pad_id),
-            stop_sequences=stops.stop_token_sequences(stop_strings, tokenizer.encode),
-            # Stops merged into tokens (".\n\n", "\n" + "\nInput"): one decode of the vocabulary per run.
-            stop_pieces=stops.stop_piece_tables(stop_strings, tokenizer) if stop_strings else None,
-            temperature=float(e.temperature),
-            top_p=float(e.top_p),
-            unstack_layers=bool(e.get("unstack_layers", True)),
+    return gen_lib.DecodeOptions(
+        max_new_tokens=int(e.max_new_tokens),
+        eos_id=int(tokenizer.eos_id),
+        pad_id=int(tokenizer.pad_id),
+        stop_sequences=stops.stop_token_sequences(stop_strings, tokenizer.encode),
+        # Stops merged into tokens (".\n\n", "\n" + "\nInput"): one decode of the vocabulary per run.
+        stop_pieces=stops.stop_piece_tables(stop_strings, tokenizer) if stop_strings else None,
+        temperature=float(e.temperature),
+        top_p=float(e.top_p),
+    )
+
+
+@dataclasses.dataclass
+class Decoder:
+    """The loaded model's decoding setup: the tokenizer, the generator and the prompt budget."""
+
+    tokenizer: Any
+    generator: gen_lib.Generator
+    context: int
+    max_prompt_tokens: int
+
+
+def make_decoder(
+    cfg: ml_collections.ConfigDict, *, model: Any = None, tokenizer: Any = None, mesh: jax.sharding.Mesh | None = None
+) -> Decoder:
+    """Step 3a: loads the model once (unless given) and builds the :class:`~alert_jax.eval.generate.Generator`."""
+    e = cfg.eval
+    mesh = mesh if mesh is not None else make_mesh(tuple(cfg.mesh.shape))
+    if model is None or tokenizer is None:
+        loaded_model, loaded_tok = load_model_and_tokenizer(cfg, mesh)
+        model, tokenizer = model or loaded_model, tokenizer or loaded_tok
+    context = int(e.context) or int(model.config.arch.max_position_embeddings)
+    max_prompt = context - int(e.max_new_tokens)
+    if max_prompt < 1:
+        raise EvalConfigError(f"eval.max_new_tokens={e.max_new_tokens} leaves no room for a prompt in {context} tokens")
+    buckets = [int(b) for b in str(e.buckets).split(",") if b.strip()] if e.buckets else None
+    generator = gen_lib.Generator(
+        model, decode_options(cfg, tokenizer), batch_size=int(e.batch_size), mesh=mesh, buckets=buckets,
+        max_prompt_len=max_prompt, seed=int(cfg.seed), per_layer_weights=bool(e.unstack_layers),
+    )
+    return Decoder(tokenizer, generator, context, max_prompt)
+
+
+def decode_pending(
+    cfg: ml_collections.ConfigDict,
+    workdir: pathlib.Path,
+    what: EvalTasks,
+    pending: Sequence[tuple[str, str]],
+    decoder: Decoder,
+    results: dict[str, dict[str, report_lib.TemplateResult]],
+) -> None:
+    """Step 3b: decodes, scores and writes every pending task x template, adding each to ``results``; one progress
+    line per batch and per file."""
+    e = cfg.eval
+    stop_strings = tuple(s for s in e.stop_strings if s)
+    for k, (name, template) in enumerate(pending):
+        tag = f"[{k + 1}/{len(pending)}] {name} {template}"
+        t0, done, n = time.time(), [0], len(what.instances[name])
+
+        def progress(count: int, _tag=tag, _t0=t0, _done=done, _n=n) -> None:
+            _done[0] += count
+            log.info("%s: %d/%d prompts (%.1f/s)", _tag, _done[0], _n, _done[0] / max(time.time() - _t0, 1e-9))
+
+        records = run_template(
+            what.tasks[name], what.instances[name], template, tokenizer=decoder.tokenizer,
+            generator=decoder.generator, max_prompt_tokens=decoder.max_prompt_tokens, stop_strings=stop_strings,
+            num_demos=None if int(e.num_demos) < 0 else int(e.num_demos), on_overflow=e.on_overflow,
+            progress=progress,
         )
-        buckets = [int(b) for b in str(e.buckets).split(",") if b.strip()] if e.buckets else None
-        generator = gen_lib.Generator(
-            model, options, batch_size=int(e.batch_size), mesh=mesh, buckets=buckets, max_prompt_len=max_prompt,
-            seed=int(cfg.seed),
-        )
-        _record_settings(cfg, workdir, settings)
-        for k, (name, template) in enumerate(pending):
-            tag = f"[{k + 1}/{len(pending)}] {name} {template}"
-            t0, done, n = time.time(), [0], len(instances_of[name])
+        if distributed.is_primary():
+            atomic_write_text(_predictions_path(workdir, name, template),
+                              "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        res = results[name][template] = summarize(records)
+        summary = ", ".join(f"{m}={v:.1f}" for m, v in res.scores.items())
+        log.info("%s: %s (n=%d, overflow=%d) in %.1fs", tag, summary, res.n, res.n_overflow, time.time() - t0)
 
-            def progress(count: int, _tag=tag, _t0=t0, _done=done, _n=n) -> None:
-                _done[0] += count
-                log.info("%s: %d/%d prompts (%.1f/s)", _tag, _done[0], _n, _done[0] / max(time.time() - _t0, 1e-9))
 
-            records = run_template(
-                loaded[name], instances_of[name], template, tokenizer=tokenizer, generator=generator,
-                max_prompt_tokens=max_prompt, stop_strings=stop_strings,
-                num_demos=None if int(e.num_demos) < 0 else int(e.num_demos), on_overflow=e.on_overflow,
-                progress=progress,
-            )
-            if is_writer():
-                path = workdir / "predictions" / name / f"{template}.jsonl"
-                atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-            res = results[name][template] = summarize(records)
-            summary = ", ".join(f"{m}={v:.1f}" for m, v in res.scores.items())
-            log.info("%s: %s (n=%d, overflow=%d) in %.1fs", tag, summary, res.n, res.n_overflow, time.time() - t0)
-        compiled = sorted(generator.compiled_shapes)
-    else:
-        _record_settings(cfg, workdir, settings)
-        log.info("every predictions file is complete: the model was not loaded")
-        context = _previous_metadata(workdir).get("context")
-
+def aggregate_and_report(
+    cfg: ml_collections.ConfigDict,
+    workdir: pathlib.Path,
+    what: EvalTasks,
+    results: Mapping[str, Mapping[str, report_lib.TemplateResult]],
+    run: Mapping[str, Any],
+    context: int | None,
+) -> dict[str, Any]:
+    """Step 4: the scores dict (``report.aggregate``) with its metadata; process 0 writes ``scores.json``,
+    ``report.md`` and (when something was decoded or the figures are stale) ``figures/``."""
+    e = cfg.eval
     metadata = {
         "init_from": str(cfg.init_from),
         "model_size": str(cfg.model.size),
         "max_instances": int(e.max_instances),
         "max_new_tokens": int(e.max_new_tokens),
         "context": context,
-        "templates": template_list,
-        "tasks": present,
+        "templates": what.templates,
+        "tasks": what.present,
         "decoding": "greedy" if float(e.temperature) == 0 else f"temperature={e.temperature}, top_p={e.top_p}",
-        "stop_strings": list(stop_strings),
+        "stop_strings": [s for s in e.stop_strings if s],
         "on_overflow": e.on_overflow,
-        "run": {"computed": len(pending), "reused": reused, "seconds": round(time.time() - t_start, 2),
-                "compiled_shapes": compiled},
+        "run": dict(run),
     }
-    scores = report_lib.aggregate(results, registry=registry, metadata=metadata, missing_tasks=missing)
-    if is_writer():
-        redraw = bool(e.figures) and (len(pending) > 0 or not _same_scores(workdir, scores))
+    scores = report_lib.aggregate(results, registry=what.registry, metadata=metadata, missing_tasks=what.missing)
+    if distributed.is_primary():
+        redraw = bool(e.figures) and (run["computed"] > 0 or not _same_scores(workdir, scores))
         report_lib.write_report(scores, workdir, figures=redraw)
+    return scores
+
+
+def evaluate(
+    cfg: ml_collections.ConfigDict,
+    workdir: str | os.PathLike,
+    *,
+    model: Any = None,
+    tokenizer: Any = None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> dict[str, Any]:
+    """Runs the evaluation described by ``cfg`` (configs/evaluate.py) into ``workdir``; returns the scores dict.
+
+    ``model``/``tokenizer`` may be passed in (tests, notebooks); otherwise they come from ``cfg.init_from``.
+    Counters of the work done are in ``scores['metadata']['run']`` (``computed``, ``reused`` template files).
+    """
+    workdir = pathlib.Path(workdir)
+    what = resolve_eval_tasks(cfg)
+    if distributed.is_primary():
+        workdir.mkdir(parents=True, exist_ok=True)
+    settings = _check_resume_settings(cfg, workdir)
+    t_start = time.time()
+    results, pending = find_pending(cfg, workdir, what)
+    reused = len(what.present) * len(what.templates) - len(pending)
+    log.info("%d template files to compute, %d complete", len(pending), reused)
+    compiled: list[tuple[int, int]] = []
+    if pending:
+        decoder = make_decoder(cfg, model=model, tokenizer=tokenizer, mesh=mesh)
+        _record_settings(cfg, workdir, settings)  # once the model loaded: settings of predictions about to exist
+        decode_pending(cfg, workdir, what, pending, decoder, results)
+        context, compiled = decoder.context, sorted(decoder.generator.compiled_shapes)
+    else:
+        _record_settings(cfg, workdir, settings)
+        log.info("every predictions file is complete: the model was not loaded")
+        context = _previous_metadata(workdir).get("context")
+    run = {"computed": len(pending), "reused": reused, "seconds": round(time.time() - t_start, 2),
+           "compiled_shapes": compiled}
+    scores = aggregate_and_report(cfg, workdir, what, results, run, context)
     log.info("evaluation done: %d template files computed, %d reused; scores in %s", len(pending), reused,
              workdir / "scores.json")
     return scores

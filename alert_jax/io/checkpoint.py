@@ -14,6 +14,7 @@ Retention: the latest ``keep`` steps plus the step with the lowest ``best_metric
 config's ``train.best_metric``, 'val_loss' by default; :func:`locate` reads it from ``config.json``). All processes call
 ``save``/``restore`` (orbax coordinates); only process 0 writes the config/tokenizer files. Restores go straight into
 the target shardings given by an abstract tree of ``jax.ShapeDtypeStruct`` s (see ``train.state.abstract_state``).
+Loading a model from a checkpoint (``init_from='ckpt:DIR'``) is ``io.loader``'s job.
 """
 
 from __future__ import annotations
@@ -256,41 +257,17 @@ def load_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
     raise CheckpointNotFoundError(f"no config saved with checkpoint {root}/{step}")
 
 
-def restore_model(
-    path: str | os.PathLike, mesh: jax.sharding.Mesh | None = None, **runtime: Any
-) -> tuple[Any, ml_collections.ConfigDict]:
-    """``(OPT model, config)`` from an alert_jax checkpoint (workdir, checkpoints folder or step folder).
-
-    Only the parameters are read (no optimizer state). With ``mesh`` they are restored directly into the rule-table
-    shardings; without, onto the first device. The tokenizer is at ``tokenizer_dir(path)``. ``runtime`` overrides
-    the saved model config's runtime fields (``dtype``, ``attention_impl``, ``remat_policy``, dropout rates), e.g.
-    to evaluate a bf16-trained checkpoint in fp32; architecture fields always come from the checkpoint.
-    """
-    from alert_jax.models.opt import abstract_model
-    from alert_jax.models.sizes import RUNTIME_FIELDS, model_config_from
-    from alert_jax.train import state as state_lib
-
-    unknown = sorted(set(runtime) - set(RUNTIME_FIELDS))
-    if unknown:
-        raise ValueError(f"restore_model: {unknown} are not runtime model settings; valid: {sorted(RUNTIME_FIELDS)}")
-    root, step = locate(path)
-    cfg = load_config(root / str(step))
-    model_cfg = model_config_from(cfg).replace(**runtime)
-    if mesh is None:
-        from alert_jax.parallel.sharding import make_mesh
-
-        mesh = make_mesh((1, 1, 1), devices=jax.local_devices()[:1])
-    parts, _ = state_lib.split_model(abstract_model(model_cfg))
-    from alert_jax.parallel import param_sharding
-
-    abstract = param_sharding.abstract_with_shardings(parts.abstract_params(), state_lib.param_shardings(parts, mesh))
-    mgr = ocp.CheckpointManager(root, options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+def restore_params(root: str | os.PathLike, step: int, abstract_params: Any) -> Any:
+    """The ``params`` of the TrainState saved as ``step`` in the checkpoints folder ``root`` (no optimizer state is
+    read), placed with the shardings (and cast to the dtypes) of ``abstract_params``, a pure-dict tree of
+    ``jax.ShapeDtypeStruct`` with ``sharding``."""
+    mgr = ocp.CheckpointManager(pathlib.Path(root), options=ocp.CheckpointManagerOptions(read_only=True, create=False))
     try:
-        params = _restore_params(mgr, step, abstract)
+        params = _restore_params(mgr, step, abstract_params)
     finally:
         mgr.close()
     logging.info("restored model parameters of step %d from %s", step, root)
-    return parts.build(params), cfg
+    return params
 
 
 def tokenizer_dir(path: str | os.PathLike) -> pathlib.Path:

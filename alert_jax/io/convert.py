@@ -21,7 +21,7 @@ HF names may carry a ``model.`` prefix (``OPTForCausalLM``) or not (``OPTModel``
 ``self_attn.qkv_proj`` whose rows are ordered K, V, Q (metaseq's sequence-parallel layer). Reading the files into
 one view under these canonical HF names (safetensors, sharded safetensors, ``.bin``, metaseq state dicts) is
 :mod:`alert_jax.io.weight_files`' job; this module holds the table above, the checks, the assembly and the
-entry points (``from_hf``, ``to_hf``, ``from_metaseq``, ``resolve_init``).
+entry points (``from_hf``, ``to_hf``, ``from_metaseq``); ``io.loader`` parses ``init_from`` and calls them.
 
 Loading checks every weight before anything is allocated: a missing, unexpected or mis-shaped weight raises
 :class:`CheckpointError` naming it (and both shapes). Arrays are placed one parameter at a time, directly with
@@ -35,7 +35,6 @@ import json
 import os
 import pathlib
 import re
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -46,7 +45,8 @@ from flax import nnx
 
 from alert_jax.io.weight_files import WEIGHT_FILES, CheckpointError, TensorSource, metaseq_source, open_hf_weights
 from alert_jax.models.opt import OPT, abstract_model
-from alert_jax.models.sizes import ARCHITECTURE_FIELDS, RUNTIME_FIELDS, OPTConfig
+from alert_jax.models.sizes import Architecture, OPTConfig, Runtime
+from alert_jax.parallel import distributed
 from alert_jax.parallel.sharding import logical_sharding
 
 # Fetched beside the weights from the hub so evaluation finds the checkpoint's own tokenizer (GPT-2 byte-level BPE).
@@ -72,19 +72,19 @@ class _Rule:
 
 
 def _rules(c: OPTConfig) -> dict[tuple[str, ...], _Rule]:
-    D, N, H, F, E = c.hidden_size, c.num_heads, c.head_dim, c.ffn_dim, c.embed_dim
+    D, N, H, F, E = c.arch.hidden_size, c.arch.num_heads, c.arch.head_dim, c.arch.ffn_dim, c.arch.embed_dim
     same = lambda a: a  # noqa: E731
     T = lambda a: a.T  # noqa: E731
     rules: dict[tuple[str, ...], _Rule] = {
-        ("token_embedding",): _Rule("decoder.embed_tokens.weight", (c.vocab_size, E), same, same, False),
+        ("token_embedding",): _Rule("decoder.embed_tokens.weight", (c.arch.vocab_size, E), same, same, False),
         ("position_embedding",): _Rule(
-            "decoder.embed_positions.weight", (c.max_position_embeddings + 2, D), same, same, False
+            "decoder.embed_positions.weight", (c.arch.max_position_embeddings + 2, D), same, same, False
         ),
     }
-    if c.has_projection:
+    if c.arch.has_projection:
         rules[("project_in_kernel",)] = _Rule("decoder.project_in.weight", (D, E), T, T, False)
         rules[("project_out_kernel",)] = _Rule("decoder.project_out.weight", (E, D), T, T, False)
-    if c.has_final_layer_norm:
+    if c.arch.has_final_layer_norm:
         rules[("final_ln_scale",)] = _Rule("decoder.final_layer_norm.weight", (D,), same, same, False)
         rules[("final_ln_bias",)] = _Rule("decoder.final_layer_norm.bias", (D,), same, same, False)
 
@@ -114,7 +114,7 @@ def expected_hf_shapes(config: OPTConfig) -> dict[str, tuple[int, ...]]:
     out = {}
     for rule in _rules(config).values():
         if rule.stacked:
-            out.update({rule.hf.format(i=i): rule.hf_shape for i in range(config.num_layers)})
+            out.update({rule.hf.format(i=i): rule.hf_shape for i in range(config.arch.num_layers)})
         else:
             out[rule.hf] = rule.hf_shape
     return out
@@ -158,8 +158,8 @@ def _validate(source: TensorSource, config: OPTConfig, config_origin: str) -> No
     if unexpected:
         raise CheckpointError(
             f"{source.origin}: unexpected weight(s) {_few(unexpected)} not used by the config from {config_origin} "
-            f"(layers={config.num_layers}, word_embed_proj_dim={config.embed_dim}, "
-            f"do_layer_norm_before={config.do_layer_norm_before})"
+            f"(layers={config.arch.num_layers}, word_embed_proj_dim={config.arch.embed_dim}, "
+            f"do_layer_norm_before={config.arch.do_layer_norm_before})"
         )
     for name in sorted(expected, key=_natural_key):
         if source.shape(name) != expected[name]:
@@ -181,7 +181,7 @@ def _few(names: list[str], k: int = 5) -> str:
 def _place(array: np.ndarray, var: nnx.Variable, mesh: jax.sharding.Mesh | None) -> jax.Array:
     if mesh is None:
         return jnp.asarray(array)
-    sharding = logical_sharding(mesh, var.get_metadata().get("out_sharding"))
+    sharding = logical_sharding(mesh, var.get_metadata().get("out_sharding"), array.shape)
     return jax.make_array_from_callback(array.shape, sharding, lambda idx: array[idx])
 
 
@@ -190,7 +190,7 @@ def _build(config: OPTConfig, source: TensorSource, mesh: jax.sharding.Mesh | No
     _check_tied_head(source, "lm_head.weight")
     _validate(source, config, config_origin)
     rules = _rules(config)
-    dtype = jnp.dtype(config.param_dtype)
+    dtype = jnp.dtype(config.runtime.param_dtype)
     graphdef, state = nnx.split(abstract_model(config))
 
     def fill(path: tuple, var: nnx.Variable) -> nnx.Variable:
@@ -198,7 +198,7 @@ def _build(config: OPTConfig, source: TensorSource, mesh: jax.sharding.Mesh | No
         rule = rules[key]
         if rule.stacked:
             array = np.stack(
-                [rule.to_ours(source.get(rule.hf.format(i=i))) for i in range(config.num_layers)]
+                [rule.to_ours(source.get(rule.hf.format(i=i))) for i in range(config.arch.num_layers)]
             )
         else:
             array = rule.to_ours(source.get(rule.hf))
@@ -263,7 +263,7 @@ def load_hf_config(path: str | os.PathLike) -> OPTConfig:
     hidden = int(h["hidden_size"])
     proj = h["word_embed_proj_dim"]
     try:
-        return OPTConfig(
+        arch = Architecture(
             hidden_size=hidden,
             ffn_dim=int(h["ffn_dim"]),
             num_layers=int(h["num_hidden_layers"]),
@@ -272,9 +272,8 @@ def load_hf_config(path: str | os.PathLike) -> OPTConfig:
             max_position_embeddings=int(h["max_position_embeddings"]),
             word_embed_proj_dim=None if proj is None or int(proj) == hidden else int(proj),
             do_layer_norm_before=bool(h["do_layer_norm_before"]),
-            dropout=float(h["dropout"]),
-            attention_dropout=float(h["attention_dropout"]),
         )
+        return OPTConfig(arch, Runtime(dropout=float(h["dropout"]), attention_dropout=float(h["attention_dropout"])))
     except ValueError as e:
         raise CheckpointError(f"{file}: {e}") from e
 
@@ -284,17 +283,17 @@ def hf_config_dict(config: OPTConfig, dtype: str = "float32") -> dict[str, Any]:
     return {
         "architectures": ["OPTForCausalLM"],
         "model_type": "opt",
-        "vocab_size": config.vocab_size,
-        "hidden_size": config.hidden_size,
-        "num_hidden_layers": config.num_layers,
-        "ffn_dim": config.ffn_dim,
-        "num_attention_heads": config.num_heads,
-        "max_position_embeddings": config.max_position_embeddings,
-        "word_embed_proj_dim": config.embed_dim,
-        "do_layer_norm_before": config.do_layer_norm_before,
+        "vocab_size": config.arch.vocab_size,
+        "hidden_size": config.arch.hidden_size,
+        "num_hidden_layers": config.arch.num_layers,
+        "ffn_dim": config.arch.ffn_dim,
+        "num_attention_heads": config.arch.num_heads,
+        "max_position_embeddings": config.arch.max_position_embeddings,
+        "word_embed_proj_dim": config.arch.embed_dim,
+        "do_layer_norm_before": config.arch.do_layer_norm_before,
         "_remove_final_layer_norm": False,
-        "dropout": config.dropout,
-        "attention_dropout": config.attention_dropout,
+        "dropout": config.runtime.dropout,
+        "attention_dropout": config.runtime.attention_dropout,
         "activation_function": "relu",
         "layerdrop": 0.0,
         "init_std": 0.02,
@@ -369,17 +368,9 @@ def from_hf(path_or_hub_id: str | os.PathLike, *, mesh: jax.sharding.Mesh | None
     directory = resolve_hf_path(path_or_hub_id)
     config = load_hf_config(directory)
     if overrides:
-        config = dataclasses.replace(config, **overrides)
+        config = config.replace(**overrides)
     source = open_hf_weights(directory)
     return _build(config, source, mesh, str(directory / "config.json"))
-
-
-def _host_array(x: jax.Array) -> np.ndarray:
-    if getattr(x, "is_fully_addressable", True):
-        return np.asarray(jax.device_get(x))
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def to_hf_state_dict(model: OPT, dtype: str | None = None) -> dict[str, np.ndarray]:
@@ -390,11 +381,11 @@ def to_hf_state_dict(model: OPT, dtype: str | None = None) -> dict[str, np.ndarr
     out: dict[str, np.ndarray] = {}
     for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         rule = rules[tuple(str(p) for p in path)]
-        array = _host_array(var[...])
+        array = distributed.host_array(var[...])
         if dtype is not None:
             array = array.astype(jnp.dtype(dtype))
         if rule.stacked:
-            for i in range(config.num_layers):
+            for i in range(config.arch.num_layers):
                 out["model." + rule.hf.format(i=i)] = np.ascontiguousarray(rule.to_hf(array[i]))
         else:
             out["model." + rule.hf] = np.ascontiguousarray(rule.to_hf(array))
@@ -411,7 +402,7 @@ def to_hf(model: OPT, path: str | os.PathLike, *, dtype: str | None = None) -> p
     if jax.process_index() != 0:
         return directory
     directory.mkdir(parents=True, exist_ok=True)
-    out_dtype = dtype or model.config.param_dtype
+    out_dtype = dtype or model.config.runtime.param_dtype
     (directory / "config.json").write_text(json.dumps(hf_config_dict(model.config, out_dtype), indent=2) + "\n")
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
     return directory
@@ -455,40 +446,3 @@ def from_metaseq(
     if "model" in state and isinstance(state["model"], Mapping):
         state = state["model"]
     return _build(config, metaseq_source(state, origin), mesh, "the given OPTConfig")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# init_from strings
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def resolve_init(init_from: str, config: OPTConfig | None = None, mesh: jax.sharding.Mesh | None = None) -> OPT:
-    """Model for an ``init_from`` setting: ``'hf:PATH_OR_HUB_ID'`` or ``'metaseq:FILE'``.
-
-    For ``hf:`` the architecture comes from the checkpoint and ``config`` (if given) supplies the runtime fields
-    (dtype, param_dtype, remat_policy, attention_impl, dropout, attention_dropout); a differing architecture in
-    ``config`` only warns. ``metaseq:`` needs ``config`` for the architecture. ``ckpt:DIR`` is
-    ``alert_jax.io.checkpoint.restore_model``'s job.
-    """
-    kind, sep, arg = init_from.partition(":")
-    if not sep or not arg:
-        raise ValueError(f"init_from={init_from!r}: expected 'hf:PATH_OR_HUB_ID' or 'metaseq:FILE'")
-    if kind == "hf":
-        runtime = {f: getattr(config, f) for f in RUNTIME_FIELDS} if config is not None else {}
-        model = from_hf(arg, mesh=mesh, **runtime)
-        if config is not None:
-            diff = [f for f in ARCHITECTURE_FIELDS if getattr(config, f) != getattr(model.config, f)]
-            if diff:
-                warnings.warn(
-                    f"init_from={init_from!r}: the checkpoint's architecture differs from the configured model in "
-                    f"{diff}; using the checkpoint's",
-                    stacklevel=2,
-                )
-        return model
-    if kind == "metaseq":
-        if config is None:
-            raise ValueError(f"init_from={init_from!r}: metaseq checkpoints need the model config (model.size)")
-        return from_metaseq(arg, config, mesh=mesh)
-    if kind == "ckpt":
-        raise ValueError(f"init_from={init_from!r}: 'ckpt:' is restored by alert_jax.io.checkpoint.restore_model")
-    raise ValueError(f"init_from={init_from!r}: unknown kind {kind!r}; expected 'hf:' or 'metaseq:'")

@@ -8,35 +8,38 @@ Structure (``D`` hidden size, ``E`` token-embedding width, ``F`` FFN width, ``N`
     project_in_kernel   [E, D]          (None, 'embed')          only when E != D (opt-350m)
     project_out_kernel  [D, E]          ('embed', None)          only when E != D
     final_ln_scale/bias [D]             ('embed',)               only for pre-LN models
-    layers.*            stacked along a leading 'layers' axis, applied with ``jax.lax.scan``; decoding reads a
-                        per-layer copy in the decoding layout instead (:meth:`OPT.decode_layers`, models/decode_weights.py)
+    layers.*            stacked along a leading 'layers' axis (a ``decode_weights.StoredBlock``), applied with
+                        ``jax.lax.scan``; decoding reads the ``decode_weights.DecodeWeights`` its caller built
 
 One block (pre-LN; post-LN moves each LayerNorm after its residual add)::
 
     h = h + dropout(out_proj(attention(q_proj(LN(h)) * H**-0.5, k_proj(LN(h)), v_proj(LN(h)))))
     h = h + dropout(fc2(relu(fc1(LN(h)))))
 
-Parameter names end in ``kernel`` / ``embedding`` for matrices (weight-decayed) and ``bias`` / ``scale`` otherwise;
-:func:`is_decayed` states that rule. Inputs follow the packing convention of ``alert_jax.data.pipeline``:
+Parameter names end in ``kernel`` / ``embedding`` for matrices (weight-decayed) and ``bias`` / ``scale`` otherwise
+(the weight-decay rule is ``train.optimizer.is_decayed``). Inputs follow the packing convention of ``alert_jax.data.pipeline``:
 ``tokens``, ``positions`` (0 at the first real token of each segment) and ``segment_ids`` (0 = padding), all
 ``[batch, length]`` int32.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-from alert_jax.models import decode_weights
 from alert_jax.models.attention import attention, cached_attention, make_attention_mask
+from alert_jax.models.decode_weights import Block, DecodeWeights, StoredBlock
 from alert_jax.models.sizes import OPTConfig
-from alert_jax.parallel.sharding import LOGICAL_AXIS_RULES, logical_sharding, logical_to_spec
+from alert_jax.parallel import param_sharding
+from alert_jax.parallel.sharding import constrain, use_mesh
 
 LN_EPS = 1e-5
 INIT_STD = 0.02
@@ -76,7 +79,7 @@ _REMAT_POLICIES: dict[str, Any] = {
 
 
 def _layer_shapes(c: OPTConfig) -> dict[str, tuple[int, ...]]:
-    L, D, N, H, F = c.num_layers, c.hidden_size, c.num_heads, c.head_dim, c.ffn_dim
+    L, D, N, H, F = c.arch.num_layers, c.arch.hidden_size, c.arch.num_heads, c.arch.head_dim, c.arch.ffn_dim
     return {
         "attn_ln_scale": (L, D),
         "attn_ln_bias": (L, D),
@@ -95,12 +98,6 @@ def _layer_shapes(c: OPTConfig) -> dict[str, tuple[int, ...]]:
         "fc2_kernel": (L, F, D),
         "fc2_bias": (L, D),
     }
-
-
-def is_decayed(path: Sequence[Any]) -> bool:
-    """Weight-decay rule: matrices (names ending in ``kernel`` or ``embedding``) decay; biases and LayerNorm
-    scales/biases never do. ``path`` is an nnx state path, e.g. ``('layers', 'fc1_kernel')``."""
-    return str(path[-1]).endswith(("kernel", "embedding"))
 
 
 @flax.struct.dataclass
@@ -128,37 +125,26 @@ class KVCache:
     def max_len(self) -> int:
         return self.k[0].shape[2]
 
+    def logical_axes(self) -> KVCache:
+        """A cache-shaped tree whose leaves are the logical axis names of this cache's arrays (a name tuple is a
+        pytree too, so map with ``is_leaf=lambda x: isinstance(x, LogicalNames)``)."""
+        layer = param_sharding.LogicalNames(KV_LAYER_AXES)
+        row = param_sharding.LogicalNames(("batch", "length"))
+        return KVCache(k=(layer,) * len(self.k), v=(layer,) * len(self.v), segment_ids=row, positions=row,
+                       index=param_sharding.LogicalNames(()))
 
-KV_CACHE_LOGICAL_AXES = KVCache(  # of each layer's k / v array
-    k=("batch", "heads", "length", "kv"),  # type: ignore[arg-type]
-    v=("batch", "heads", "length", "kv"),  # type: ignore[arg-type]
-    segment_ids=("batch", "length"),  # type: ignore[arg-type]
-    positions=("batch", "length"),  # type: ignore[arg-type]
-    index=(),  # type: ignore[arg-type]
-)
+    def constrain(self) -> KVCache:
+        """Every array constrained to its logical axes under the active mesh (a no-op without one)."""
+        return jax.tree.map(lambda x, names: constrain(x, names), self, self.logical_axes(),
+                            is_leaf=lambda x: isinstance(x, param_sharding.LogicalNames))
+
+
+KV_LAYER_AXES = ("batch", "heads", "length", "kv")  # of each layer's k / v array
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Pure helpers
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
-    """``with_sharding_constraint`` by logical names when a mesh is active; dimensions that do not divide the
-    mesh axes they map to stay replicated. A no-op without a mesh."""
-    mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty:
-        return x
-    sizes = dict(zip(mesh.axis_names, mesh.axis_sizes))
-    spec = []
-    for dim, entry in zip(x.shape, logical_to_spec(names)):
-        axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
-        axes = tuple(a for a in axes if a in sizes)
-        if not axes or dim % math.prod(sizes[a] for a in axes):
-            spec.append(None)
-        else:
-            spec.append(axes[0] if len(axes) == 1 else axes)
-    return jax.lax.with_sharding_constraint(x, jax.sharding.PartitionSpec(*spec))
 
 
 def _precision(dtype: Any) -> jax.lax.Precision | None:
@@ -186,39 +172,39 @@ def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
 
 def _block(
     c: OPTConfig,
-    p: dict[str, jax.Array],
+    p: Block,
     h: jax.Array,
     mask: jax.Array,
     key: jax.Array | None,
     cache: tuple[jax.Array, jax.Array, jax.Array] | None = None,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
     """One decoder block on ``h [B, T, D]``; ``p`` is one layer's weights in either layout of
-    :mod:`alert_jax.models.decode_weights` (stored, or decoding).
+    :mod:`alert_jax.models.decode_weights`.
 
     ``cache`` = (this layer's k ``[B, N, S, H]``, v, write index): the new keys/values are written in place at
     columns ``index .. index+T-1`` and attention runs over all S columns; the updated (k, v) are returned.
     """
     dt = h.dtype
     prec = _precision(dt)
-    p = {name: a.astype(dt) for name, a in p.items()}
+    p = jax.tree.map(lambda a: a.astype(dt), p)
     if key is not None:
         k_attn, k_out, k_ffn = jax.random.split(key, 3)
     else:
         k_attn = k_out = k_ffn = None
 
     residual = h
-    x = _layer_norm(h, p["attn_ln_scale"], p["attn_ln_bias"]) if c.do_layer_norm_before else h
-    q, k, v = decode_weights.project_qkv(p, x, prec)
-    q = q * jnp.asarray(c.head_dim**-0.5, dt)
-    q = _constrain(q, ("batch", "length", "heads", "kv"))
+    x = _layer_norm(h, p.attn_ln_scale, p.attn_ln_bias) if c.arch.do_layer_norm_before else h
+    q, k, v = p.project_qkv(x, prec)
+    q = q * jnp.asarray(c.arch.head_dim**-0.5, dt)
+    q = constrain(q, ("batch", "length", "heads", "kv"))
     if cache is None:
         o = attention(
             q,
             k,
             v,
             mask,
-            impl=c.attention_impl,
-            dropout_rate=c.attention_dropout if k_attn is not None else 0.0,
+            impl=c.runtime.attention_impl,
+            dropout_rate=c.runtime.attention_dropout if k_attn is not None else 0.0,
             dropout_key=k_attn,
             causal_self_attention=True,
             precision=prec,
@@ -230,24 +216,24 @@ def _block(
         v_cache = jax.lax.dynamic_update_slice(v_cache, jnp.swapaxes(v, 1, 2).astype(v_cache.dtype), (0, 0, index, 0))
         o = cached_attention(q, k_cache.astype(dt), v_cache.astype(dt), mask, precision=prec)
         new_cache = (k_cache, v_cache)
-    o = decode_weights.project_out(p, o, prec)
-    h = residual + _dropout(o, c.dropout, k_out)
-    if not c.do_layer_norm_before:
-        h = _layer_norm(h, p["attn_ln_scale"], p["attn_ln_bias"])
+    o = p.project_out(o, prec)
+    h = residual + _dropout(o, c.runtime.dropout, k_out)
+    if not c.arch.do_layer_norm_before:
+        h = _layer_norm(h, p.attn_ln_scale, p.attn_ln_bias)
 
     residual = h
-    x = _layer_norm(h, p["ffn_ln_scale"], p["ffn_ln_bias"]) if c.do_layer_norm_before else h
-    x = _constrain(jax.nn.relu(decode_weights.dense(p, "fc1", x, prec)), ("batch", "length", "mlp"))
-    x = decode_weights.dense(p, "fc2", x, prec)
-    h = residual + _dropout(x, c.dropout, k_ffn)
-    if not c.do_layer_norm_before:
-        h = _layer_norm(h, p["ffn_ln_scale"], p["ffn_ln_bias"])
-    h = _constrain(h, ("batch", "length", "embed"))
+    x = _layer_norm(h, p.ffn_ln_scale, p.ffn_ln_bias) if c.arch.do_layer_norm_before else h
+    x = constrain(jax.nn.relu(p.fc1(x, prec)), ("batch", "length", "mlp"))
+    x = p.fc2(x, prec)
+    h = residual + _dropout(x, c.runtime.dropout, k_ffn)
+    if not c.arch.do_layer_norm_before:
+        h = _layer_norm(h, p.ffn_ln_scale, p.ffn_ln_bias)
+    h = constrain(h, ("batch", "length", "embed"))
     return h, new_cache
 
 
 def _dropout_key(rngs: nnx.Rngs | jax.Array | None, deterministic: bool, config: OPTConfig) -> jax.Array | None:
-    if deterministic or (config.dropout <= 0.0 and config.attention_dropout <= 0.0):
+    if deterministic or (config.runtime.dropout <= 0.0 and config.runtime.attention_dropout <= 0.0):
         return None
     if rngs is None:
         raise ValueError("OPT(..., deterministic=False) needs rngs (an nnx.Rngs or a jax PRNG key) for dropout")
@@ -264,7 +250,7 @@ def _dropout_key(rngs: nnx.Rngs | jax.Array | None, deterministic: bool, config:
 def _param(rngs: nnx.Rngs, shape: tuple[int, ...], names: tuple[str | None, ...], init: str, dtype: Any) -> nnx.Param:
     """A Param carrying its logical axis names. Eager sharding is off on every Param, so a model built with or
     without an active mesh has the same pytree metadata; sharded placement is done explicitly (create_model,
-    param_shardings, convert.from_hf)."""
+    io.convert, io.checkpoint restores)."""
     return nnx.Param(_INITS[init](rngs.params(), shape, dtype), out_sharding=names, eager_sharding=False)
 
 
@@ -272,13 +258,14 @@ class OPTLayers(nnx.Module):
     """All decoder blocks' parameters, stacked along a leading ``layers`` axis (see ``LAYER_PARAMS``)."""
 
     def __init__(self, config: OPTConfig, *, rngs: nnx.Rngs):
-        dtype = jnp.dtype(config.param_dtype)
+        dtype = jnp.dtype(config.runtime.param_dtype)
         for name, shape in _layer_shapes(config).items():
             names, init = LAYER_PARAMS[name]
             setattr(self, name, _param(rngs, shape, names, init, dtype))
 
-    def arrays(self) -> dict[str, jax.Array]:
-        return {name: getattr(self, name)[...] for name in LAYER_PARAMS}
+    def stored(self) -> StoredBlock:
+        """The stacked ``[layers, ...]`` parameters as a :class:`~alert_jax.models.decode_weights.StoredBlock`."""
+        return StoredBlock(**{name: getattr(self, name)[...] for name in LAYER_PARAMS})
 
 
 class OPT(nnx.Module):
@@ -287,24 +274,24 @@ class OPT(nnx.Module):
     def __init__(self, config: OPTConfig, *, rngs: nnx.Rngs):
         self.config = config
         c = config
-        dtype = jnp.dtype(c.param_dtype)
-        self.token_embedding = _param(rngs, (c.vocab_size, c.embed_dim), ("vocab", "embed"), "normal", dtype)
+        dtype = jnp.dtype(c.runtime.param_dtype)
+        self.token_embedding = _param(rngs, (c.arch.vocab_size, c.arch.embed_dim), ("vocab", "embed"), "normal", dtype)
         self.position_embedding = _param(
-            rngs, (c.max_position_embeddings + POSITION_OFFSET, c.hidden_size), (None, "embed"), "normal", dtype
+            rngs, (c.arch.max_position_embeddings + POSITION_OFFSET, c.arch.hidden_size), (None, "embed"), "normal", dtype
         )
         self.project_in_kernel = (
-            _param(rngs, (c.embed_dim, c.hidden_size), (None, "embed"), "normal", dtype)
-            if c.has_projection
+            _param(rngs, (c.arch.embed_dim, c.arch.hidden_size), (None, "embed"), "normal", dtype)
+            if c.arch.has_projection
             else None
         )
         self.project_out_kernel = (
-            _param(rngs, (c.hidden_size, c.embed_dim), ("embed", None), "normal", dtype)
-            if c.has_projection
+            _param(rngs, (c.arch.hidden_size, c.arch.embed_dim), ("embed", None), "normal", dtype)
+            if c.arch.has_projection
             else None
         )
-        if c.has_final_layer_norm:
-            self.final_ln_scale = _param(rngs, (c.hidden_size,), ("embed",), "ones", dtype)
-            self.final_ln_bias = _param(rngs, (c.hidden_size,), ("embed",), "zeros", dtype)
+        if c.arch.has_final_layer_norm:
+            self.final_ln_scale = _param(rngs, (c.arch.hidden_size,), ("embed",), "ones", dtype)
+            self.final_ln_bias = _param(rngs, (c.arch.hidden_size,), ("embed",), "zeros", dtype)
         else:
             self.final_ln_scale = None
             self.final_ln_bias = None
@@ -314,7 +301,7 @@ class OPT(nnx.Module):
 
     @property
     def _dtype(self) -> jnp.dtype:
-        return jnp.dtype(self.config.dtype)
+        return jnp.dtype(self.config.runtime.dtype)
 
     def _embed(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array) -> jax.Array:
         """``[B, T]`` ints -> ``[B, T, D]``: token embedding (projected in) + learned position (row pos + 2;
@@ -322,45 +309,44 @@ class OPT(nnx.Module):
         dt = self._dtype
         # Gather the table's embed dim first (FSDP all-gather): a lookup into an embed-sharded table would give an
         # embed-sharded output that XLA must fully rematerialize to reach the batch-sharded activation layout.
-        table = _constrain(self.token_embedding[...], ("vocab", None))
+        table = constrain(self.token_embedding[...], ("vocab", None))
         x = jnp.take(table, tokens, axis=0).astype(dt)
         if self.project_in_kernel is not None:
             x = jnp.matmul(x, self.project_in_kernel[...].astype(dt), precision=_precision(dt))
         rows = jnp.where(segment_ids != 0, positions + POSITION_OFFSET, POSITION_OFFSET - 1)
         x = x + jnp.take(self.position_embedding[...], rows, axis=0).astype(dt)
-        return _constrain(x, ("batch", "length", "embed"))
+        return constrain(x, ("batch", "length", "embed"))
 
-    def _head(self, h: jax.Array, few_rows: bool = False) -> jax.Array:
-        """``[B, T, D]`` -> float32 logits ``[B, T, V]`` (final LN if pre-LN, project out, tied embedding).
-        ``few_rows`` (decode steps): the ``[V, E]`` table as the row operand (``decode_weights.rows_last``)."""
-        dt = self._dtype
-        prec = _precision(dt)
+    def _final(self, h: jax.Array) -> jax.Array:
+        """``[B, T, D]`` -> ``[B, T, E]``: the final LayerNorm (pre-LN models) and ``project_out`` (opt-350m)."""
         if self.final_ln_scale is not None:
             h = _layer_norm(h, self.final_ln_scale[...], self.final_ln_bias[...])
         if self.project_out_kernel is not None:
-            h = jnp.matmul(h, self.project_out_kernel[...].astype(dt), precision=prec)
+            h = jnp.matmul(h, self.project_out_kernel[...].astype(self._dtype), precision=_precision(self._dtype))
+        return h
+
+    def _head(self, h: jax.Array) -> jax.Array:
+        """``[B, T, D]`` -> float32 logits ``[B, T, V]`` against the tied token embedding."""
+        dt = self._dtype
         table = self.token_embedding[...].astype(dt)
-        if few_rows:
-            B, T, E = h.shape
-            logits = decode_weights.rows_last("ve,me->vm", table, h.reshape(B * T, E), prec, jnp.float32)
-            logits = logits.reshape(B, T, -1)
-        else:
-            logits = jnp.einsum("bte,ve->btv", h, table, preferred_element_type=jnp.float32, precision=prec)
-        return _constrain(logits, ("batch", "length", "vocab"))
+        logits = jnp.einsum("bte,ve->btv", self._final(h), table, preferred_element_type=jnp.float32,
+                            precision=_precision(dt))
+        return constrain(logits, ("batch", "length", "vocab"))
 
     def _scan_layers(self, h: jax.Array, mask: jax.Array, key: jax.Array | None) -> jax.Array:
         """The full forward's blocks: one ``lax.scan`` over the stacked layer weights (and per-layer dropout keys)."""
         c = self.config
-        keys = None if key is None else jax.random.split(key, c.num_layers)
+        keys = None if key is None else jax.random.split(key, c.arch.num_layers)
 
         def body(carry, xs):
             p, k = xs
             out, _ = _block(c, p, carry, mask, k)
             return out, None
 
-        if c.remat_policy != "none":
-            body = jax.checkpoint(body, policy=_REMAT_POLICIES[c.remat_policy], prevent_cse=False)
-        h, _ = jax.lax.scan(body, h, (self.layers.arrays(), keys), unroll=min(int(c.scan_unroll), c.num_layers))
+        if c.runtime.remat_policy != "none":
+            body = jax.checkpoint(body, policy=_REMAT_POLICIES[c.runtime.remat_policy], prevent_cse=False)
+        unroll = min(int(c.runtime.scan_unroll), c.arch.num_layers)
+        h, _ = jax.lax.scan(body, h, (self.layers.stored(), keys), unroll=unroll)
         return h
 
     # -- public API --------------------------------------------------------------------------------------------
@@ -379,9 +365,9 @@ class OPT(nnx.Module):
         Args:
           tokens, positions, segment_ids: int32 ``[B, L]``. ``positions`` start at 0 at the first real token of
             each segment (the model adds OPT's offset of 2); ``segment_ids`` 0 marks padding.
-          deterministic: False enables dropout (``config.dropout`` on residual branches, ``config.attention_dropout``
-            on attention probabilities); then ``rngs`` (nnx.Rngs with a 'dropout' or 'default' stream, or a key)
-            is required.
+          deterministic: False enables dropout (``config.runtime.dropout`` on residual branches,
+            ``config.runtime.attention_dropout`` on attention probabilities); then ``rngs`` (nnx.Rngs with a
+            'dropout' or 'default' stream, or a key) is required.
         Returns:
           float32 logits ``[B, L, vocab_size]``. Rows of padding carry finite garbage.
         """
@@ -395,31 +381,16 @@ class OPT(nnx.Module):
 
     def init_cache(self, batch_size: int, max_len: int) -> KVCache:
         """An empty cache for ``batch_size`` rows of up to ``max_len`` columns (padding + prompt + generated).
-        Positions written into it must stay below ``config.max_position_embeddings``."""
+        Positions written into it must stay below ``config.arch.max_position_embeddings``."""
         c = self.config
-        shape = (batch_size, c.num_heads, max_len, c.head_dim)
+        shape = (batch_size, c.arch.num_heads, max_len, c.arch.head_dim)
 
-        def empty(names):
-            return tuple(_constrain(jnp.zeros(shape, self._dtype), names) for _ in range(c.num_layers))
+        def empty():
+            return tuple(jnp.zeros(shape, self._dtype) for _ in range(c.arch.num_layers))
 
         ids = jnp.zeros((batch_size, max_len), jnp.int32)
-        return KVCache(
-            k=empty(KV_CACHE_LOGICAL_AXES.k),
-            v=empty(KV_CACHE_LOGICAL_AXES.v),
-            segment_ids=ids,
-            positions=ids,
-            index=jnp.zeros((), jnp.int32),
-        )
-
-    def decode_layers(self) -> list[dict[str, jax.Array]]:
-        """The block weights in the decoding layout (:func:`alert_jax.models.decode_weights.decode_layers`): one dict
-        per layer, output dims first, q/k/v stacked, in the compute dtype.
-
-        For decoding loops: make them once, outside the loop, and pass them to :meth:`decode` as ``layers``. They
-        are new buffers (one more copy of the block weights while they live); made inside a loop they would be
-        rebuilt, i.e. copied, on every step.
-        """
-        return decode_weights.decode_layers(self.layers.arrays(), self.config.num_layers, self._dtype)
+        cache = KVCache(k=empty(), v=empty(), segment_ids=ids, positions=ids, index=jnp.zeros((), jnp.int32))
+        return cache.constrain()
 
     def decode(
         self,
@@ -427,7 +398,7 @@ class OPT(nnx.Module):
         positions: jax.Array,
         segment_ids: jax.Array,
         cache: KVCache,
-        layers: list[dict[str, jax.Array]] | None = None,
+        weights: DecodeWeights,
     ) -> tuple[jax.Array, KVCache]:
         """Runs ``T`` new tokens per row against the cache (prefill: T = prompt length; steps: T = 1).
 
@@ -436,16 +407,20 @@ class OPT(nnx.Module):
         column ``c`` attends to filled columns ``<= c`` with its own nonzero segment id. The caller keeps
         ``index + T <= cache.max_len`` (a write past the end would be clamped by ``dynamic_update_slice``).
 
-        The blocks run one after the other (unrolled, not scanned: each layer reads its own weight and cache buffers
-        in place; a scan would slice both out of stacked arrays, i.e. copy them, every step). ``layers``: the
-        weights from :meth:`decode_layers`, made once outside the caller's loop; ``None`` slices the stored layout
-        here, one layer at a time (XLA copies each slice: slower, but never a second copy of all the weights).
+        ``weights``: this model's block weights as built once by the caller, outside its decode loop
+        (``decode_weights.build_decode_weights``). The blocks run one after the other (unrolled, not scanned: each
+        layer reads its own weight and cache buffers in place; a scan would slice both out of stacked arrays, i.e.
+        copy them, every step).
 
         Returns float32 logits ``[B, T, V]`` (equal to the full forward's for the same tokens) and the new cache.
         Always deterministic (no dropout).
         """
         tokens, positions, segment_ids = (jnp.asarray(a, jnp.int32) for a in (tokens, positions, segment_ids))
         T = tokens.shape[1]
+        n = self.config.arch.num_layers
+        if weights.num_layers != n or len(cache.k) != n:
+            raise ValueError(f"decode: got weights for {weights.num_layers} layers and a cache of {len(cache.k)}; "
+                             f"the model has {n}")
         index = jnp.asarray(cache.index, jnp.int32)
         seg = jax.lax.dynamic_update_slice(cache.segment_ids, segment_ids, (0, index))
         pos = jax.lax.dynamic_update_slice(cache.positions, positions, (0, index))
@@ -453,18 +428,14 @@ class OPT(nnx.Module):
         kv_cols = jnp.arange(cache.max_len, dtype=jnp.int32)
         mask = make_attention_mask(segment_ids, seg, q_cols, kv_cols)
         h = self._embed(tokens, positions, segment_ids)
-        if layers is None:
-            stacked = self.layers.arrays()
-            layers = [{name: a[i] for name, a in stacked.items()} for i in range(self.config.num_layers)]
-        if len(layers) != self.config.num_layers or len(cache.k) != self.config.num_layers:
-            raise ValueError(f"decode: got weights for {len(layers)} layers and a cache of {len(cache.k)}; the model "
-                             f"has {self.config.num_layers}")
         ks, vs = [], []
-        for p, k, v in zip(layers, cache.k, cache.v):
-            h, (k, v) = _block(self.config, p, h, mask, None, (k, v, index))
+        for i, (k, v) in enumerate(zip(cache.k, cache.v)):
+            h, (k, v) = _block(self.config, weights.block(i), h, mask, None, (k, v, index))
             ks.append(k)
             vs.append(v)
-        logits = self._head(h, few_rows=T == 1)
+        dt = self._dtype
+        logits = weights.lm_head(self._final(h), self.token_embedding[...].astype(dt), _precision(dt))
+        logits = constrain(logits, ("batch", "length", "vocab"))
         return logits, KVCache(k=tuple(ks), v=tuple(vs), segment_ids=seg, positions=pos, index=index + T)
 
 
@@ -473,35 +444,47 @@ class OPT(nnx.Module):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def param_shardings(model: OPT | nnx.State, mesh: jax.sharding.Mesh) -> nnx.State:
-    """``NamedSharding`` per Param (same pytree structure as ``nnx.state(model, nnx.Param)``), from each Param's
-    logical axis names through THE rule table. Works on abstract models too; use it for jit in/out shardings."""
-    state = model if isinstance(model, nnx.State) else nnx.state(model, nnx.Param)
-    return jax.tree.map(
-        lambda v: v.replace(logical_sharding(mesh, v.get_metadata().get("out_sharding"))),
-        state,
-        is_leaf=lambda x: isinstance(x, nnx.Variable),
-    )
+@dataclasses.dataclass(frozen=True)
+class ModelParts:
+    """The static half of an ``nnx.split`` OPT model (hashable by identity; safe to close over in jit).
 
+    An ``OPT`` module is split once into these parts and its parameters as a *pure dict* of arrays
+    (``nnx.to_pure_dict``; e.g. ``params['layers']['fc1_kernel']`` is ``[layers, d, ffn]``). Pure dicts keep optax,
+    orbax and sharding trees simple; :meth:`build` merges them back into a module inside traced functions.
 
-def create_model(config: OPTConfig, mesh: jax.sharding.Mesh | None = None, rngs_seed: int = 0) -> OPT:
-    """A randomly initialised OPT (N(0, 0.02) matrices, zero biases, unit LN scales).
-
-    Params are created by one jitted program whose outputs are sharded on ``mesh`` by their logical names, so no
-    device ever holds an unsharded copy (``mesh=None``: the default device).
+    Attributes:
+      graphdef: the nnx graph definition.
+      template: abstract ``nnx.State`` of the ``nnx.Param`` variables (ShapeDtypeStruct values, metadata kept).
+      rest: the non-parameter state (normally empty), merged back unchanged.
+      names: pure-dict tree of :class:`~alert_jax.parallel.param_sharding.LogicalNames` per parameter.
     """
-    graphdef, abstract_state = nnx.split(abstract_model(config))
-    shardings = None if mesh is None else param_shardings(abstract_state, mesh)
 
-    def init() -> nnx.State:
-        return nnx.state(OPT(config, rngs=nnx.Rngs(rngs_seed)))
+    graphdef: Any
+    template: Any
+    rest: Any
+    names: Any
 
-    if mesh is None:
-        state = jax.jit(init)()
-    else:
-        with jax.set_mesh(mesh), nnx.logical_axis_rules(LOGICAL_AXIS_RULES):
-            state = jax.jit(init, out_shardings=shardings)()
-    return nnx.merge(graphdef, state)
+    def build(self, params: Any) -> OPT:
+        """An ``OPT`` module whose parameters are the arrays (or tracers) of the pure dict ``params``."""
+        state = jax.tree.map(lambda x: x, self.template)  # fresh Variable objects
+        nnx.replace_by_pure_dict(state, params)
+        return nnx.merge(self.graphdef, state, self.rest)
+
+    def abstract_params(self) -> Any:
+        """Pure dict of ``ShapeDtypeStruct`` (no shardings)."""
+        return nnx.to_pure_dict(self.template, extract_fn=lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype))
+
+    def shardings(self, mesh: jax.sharding.Mesh) -> Any:
+        """Pure dict of the parameters' ``NamedSharding`` s on ``mesh`` (``param_sharding.param_shardings``)."""
+        return param_sharding.param_shardings(self.names, self.abstract_params(), mesh)
+
+
+def split_model(model: nnx.Module) -> tuple[ModelParts, Any]:
+    """``(ModelParts, params pure dict)`` of a concrete (or abstract) model."""
+    graphdef, params_state, rest = nnx.split(model, nnx.Param, ...)
+    template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), params_state)
+    parts = ModelParts(graphdef, template, rest, param_sharding.logical_names(params_state))
+    return parts, nnx.to_pure_dict(params_state)
 
 
 def abstract_model(config: OPTConfig) -> OPT:
@@ -510,12 +493,21 @@ def abstract_model(config: OPTConfig) -> OPT:
     return nnx.eval_shape(lambda: OPT(config, rngs=nnx.Rngs(0)))
 
 
-def param_logical_axes(model: OPT) -> dict[tuple[str, ...], tuple[str | None, ...]]:
-    """``{state path: logical axis names}`` of every Param."""
-    out = {}
-    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        out[tuple(str(p) for p in path)] = tuple(var.get_metadata().get("out_sharding") or ())
-    return out
+def create_model(config: OPTConfig, mesh: jax.sharding.Mesh | None = None, rngs_seed: int = 0) -> OPT:
+    """A randomly initialised OPT (N(0, 0.02) matrices, zero biases, unit LN scales).
+
+    Params are created by one jitted program whose outputs are sharded on ``mesh`` by their logical names, so no
+    device ever holds an unsharded copy (``mesh=None``: the default device).
+    """
+    parts, _ = split_model(abstract_model(config))
+
+    def init() -> Any:
+        return nnx.to_pure_dict(nnx.state(OPT(config, rngs=nnx.Rngs(rngs_seed)), nnx.Param))
+
+    if mesh is None:
+        return parts.build(jax.jit(init)())
+    with use_mesh(mesh):
+        return parts.build(jax.jit(init, out_shardings=parts.shardings(mesh))())
 
 
 def count_params(config: OPTConfig) -> int:

@@ -1,4 +1,6 @@
-"""The OPT size table and the model configuration dataclass.
+"""The OPT size table and the model configuration: :class:`Architecture` (what decides parameter shapes; a
+checkpoint carries it), :class:`Runtime` (dtypes, dropout, remat, attention kernel; the loading run's choice) and
+:class:`OPTConfig` (both).
 
 Architectures follow the OPT paper (Zhang et al., 2022, table 1) and metaseq's model table. All published sizes use a
 vocabulary of 50272 (GPT-2 BPE padded to a multiple of 8 plus OPT's extra symbols), 2048 learned positions and an FFN
@@ -19,13 +21,8 @@ DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 
 
 @dataclasses.dataclass(frozen=True)
-class OPTConfig:
-    """Architecture and numerics of one OPT model.
-
-    Architecture fields (``vocab_size`` ... ``do_layer_norm_before``) decide parameter shapes; the rest
-    (dropout, dtypes, remat, attention implementation) are runtime choices that can differ between the run that
-    trained a checkpoint and the run that loads it.
-    """
+class Architecture:
+    """What decides the parameter shapes; a checkpoint carries it (HF ``config.json``, the saved app config)."""
 
     hidden_size: int
     ffn_dim: int
@@ -35,15 +32,6 @@ class OPTConfig:
     max_position_embeddings: int = 2048
     word_embed_proj_dim: int | None = None  # None == hidden_size
     do_layer_norm_before: bool = True
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    dtype: str = "float32"  # compute dtype of activations and matmuls
-    param_dtype: str = "float32"  # storage dtype of the parameters (master weights)
-    remat_policy: str = "none"  # none | full | save_dots | save_dots_no_batch
-    attention_impl: str = "xla"  # xla | cudnn | reference
-    # layers per iteration of the full forward's layer scan (training, scoring): 1 = a rolled loop (fastest compile),
-    # num_layers = fully unrolled. Decoding (OPT.decode) always runs the layers unrolled on per-layer buffers.
-    scan_unroll: int = 1
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "ffn_dim", "num_layers", "num_heads", "vocab_size", "max_position_embeddings"):
@@ -55,19 +43,6 @@ class OPTConfig:
             )
         if self.word_embed_proj_dim is not None and self.word_embed_proj_dim <= 0:
             raise ValueError(f"OPTConfig.word_embed_proj_dim must be positive or None, got {self.word_embed_proj_dim}")
-        for name in ("dropout", "attention_dropout"):
-            rate = getattr(self, name)
-            if not 0.0 <= rate < 1.0:
-                raise ValueError(f"model.{name} must be in [0, 1), got {rate}")
-        for name in ("dtype", "param_dtype"):
-            if getattr(self, name) not in DTYPES:
-                raise ValueError(f"model.{name}={getattr(self, name)!r} is not one of {DTYPES}")
-        if int(self.scan_unroll) < 1:
-            raise ValueError(f"model.scan_unroll must be >= 1, got {self.scan_unroll}")
-        if self.remat_policy not in REMAT_POLICIES:
-            raise ValueError(f"model.remat_policy={self.remat_policy!r} is not one of {REMAT_POLICIES}")
-        if self.attention_impl not in ATTENTION_IMPLS:
-            raise ValueError(f"model.attention_impl={self.attention_impl!r} is not one of {ATTENTION_IMPLS}")
 
     @property
     def head_dim(self) -> int:
@@ -88,41 +63,71 @@ class OPTConfig:
         """HF/metaseq rule: the decoder ends with a LayerNorm exactly when the blocks are pre-LN."""
         return self.do_layer_norm_before
 
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """Numerics and execution choices: they may differ between the run that trained a checkpoint and the run that
+    loads it, and always come from the loading run's config."""
+
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    dtype: str = "float32"  # compute dtype of activations and matmuls
+    param_dtype: str = "float32"  # storage dtype of the parameters (master weights)
+    remat_policy: str = "none"  # none | full | save_dots | save_dots_no_batch
+    attention_impl: str = "xla"  # xla | cudnn | reference
+    # layers per iteration of the full forward's layer scan (training, scoring): 1 = a rolled loop (fastest compile),
+    # num_layers = fully unrolled. Decoding (OPT.decode) always runs the layers unrolled on per-layer buffers.
+    scan_unroll: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("dropout", "attention_dropout"):
+            rate = getattr(self, name)
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"model.{name} must be in [0, 1), got {rate}")
+        for name in ("dtype", "param_dtype"):
+            if getattr(self, name) not in DTYPES:
+                raise ValueError(f"model.{name}={getattr(self, name)!r} is not one of {DTYPES}")
+        if int(self.scan_unroll) < 1:
+            raise ValueError(f"model.scan_unroll must be >= 1, got {self.scan_unroll}")
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"model.remat_policy={self.remat_policy!r} is not one of {REMAT_POLICIES}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"model.attention_impl={self.attention_impl!r} is not one of {ATTENTION_IMPLS}")
+
+
+ARCHITECTURE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Architecture))
+RUNTIME_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Runtime))
+
+
+@dataclasses.dataclass(frozen=True)
+class OPTConfig:
+    """One OPT model: its :class:`Architecture` (``config.arch``) and its :class:`Runtime` (``config.runtime``)."""
+
+    arch: Architecture
+    runtime: Runtime = Runtime()
+
     def replace(self, **changes: Any) -> OPTConfig:
-        return dataclasses.replace(self, **changes)
+        """A copy with any :class:`Architecture` or :class:`Runtime` fields changed, by field name."""
+        unknown = sorted(set(changes) - set(ARCHITECTURE_FIELDS) - set(RUNTIME_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown OPTConfig field(s) {unknown}; valid fields: "
+                             f"{sorted(ARCHITECTURE_FIELDS + RUNTIME_FIELDS)}")
+        arch = {k: v for k, v in changes.items() if k in ARCHITECTURE_FIELDS}
+        runtime = {k: v for k, v in changes.items() if k in RUNTIME_FIELDS}
+        return OPTConfig(dataclasses.replace(self.arch, **arch) if arch else self.arch,
+                         dataclasses.replace(self.runtime, **runtime) if runtime else self.runtime)
 
 
-ARCHITECTURE_FIELDS: tuple[str, ...] = (
-    "hidden_size",
-    "ffn_dim",
-    "num_layers",
-    "num_heads",
-    "vocab_size",
-    "max_position_embeddings",
-    "word_embed_proj_dim",
-    "do_layer_norm_before",
-)
-RUNTIME_FIELDS: tuple[str, ...] = (
-    "dropout",
-    "attention_dropout",
-    "dtype",
-    "param_dtype",
-    "remat_policy",
-    "attention_impl",
-    "scan_unroll",
-)
+def _opt(d_model: int, layers: int, heads: int, **kw: Any) -> Architecture:
+    return Architecture(hidden_size=d_model, ffn_dim=4 * d_model, num_layers=layers, num_heads=heads, **kw)
 
 
-def _opt(d_model: int, layers: int, heads: int, **kw: Any) -> OPTConfig:
-    return OPTConfig(hidden_size=d_model, ffn_dim=4 * d_model, num_layers=layers, num_heads=heads, **kw)
-
-
-SIZES: dict[str, OPTConfig] = {
+SIZES: dict[str, Architecture] = {
     # Test sizes: a small vocabulary keeps the embedding (and the logits) cheap.
-    "tiny": OPTConfig(
+    "tiny": Architecture(
         hidden_size=64, ffn_dim=256, num_layers=2, num_heads=4, vocab_size=1024, max_position_embeddings=128
     ),
-    "tiny-postln": OPTConfig(
+    "tiny-postln": Architecture(
         hidden_size=64,
         ffn_dim=256,
         num_layers=2,
@@ -146,18 +151,14 @@ SIZES: dict[str, OPTConfig] = {
 
 
 def get_model_config(name: str, **overrides: Any) -> OPTConfig:
-    """The named size with ``overrides`` (any OPTConfig field) applied.
+    """The named size with default :class:`Runtime` and ``overrides`` (any Architecture or Runtime field) applied.
 
-    >>> get_model_config('125m', dtype='bfloat16').num_layers
+    >>> get_model_config('125m', dtype='bfloat16').arch.num_layers
     12
     """
     if name not in SIZES:
         raise ValueError(f"unknown model size {name!r}; valid sizes: {', '.join(SIZES)}")
-    fields = {f.name for f in dataclasses.fields(OPTConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"unknown OPTConfig field(s) {unknown}; valid fields: {sorted(fields)}")
-    return dataclasses.replace(SIZES[name], **overrides)
+    return OPTConfig(SIZES[name]).replace(**overrides)
 
 
 def model_config_from(cfg: Any) -> OPTConfig:
@@ -168,6 +169,5 @@ def model_config_from(cfg: Any) -> OPTConfig:
     items = dict(model_cfg.items()) if hasattr(model_cfg, "items") else dict(vars(model_cfg))
     if "size" not in items:
         raise ValueError("config has no model.size (a name from alert_jax/models/sizes.py SIZES)")
-    fields = {f.name for f in dataclasses.fields(OPTConfig)}
-    overrides = {k: v for k, v in items.items() if k in fields}
+    overrides = {k: v for k, v in items.items() if k in ARCHITECTURE_FIELDS + RUNTIME_FIELDS}
     return get_model_config(str(items["size"]), **overrides)

@@ -1,4 +1,5 @@
-"""Multi-host start-up: ``jax.distributed.initialize`` from explicit settings or the environment.
+"""Multi-host start-up (``jax.distributed.initialize`` from explicit settings or the environment) and the few
+cross-process helpers the apps use: who writes (:func:`is_primary`), barriers, and agreeing on a flag or a value.
 
 Three ways a process learns its place in a multi-process job, in this order:
 
@@ -20,6 +21,7 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 
 _ENV_KEYS = (
     ("ALERT_JAX_COORDINATOR", "ALERT_JAX_NUM_PROCESSES", "ALERT_JAX_PROCESS_ID"),
@@ -105,3 +107,39 @@ def initialize_from_config(cfg: Any) -> bool:
 def is_primary() -> bool:
     """True on process 0 (the one that writes reports, metrics and logs)."""
     return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Waits until every process reaches the barrier ``name`` (a no-op with one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process when ``flag`` is True on any (e.g. one process received SIGTERM)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
+
+
+def agree(flag: bool) -> bool:
+    """Process 0's value of ``flag`` on every process (so all processes skip or do the same work)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.int32)))
+
+
+def host_array(x: jax.Array) -> np.ndarray:
+    """The whole value of ``x`` as a numpy array on this process (gathered when it spans processes; every process
+    must call it then)."""
+    if getattr(x, "is_fully_addressable", True):
+        return np.asarray(jax.device_get(x))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))

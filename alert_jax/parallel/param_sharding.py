@@ -3,9 +3,9 @@
 
 Parameters are handled as *pure dicts* (``nnx.to_pure_dict`` of the model's ``nnx.Param`` state: nested dicts of
 arrays keyed by module path). Every ``nnx.Param`` of the OPT model carries its logical axis names in the variable
-metadata ``out_sharding`` (e.g. fc1 ``('layers', 'embed', 'mlp')``); the rule table of :mod:`alert_jax.parallel.sharding`
-maps them to mesh axes. A mesh axis that does not divide the dimension it would shard is dropped for that dimension
-(the dimension is replicated instead) so odd test shapes still run; :func:`replicated_report` counts that.
+metadata ``out_sharding`` (e.g. fc1 ``('layers', 'embed', 'mlp')``); the rule table and the fit rule of
+:mod:`alert_jax.parallel.sharding` map them to mesh axes (a mesh axis that does not divide a dimension is not used
+for it, so odd test shapes still run; :func:`replicated_report` counts what that leaves replicated).
 
 "Replicated" (for the check) means: the parameter is stored whole on every device, i.e. none of its dimensions is
 split over a mesh axis of size > 1. On a mesh whose ``fsdp`` or ``tensor`` axis is > 1, training refuses to start
@@ -25,7 +25,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from alert_jax.parallel.sharding import LOGICAL_AXIS_RULES, logical_to_spec
+from alert_jax.parallel.sharding import LOGICAL_AXIS_RULES, logical_spec
 
 __all__ = [
     "InsufficientShardingError",
@@ -75,39 +75,17 @@ def logical_names(model_or_state: Any) -> dict:
     return nnx.to_pure_dict(state, extract_fn=extract)
 
 
-def _fit_spec(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> PartitionSpec:
-    """Drops mesh axes from dimensions they do not divide."""
-    out = []
-    for dim, entry in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
-        axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
-        kept = []
-        size = 1
-        for a in axes:
-            if dim % (size * mesh.shape[a]) == 0:
-                kept.append(a)
-                size *= mesh.shape[a]
-        out.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
-    return PartitionSpec(*out)
-
-
 def param_shardings(
     names: Any,
+    shapes: Any,
     mesh: Mesh,
-    shapes: Any | None = None,
     rules: Sequence[tuple[str, Any]] = LOGICAL_AXIS_RULES,
 ) -> Any:
-    """Tree of ``NamedSharding`` for the parameters whose logical names are ``names`` (from :func:`logical_names`).
-
-    ``shapes``: optional tree of arrays / ShapeDtypeStructs with the same structure; when given, mesh axes that do not
-    divide a dimension are dropped for it.
-    """
-    if shapes is None:
-        return jax.tree.map(lambda n: NamedSharding(mesh, logical_to_spec(n, rules)), names, is_leaf=_is_names)
+    """Tree of ``NamedSharding`` for parameters whose logical names are ``names`` (from :func:`logical_names`) and
+    whose shapes are ``shapes`` (same structure: arrays or ShapeDtypeStructs), by the fit rule."""
+    axes = dict(mesh.shape)
     return jax.tree.map(
-        lambda n, s: NamedSharding(mesh, _fit_spec(logical_to_spec(n, rules), np.shape(s), mesh)),
-        names,
-        shapes,
-        is_leaf=_is_names,
+        lambda n, s: NamedSharding(mesh, logical_spec(n, np.shape(s), axes, rules)), names, shapes, is_leaf=_is_names
     )
 
 

@@ -1,4 +1,4 @@
-"""Mesh construction and THE logical-axis rule table.
+"""Mesh construction, THE logical-axis rule table and THE fit rule.
 
 Every array in alert-jax names its dimensions with *logical* axis names; this module is the one place that maps them
 to the physical mesh axes ``('data', 'fsdp', 'tensor')``:
@@ -17,16 +17,25 @@ layers     None                the stacked-layer dimension of scanned weights
 =========  ==================  ============================================================
 
 A mesh axis of size 1 makes its rules no-ops, so the same table serves 1 CPU, 8 fake devices, or a pod.
+
+**The fit rule** (:func:`logical_spec`, used for parameters, activations, the KV cache and the planner alike): a mesh
+axis is used at most once per array (a later dimension that maps to an axis already taken stays unsplit on it); then,
+per dimension, the mapped mesh axes are kept in rule order while the product of the kept sizes divides the dimension,
+and an axis that would not divide it is skipped. Example on a mesh ``data=2, fsdp=4``: ``batch`` of 8 rows ->
+``('data', 'fsdp')``; 6 rows -> ``'data'`` (fsdp's 4 would leave 6 / 8); 3 rows -> unsplit. So odd test shapes still
+run, and a dimension is never split unevenly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
+from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES: tuple[str, str, str] = ("data", "fsdp", "tensor")
@@ -78,34 +87,79 @@ def make_mesh(shape: Sequence[int] = (-1, 1, 1), devices: Sequence[jax.Device] |
     return Mesh(np.asarray(devices).reshape(resolved), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
-def logical_to_spec(
-    names: Sequence[str | None] | None, rules: Sequence[tuple[str, Any]] = LOGICAL_AXIS_RULES
+def logical_spec(
+    names: Sequence[str | None] | None,
+    shape: Sequence[int] | None = None,
+    mesh_axes: Mapping[str, int] | None = None,
+    rules: Sequence[tuple[str, Any]] = LOGICAL_AXIS_RULES,
 ) -> PartitionSpec:
-    """Maps logical axis names to a ``PartitionSpec`` with the rule table; unknown or ``None`` names replicate.
+    """THE fit rule (module docstring): logical axis names -> ``PartitionSpec``.
 
-    A mesh axis is used at most once per spec (later dimensions that would reuse it are replicated).
+    Args:
+      names: one logical name (or ``None``) per dimension; unknown names and ``None`` replicate. ``None`` for the
+        whole tuple: replicated.
+      shape: the array's shape; with ``mesh_axes``, mesh axes that do not divide a dimension are skipped for it.
+        Without ``shape`` the spec is the rule table's mapping alone.
+      mesh_axes: ``{mesh axis: size}`` of the mesh (concrete or abstract); axes absent from it are skipped.
     """
     if names is None:
         return PartitionSpec()
     table = dict(rules)
     used: set[str] = set()
+    dims = [None] * len(names) if shape is None else list(shape)
     out = []
-    for name in names:
+    for name, dim in zip(names, dims):
         target = table.get(name) if name is not None else None
         axes = (target,) if isinstance(target, str) else tuple(target or ())
         axes = tuple(a for a in axes if a not in used)
         used.update(axes)
+        if mesh_axes is not None:
+            axes = tuple(a for a in axes if a in mesh_axes)
+        if dim is not None and mesh_axes is not None:
+            kept, size = [], 1
+            for a in axes:
+                if dim % (size * mesh_axes[a]) == 0:
+                    kept.append(a)
+                    size *= mesh_axes[a]
+            axes = tuple(kept)
         out.append(None if not axes else axes[0] if len(axes) == 1 else axes)
     return PartitionSpec(*out)
 
 
 def logical_sharding(
-    mesh: Mesh, names: Sequence[str | None] | None, rules: Sequence[tuple[str, Any]] = LOGICAL_AXIS_RULES
+    mesh: Mesh,
+    names: Sequence[str | None] | None,
+    shape: Sequence[int] | None = None,
+    rules: Sequence[tuple[str, Any]] = LOGICAL_AXIS_RULES,
 ) -> NamedSharding:
-    """``NamedSharding`` for an array whose dimensions carry the given logical names."""
-    return NamedSharding(mesh, logical_to_spec(names, rules))
+    """``NamedSharding`` on ``mesh`` for an array whose dimensions carry the given logical names (and, when given,
+    this ``shape``: the fit rule then drops mesh axes that do not divide a dimension)."""
+    return NamedSharding(mesh, logical_spec(names, shape, dict(mesh.shape), rules))
 
 
 def batch_sharding(mesh: Mesh, rules: Sequence[tuple[str, Any]] = LOGICAL_AXIS_RULES) -> NamedSharding:
     """Sharding of a ``[batch, length]`` input array."""
-    return logical_sharding(mesh, ("batch", "length"), rules)
+    return logical_sharding(mesh, ("batch", "length"), rules=rules)
+
+
+def batch_shards(mesh: Mesh) -> int:
+    """Number of pieces a ``[batch, ...]`` array is split into (data x fsdp)."""
+    return int(mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1))
+
+
+def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+    """``with_sharding_constraint`` of ``x`` by its logical names under the active mesh (the fit rule with ``x``'s
+    shape); a no-op outside :func:`use_mesh` / ``jax.set_mesh``."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return x
+    spec = logical_spec(names, x.shape, dict(zip(mesh.axis_names, mesh.axis_sizes)))
+    return jax.lax.with_sharding_constraint(x, spec)
+
+
+@contextlib.contextmanager
+def use_mesh(mesh: Mesh) -> Iterator[Mesh]:
+    """Activates ``mesh`` (``jax.set_mesh``) and the rule table (``nnx.logical_axis_rules``) for tracing and running
+    programs whose arrays carry logical names."""
+    with jax.set_mesh(mesh), nnx.logical_axis_rules(LOGICAL_AXIS_RULES):
+        yield mesh

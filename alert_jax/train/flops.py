@@ -28,6 +28,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from alert_jax.models.sizes import OPTConfig
+
 # Dense peak FLOP/s per device (chip) in bf16 (matrix units, no sparsity). Substring of jax's ``device_kind``
 # (lower-cased) -> FLOP/s. First match wins, so the more specific names come first.
 PEAK_FLOPS_BF16: tuple[tuple[str, float], ...] = (
@@ -44,27 +46,25 @@ PEAK_FLOPS_BF16: tuple[tuple[str, float], ...] = (
 )
 
 
-def matmul_params(config: Any) -> int:
-    """``N_matmul`` of the module docstring for an :class:`OPTConfig`-like object (hidden_size, ffn_dim, num_layers,
-    vocab_size, word_embed_proj_dim)."""
-    d = int(config.hidden_size)
-    ffn = int(config.ffn_dim)
-    layers = int(config.num_layers)
-    proj = getattr(config, "word_embed_proj_dim", None) or d
-    n = layers * (4 * d * d + 2 * d * ffn)
+def matmul_params(config: OPTConfig) -> int:
+    """``N_matmul`` of the module docstring."""
+    a = config.arch
+    d, proj = a.hidden_size, a.embed_dim
+    n = a.num_layers * (4 * d * d + 2 * d * a.ffn_dim)
     if proj != d:
         n += 2 * proj * d  # project_in + project_out
-    n += int(config.vocab_size) * proj  # tied LM head
+    n += a.vocab_size * proj  # tied LM head
     return n
 
 
-def flops_per_token(config: Any, seq_len: int) -> float:
+def flops_per_token(config: OPTConfig, seq_len: int) -> float:
     """Training FLOPs per processed token: ``6 * N_matmul + 6 * n_layers * seq_len * d_attn`` (causal, halved)."""
-    d_attn = int(config.num_heads) * (int(config.hidden_size) // int(config.num_heads))
-    return 6.0 * matmul_params(config) + 6.0 * int(config.num_layers) * int(seq_len) * d_attn
+    a = config.arch
+    d_attn = a.num_heads * a.head_dim
+    return 6.0 * matmul_params(config) + 6.0 * a.num_layers * int(seq_len) * d_attn
 
 
-def train_step_flops(config: Any, batch_size: int, seq_len: int) -> float:
+def train_step_flops(config: OPTConfig, batch_size: int, seq_len: int) -> float:
     """Training FLOPs of one optimizer step over ``batch_size`` rows of ``seq_len`` tokens (all microbatches)."""
     return flops_per_token(config, seq_len) * int(batch_size) * int(seq_len)
 
@@ -109,7 +109,7 @@ def measure_matmul_peak(
 
 
 def throughput(
-    config: Any,
+    config: OPTConfig,
     *,
     batch_size: int,
     seq_len: int,

@@ -89,13 +89,13 @@ def load_dev_sets(cfg: ml_collections.ConfigDict) -> tuple[dict[str, list[tuple[
     ``data.niv2_dir`` (empty: no dev sets). Dev tasks without a file are skipped and named in the log line.
     """
     d = cfg.data
-    template = str(d.get("dev_eval_template", "T1"))
+    template = str(d.dev_eval_template)
     if not template:
         return {}, "dev-set validation disabled (data.dev_eval_template='')"
     if not str(d.niv2_dir):
         return {}, ("no dev-set validation: data.niv2_dir is empty (set it, or ALERT_JAX_NIV2_DIR, to the NIV2 task "
                     "files to also report dev_loss)")
-    instances = int(d.get("dev_eval_instances", 100))
+    instances = int(d.dev_eval_instances)
     dev = dev_records(d.niv2_dir, template=template, max_instances=instances)
     counts = ", ".join(f"{name} {len(recs)}" for name, recs in dev.records.items()) or "none"
     note = f"dev set ({template}, first {instances or 'all'} instances per task): {counts}"

@@ -1,15 +1,11 @@
-"""The train state pytree and how it is built, sharded and turned back into a model.
+"""The train state pytree and how it is built and sharded.
 
-An ``OPT`` module is split once into static parts (:class:`ModelParts`: the nnx graph definition, an abstract
-template of its ``nnx.Param`` state carrying the logical axis names, and any non-parameter state) and its parameters
-as a *pure dict* of arrays (``nnx.to_pure_dict``; e.g. ``params['layers']['fc1_kernel']`` is ``[layers, d, ffn]``).
-Pure dicts keep optax, orbax and sharding trees simple; :meth:`ModelParts.build` merges them back into a module inside
-traced functions.
+The parameters are the pure dict of an OPT split by ``models.opt.split_model`` (its static half, ``ModelParts``,
+turns them back into a module inside traced functions).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import flax.struct
@@ -17,11 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from alert_jax.models.opt import ModelParts
 from alert_jax.parallel import param_sharding
-from alert_jax.parallel.sharding import LOGICAL_AXIS_RULES
 
 
 @flax.struct.dataclass
@@ -42,51 +37,9 @@ class TrainState:
     rng: jax.Array
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelParts:
-    """The static half of an ``nnx.split`` OPT model (hashable by identity; safe to close over in jit).
-
-    Attributes:
-      graphdef: the nnx graph definition.
-      template: abstract ``nnx.State`` of the ``nnx.Param`` variables (ShapeDtypeStruct values, metadata kept).
-      rest: the non-parameter state (normally empty), merged back unchanged.
-      names: pure-dict tree of :class:`~alert_jax.parallel.param_sharding.LogicalNames` per parameter.
-    """
-
-    graphdef: Any
-    template: Any
-    rest: Any
-    names: Any
-
-    def build(self, params: Any) -> nnx.Module:
-        """An ``OPT`` module whose parameters are the arrays (or tracers) of the pure dict ``params``."""
-        state = jax.tree.map(lambda x: x, self.template)  # fresh Variable objects
-        nnx.replace_by_pure_dict(state, params)
-        return nnx.merge(self.graphdef, state, self.rest)
-
-    def abstract_params(self) -> Any:
-        """Pure dict of ``ShapeDtypeStruct`` (no shardings)."""
-        return nnx.to_pure_dict(self.template, extract_fn=lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype))
-
-
-def split_model(model: nnx.Module) -> tuple[ModelParts, Any]:
-    """``(ModelParts, params pure dict)`` of a concrete (or abstract) model."""
-    graphdef, params_state, rest = nnx.split(model, nnx.Param, ...)
-    template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), params_state)
-    parts = ModelParts(graphdef, template, rest, param_sharding.logical_names(params_state))
-    return parts, nnx.to_pure_dict(params_state)
-
-
-def param_shardings(parts: ModelParts, mesh: Mesh, rules: Any = LOGICAL_AXIS_RULES) -> Any:
-    """Pure-dict tree of ``NamedSharding`` for the parameters on ``mesh``."""
-    return param_sharding.param_shardings(parts.names, mesh, parts.abstract_params(), rules)
-
-
-def state_shardings(
-    parts: ModelParts, tx: optax.GradientTransformation, mesh: Mesh, rules: Any = LOGICAL_AXIS_RULES
-) -> TrainState:
+def state_shardings(parts: ModelParts, tx: optax.GradientTransformation, mesh: Mesh) -> TrainState:
     """A :class:`TrainState` whose leaves are the ``NamedSharding`` s of the corresponding state arrays."""
-    p_shard = param_shardings(parts, mesh, rules)
+    p_shard = parts.shardings(mesh)
     abstract_opt = jax.eval_shape(tx.init, parts.abstract_params())
     rep = NamedSharding(mesh, PartitionSpec())
     return TrainState(

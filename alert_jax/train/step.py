@@ -12,7 +12,6 @@ over the data axis); the per-microbatch *sums* of losses, gradients and token co
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,7 +21,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from alert_jax.parallel.sharding import LOGICAL_AXIS_RULES, batch_sharding
+from alert_jax.parallel.sharding import batch_sharding, use_mesh
 from alert_jax.train.state import ModelParts, TrainState
 
 BATCH_FIELDS: tuple[str, ...] = ("inputs", "targets", "segment_ids", "positions", "loss_mask")
@@ -49,13 +48,6 @@ def loss_fn(
     ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch["targets"])
     mask = batch["loss_mask"].astype(jnp.float32)
     return jnp.sum(ce * mask), jnp.sum(mask)
-
-
-def _mesh_context(mesh: Mesh, rules: Any):
-    stack = contextlib.ExitStack()
-    stack.enter_context(jax.set_mesh(mesh))
-    stack.enter_context(nnx.logical_axis_rules(rules))
-    return stack
 
 
 def dropout_key(base: jax.Array, step: jax.Array, micro: jax.Array, impl: str = "threefry2x32") -> jax.Array:
@@ -97,7 +89,6 @@ def make_train_step(
     grad_accum_steps: int = 1,
     schedule: Callable[[jax.Array], jax.Array] | None = None,
     donate: bool = True,
-    rules: Any = LOGICAL_AXIS_RULES,
     compiler_options: dict[str, Any] | None = None,
     dropout_rng_impl: str = "threefry2x32",
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
@@ -114,7 +105,7 @@ def make_train_step(
     k = int(grad_accum_steps)
     if k < 1:
         raise ValueError(f"train.grad_accum_steps must be >= 1, got {k}")
-    b_shard = batch_sharding(mesh, rules)
+    b_shard = batch_sharding(mesh)
     rep = NamedSharding(mesh, PartitionSpec())
     batch_shardings = {name: b_shard for name in BATCH_FIELDS}
 
@@ -177,7 +168,7 @@ def make_train_step(
     )
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
-        with _mesh_context(mesh, rules):
+        with use_mesh(mesh):
             return jitted(state, {name: batch[name] for name in BATCH_FIELDS})
 
     train_step.jitted = jitted  # type: ignore[attr-defined]  # for .lower() / cost analysis
@@ -189,12 +180,11 @@ def make_eval_step(
     mesh: Mesh,
     param_shardings: Any,
     *,
-    rules: Any = LOGICAL_AXIS_RULES,
     compiler_options: dict[str, Any] | None = None,
 ) -> Callable[[Any, Batch], tuple[jax.Array, jax.Array]]:
     """Builds ``eval_step(params, batch) -> (sum of target-token CE, number of target tokens)`` (deterministic,
     jitted; params are not donated). Sum the pairs over batches and divide once for the validation loss."""
-    b_shard = batch_sharding(mesh, rules)
+    b_shard = batch_sharding(mesh)
     rep = NamedSharding(mesh, PartitionSpec())
 
     def step(params, batch):
@@ -208,7 +198,7 @@ def make_eval_step(
     )
 
     def eval_step(params: Any, batch: Batch) -> tuple[jax.Array, jax.Array]:
-        with _mesh_context(mesh, rules):
+        with use_mesh(mesh):
             return jitted(params, {name: batch[name] for name in BATCH_FIELDS})
 
     return eval_step

@@ -16,6 +16,10 @@ through the project's own code (no second training or decoding loop):
    (first line: ``CoT vs pretrained on mathematics: X vs Y``), ``scores.json`` and ``figures/``. The comparison and
    its rendering are in :mod:`alert_jax.apps.demo.comparison`.
 
+Every training stage runs ``cfg.train_config`` (a ``configs/finetune.py`` config) and every evaluation
+``cfg.eval_config`` (a ``configs/evaluate.py`` config), with the stage's settings applied; ``configs/demo.py`` puts
+them in, so the package never reads ``configs/`` itself.
+
 Resume: a finished stage leaves ``stages/<stage>.json`` with a fingerprint of the settings it depends on (its own
 config sections and those of every earlier stage). A rerun with the same workdir skips stages whose fingerprint
 matches; an interrupted stage resumes from its checkpoints (training) or predictions files (evaluation). Finished
@@ -26,9 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
-import importlib.util
-import inspect
 import json
 import logging
 import os
@@ -42,7 +43,6 @@ import ml_collections
 from alert_jax.apps.demo.comparison import MODELS, build_comparison, effect_line, render_report, write_figures
 
 MODE_OF = {"opt-ft": "ft", "opt-cot": "cot"}
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 class DemoError(ValueError):
@@ -241,24 +241,13 @@ def make_tokenizer(cfg: ml_collections.ConfigDict, paths: DemoPaths) -> Any:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _app_config(name: str, arg: str) -> ml_collections.ConfigDict:
-    """``configs/<name>.py``'s ``get_config(arg)`` (the repo's configs package, imported by path if needed)."""
-    try:
-        module = importlib.import_module(f"configs.{name}")
-    except ImportError:
-        spec = importlib.util.spec_from_file_location(f"_alert_configs_{name}", REPO_ROOT / "configs" / f"{name}.py")
-        if spec is None or spec.loader is None:
-            raise DemoError(f"cannot find configs/{name}.py next to {REPO_ROOT / 'alert_jax'}") from None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return module.get_config(arg)
-
-
 def train_config(cfg: ml_collections.ConfigDict, paths: DemoPaths, model: str) -> ml_collections.ConfigDict:
-    """The ``configs/finetune.py`` config of one training stage (``model`` = 'opt' for pretraining)."""
+    """The config of one training stage (``model`` = 'opt' for pretraining): ``cfg.train_config`` (a
+    ``configs/finetune.py`` config) with the stage's settings."""
     s = cfg.pretrain if model == "opt" else cfg.finetune
-    t = _app_config("finetune", "tiny," + MODE_OF.get(model, "cot"))
+    t = ml_collections.ConfigDict(cfg.train_config.to_dict())
     with t.unlocked():
+        t.mode = MODE_OF.get(model, "cot")
         t.seed = int(cfg.seed)
         t.model = ml_collections.ConfigDict(cfg.model.to_dict())
         t.mesh.shape = tuple(cfg.mesh.shape)
@@ -275,25 +264,6 @@ def train_config(cfg: ml_collections.ConfigDict, paths: DemoPaths, model: str) -
         t.optimizer.update(learning_rate=float(s.learning_rate), warmup_steps=int(s.warmup_steps),
                            end_lr_fraction=float(s.end_lr_fraction), weight_decay=float(s.weight_decay))
     return t
-
-
-def _train(train_cfg: ml_collections.ConfigDict, workdir: pathlib.Path, train: list, valid: dict) -> dict[str, Any]:
-    """``loop.train_and_evaluate`` on the given ``(prompt, target)`` records (``valid``: name -> records).
-
-    The loop reads its corpora through ``loop.load_corpora(cfg)``; until it takes records directly, that function is
-    swapped for the duration of the call.
-    """
-    from alert_jax.train import loop
-
-    corpora = loop.Corpora(train=train, validation=valid)
-    if "corpora" in inspect.signature(loop.train_and_evaluate).parameters:
-        return loop.train_and_evaluate(train_cfg, workdir, corpora=corpora)
-    original = loop.load_corpora
-    loop.load_corpora = lambda _cfg: corpora
-    try:
-        return loop.train_and_evaluate(train_cfg, workdir)
-    finally:
-        loop.load_corpora = original
 
 
 def join_documents(docs: Sequence[str], tokenizer: Any, seq_len: int, separator: str = "\n\n") -> list[str]:
@@ -322,6 +292,9 @@ def join_documents(docs: Sequence[str], tokenizer: Any, seq_len: int, separator:
 
 def train_stage(cfg: ml_collections.ConfigDict, paths: DemoPaths, model: str) -> dict[str, Any]:
     """Pretraining (``model='opt'``) or finetuning (``'opt-ft'``/``'opt-cot'``); returns the loop's summary."""
+    from alert_jax.train import loop
+    from alert_jax.train.records import Corpora
+
     if model == "opt":
         docs = [r["text"] for r in _read_jsonl(paths.data / "pretrain_train.jsonl")]
         valid_docs = [r["text"] for r in _read_jsonl(paths.data / "pretrain_valid.jsonl")]
@@ -336,7 +309,8 @@ def train_stage(cfg: ml_collections.ConfigDict, paths: DemoPaths, model: str) ->
         mode = MODE_OF[model]
         train = _formatted(cfg, paths, "train", mode)
         valid = {"synthetic": _formatted(cfg, paths, "valid", mode)}
-    summary = _train(train_config(cfg, paths, model), paths.run(model), train, valid)
+    summary = loop.train_and_evaluate(train_config(cfg, paths, model), paths.run(model),
+                                      corpora=Corpora(train=train, validation=valid))
     if summary.get("stopped") != "done" or int(summary.get("step", -1)) < int(
             (cfg.pretrain if model == "opt" else cfg.finetune).num_steps):
         raise DemoError(f"training of {model} stopped at step {summary.get('step')} ({summary.get('stopped')}); "
@@ -350,9 +324,10 @@ def train_stage(cfg: ml_collections.ConfigDict, paths: DemoPaths, model: str) ->
 
 
 def eval_config(cfg: ml_collections.ConfigDict, paths: DemoPaths, model: str) -> ml_collections.ConfigDict:
-    """The ``configs/evaluate.py`` config for one model."""
+    """The evaluation config for one model: ``cfg.eval_config`` (a ``configs/evaluate.py`` config) with the demo's
+    settings."""
     e = cfg.eval
-    c = _app_config("evaluate", "tiny")
+    c = ml_collections.ConfigDict(cfg.eval_config.to_dict())
     with c.unlocked():
         c.seed = int(cfg.seed)
         c.model = ml_collections.ConfigDict(cfg.model.to_dict())
@@ -371,13 +346,11 @@ def eval_stage(cfg: ml_collections.ConfigDict, paths: DemoPaths, model: str, out
                eta_after: Callable[[float], float]) -> dict[str, Any]:
     """Evaluates one model task by task (one progress line per task), then aggregates all tasks once."""
     from alert_jax.eval import runner
-    from alert_jax.io import checkpoint, tokenizers
     from alert_jax.parallel.sharding import make_mesh
 
     mesh = make_mesh(tuple(cfg.mesh.shape))
-    net, _ = checkpoint.restore_model(paths.checkpoints(model), mesh=mesh)
-    tok = tokenizers.load_tokenizer(f"sp:{paths.tokenizer}")
     ecfg = eval_config(cfg, paths, model)
+    net, tok = runner.load_model_and_tokenizer(ecfg, mesh)
     tasks = runner.build_registry("synthetic").resolve(str(cfg.eval.tasks))
     eval_log = logging.getLogger("alert_jax.eval")
     level = eval_log.level
@@ -462,7 +435,7 @@ def _load() -> str:
 def _metadata(cfg: ml_collections.ConfigDict, seconds: Mapping[str, float]) -> dict[str, str]:
     m, p, f, e = cfg.model, cfg.pretrain, cfg.finetune, cfg.eval
     return {
-        "preset": str(cfg.get("preset", "?")),
+        "preset": str(cfg.preset),
         "model": f"OPT d={m.hidden_size}, {m.num_layers} layers, {m.num_heads} heads, vocab {m.vocab_size}",
         "pretraining": f"{p.num_steps} steps x {p.batch_size} rows x {cfg.data.seq_len} tokens, lr {p.learning_rate}",
         "finetuning": f"{f.num_steps} steps x {f.batch_size} rows x {cfg.data.seq_len} tokens, lr {f.learning_rate}, "
@@ -487,15 +460,16 @@ def run_demo(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike,
     (paths.workdir / "demo_config.json").write_text(cfg.to_json_best_effort(indent=2) + "\n")
     cpu0 = time.process_time()
     progress = _Progress(_estimates(cfg), out)
-    out(f"ALERT demo ({cfg.get('preset', '?')} preset) -> {paths.workdir} | load average {_load()} | "
+    out(f"ALERT demo ({cfg.preset} preset) -> {paths.workdir} | load average {_load()} | "
         f"estimated total ~{_fmt_time(progress.remaining())}")
 
     # What each stage depends on; chained, so a stage also depends on every earlier one.
     data_s = _section(cfg, "demo")
     tok_s = {**data_s, "model.vocab_size": cfg.model.vocab_size}
-    pre_s = {**tok_s, **_section(cfg, "seed", "model", "mesh", "pretrain"), "seq_len": cfg.data.seq_len}
+    pre_s = {**tok_s, **_section(cfg, "seed", "model", "mesh", "pretrain", "train_config"),
+             "seq_len": cfg.data.seq_len}
     ft_s = {**pre_s, **_section(cfg, "finetune")}
-    eval_s = {**ft_s, **_section(cfg, "eval")}
+    eval_s = {**ft_s, **_section(cfg, "eval", "eval_config")}
     seconds: dict[str, float] = {}
     plan: list[tuple[str, str, dict[str, Any], Callable[[], Any]]] = [
         ("data", "synthetic NIV2 tasks, rationale corpus, pretraining text", data_s, lambda: make_data(cfg, paths)),

@@ -1,0 +1,181 @@
+"""The one model loader: ``init_from`` + the model config + the mesh -> the sharded model and its tokenizer.
+
+``init_from`` (every app's setting, ``configs/base.py``) is one of:
+
+* ``''`` -- a random initialisation of the configured model (seeded);
+* ``hf:PATH_OR_HUB_ID`` -- a Hugging Face OPT checkpoint folder (or a file in it) or a Hub id (``io.convert``);
+* ``metaseq:FILE`` -- a consolidated metaseq checkpoint, whose architecture must be the configured one;
+* ``ckpt:DIR`` -- an alert-jax training workdir, its ``checkpoints/`` folder (the best step, else the latest) or
+  one step folder (``io.checkpoint``); only the parameters are read.
+
+**Which config wins** (:func:`resolve_config`): the architecture comes from the checkpoint wherever it records one
+(``config.json`` for ``hf:``, the saved app config for ``ckpt:``); a configured architecture that differs is named in
+a warning and ignored. The runtime fields (dtypes, dropout, remat, attention kernel) always come from the loading
+run's config; parameters are stored in its ``param_dtype``.
+
+**Tokenizer** (:func:`find_tokenizer`): the explicit ``tokenizer`` spec when given (``io.tokenizers.load_tokenizer``),
+else the one stored beside the weights (the ``hf:`` folder; ``checkpoints/tokenizer`` of a ``ckpt:`` run), else
+``None`` (random init and metaseq carry none; the caller decides what that means).
+
+Parameters are placed directly with their shardings on the mesh (nothing is materialised unsharded).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import warnings
+from typing import Any
+
+import jax
+
+from alert_jax.io import checkpoint, convert, tokenizers
+from alert_jax.io.weight_files import CheckpointError
+from alert_jax.models import opt
+from alert_jax.models.sizes import ARCHITECTURE_FIELDS, OPTConfig, model_config_from
+from alert_jax.parallel import param_sharding
+
+INIT_KINDS: tuple[str, ...] = ("hf", "metaseq", "ckpt")
+
+
+@dataclasses.dataclass(frozen=True)
+class InitFrom:
+    """A parsed ``init_from`` setting: ``kind`` ('' = random init, 'hf', 'metaseq', 'ckpt') and ``location``."""
+
+    kind: str
+    location: str
+
+    @classmethod
+    def parse(cls, spec: str) -> InitFrom:
+        """``'hf:facebook/opt-1.3b'`` -> ``InitFrom('hf', 'facebook/opt-1.3b')``; ``''`` -> random init.
+        Raises :class:`~alert_jax.io.weight_files.CheckpointError` naming the setting for anything else."""
+        spec = str(spec or "").strip()
+        if not spec:
+            return cls("", "")
+        kind, sep, location = spec.partition(":")
+        if not sep or kind not in INIT_KINDS or not location:
+            raise CheckpointError(
+                f"init_from={spec!r}: expected '' (random init), 'hf:PATH_OR_HUB_ID', 'metaseq:FILE' or 'ckpt:DIR'"
+            )
+        return cls(kind, location)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.location}" if self.kind else ""
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """What :func:`load_model` returns.
+
+    Attributes:
+      model: the ``OPT`` module, parameters sharded on the mesh.
+      tokenizer: the tokenizer (see the module docstring), or ``None``.
+      init_from: the parsed setting.
+      source: the resolved checkpoint path ('' for random init): the ``hf:`` folder, the metaseq file, or the
+        ``ckpt:`` checkpoints folder.
+      step: the restored step of a ``ckpt:`` checkpoint, else ``None``.
+    """
+
+    model: opt.OPT
+    tokenizer: tokenizers.Tokenizer | None
+    init_from: InitFrom
+    source: str = ""
+    step: int | None = None
+
+
+def _check_architecture(init_from: InitFrom, configured: OPTConfig, found: OPTConfig) -> None:
+    diff = [f for f in ARCHITECTURE_FIELDS if getattr(configured.arch, f) != getattr(found.arch, f)]
+    if diff:
+        warnings.warn(
+            f"init_from={str(init_from)!r}: the checkpoint's architecture differs from the configured model in "
+            f"{diff}; using the checkpoint's",
+            stacklevel=3,
+        )
+
+
+def _ckpt_location(init_from: InitFrom) -> tuple[pathlib.Path, int]:
+    if not pathlib.Path(init_from.location).expanduser().exists():
+        raise checkpoint.CheckpointNotFoundError(
+            f"init_from={str(init_from)!r}: checkpoint directory {init_from.location!r} does not exist"
+        )
+    return checkpoint.locate(init_from.location)
+
+
+def resolve_config(init_from: str | InitFrom, config: OPTConfig) -> OPTConfig:
+    """The model config a load of ``init_from`` produces: the checkpoint's architecture (warning when ``config``'s
+    differs) with ``config``'s runtime fields. Reads only the checkpoint's config file, never its weights."""
+    spec = init_from if isinstance(init_from, InitFrom) else InitFrom.parse(init_from)
+    if spec.kind == "hf":
+        found = convert.load_hf_config(convert.resolve_hf_path(spec.location))
+    elif spec.kind == "ckpt":
+        root, step = _ckpt_location(spec)
+        found = model_config_from(checkpoint.load_config(root / str(step)))
+    else:
+        return config
+    _check_architecture(spec, config, found)
+    return OPTConfig(found.arch, config.runtime)
+
+
+def find_tokenizer(init_from: str | InitFrom, tokenizer: str = "") -> tokenizers.Tokenizer | None:
+    """The tokenizer of a load of ``init_from``: the explicit spec ``tokenizer`` when given; else a training run's
+    ``checkpoints/tokenizer`` (an error if it exists but cannot be read) or the files of an ``hf:`` folder;
+    else ``None``."""
+    if tokenizer:
+        return tokenizers.load_tokenizer(tokenizer)
+    spec = init_from if isinstance(init_from, InitFrom) else InitFrom.parse(init_from)
+    if spec.kind == "ckpt":
+        where = _ckpt_location(spec)[0] / checkpoint.TOKENIZER_DIR
+        return tokenizers.load_tokenizer(str(where)) if where.is_dir() else None
+    if spec.kind == "hf":
+        try:
+            return tokenizers.load_tokenizer(str(convert.resolve_hf_path(spec.location)))
+        except tokenizers.TokenizerLoadError:
+            return None  # a weights-only folder: the caller names the setting to use
+    return None
+
+
+def load_model(
+    init_from: str | InitFrom,
+    config: OPTConfig,
+    mesh: jax.sharding.Mesh,
+    *,
+    tokenizer: str = "",
+    seed: int = 0,
+) -> LoadedModel:
+    """Loads (or initialises) the model ``init_from`` names, sharded on ``mesh``, and its tokenizer.
+
+    Args:
+      init_from: the setting (module docstring).
+      config: the configured model: its runtime fields are used, its architecture only for random init and
+        metaseq checkpoints.
+      mesh: the device mesh; parameters get the rule-table shardings.
+      tokenizer: an explicit tokenizer spec ('' = the one stored beside the weights, if any).
+      seed: the random initialisation's seed.
+    Raises:
+      CheckpointError / CheckpointNotFoundError (a ``FileNotFoundError``) naming the setting and path;
+      TokenizerLoadError for an explicit tokenizer spec that cannot be read.
+    """
+    spec = init_from if isinstance(init_from, InitFrom) else InitFrom.parse(init_from)
+    step = None
+    if spec.kind == "":
+        model, source = opt.create_model(config, mesh, rngs_seed=int(seed)), ""
+    elif spec.kind == "hf":
+        directory = convert.resolve_hf_path(spec.location)
+        resolved = resolve_config(spec, config)
+        model = convert.from_hf(directory, mesh=mesh, **dataclasses.asdict(resolved.runtime))
+        source = str(directory)
+    elif spec.kind == "metaseq":
+        if not pathlib.Path(spec.location).is_file():
+            raise CheckpointError(f"init_from={str(spec)!r}: metaseq checkpoint file {spec.location!r} does not exist")
+        model, source = convert.from_metaseq(spec.location, config, mesh=mesh), spec.location
+    else:
+        root, step = _ckpt_location(spec)
+        model = _restore(root, step, resolve_config(spec, config), mesh)
+        source = str(root)
+    return LoadedModel(model=model, tokenizer=find_tokenizer(spec, tokenizer), init_from=spec, source=source, step=step)
+
+
+def _restore(root: pathlib.Path, step: int, config: OPTConfig, mesh: jax.sharding.Mesh) -> Any:
+    parts, _ = opt.split_model(opt.abstract_model(config))
+    abstract = param_sharding.abstract_with_shardings(parts.abstract_params(), parts.shardings(mesh))
+    return parts.build(checkpoint.restore_params(root, step, abstract))
