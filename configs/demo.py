@@ -4,10 +4,11 @@ Presets: ``default`` (the README's demo: ~8-10 minutes on 2 CPU cores, shows CoT
 mathematics datasets) and ``reduced`` (~1-2 minutes: the same pipeline with a smaller model, few steps and two
 evaluation instances per task; used by the test suite; its scores are not meaningful).
 
-Stages (alert_jax/apps/demo/run.py): synthetic data -> SentencePiece tokenizer -> "pretraining" a tiny OPT on generic synthetic
-text (plain LM loss on every token) -> finetuning it into OPT-FT (answers) and OPT-CoT (rationale + answer) on the
-synthetic rationale corpus -> evaluating the three on the 20 synthetic datasets x T1-T5 -> report.md, scores.json,
-figures/. Training runs through ``alert_jax.train.loop`` and evaluation through ``alert_jax.eval.runner``.
+Stages (alert_jax/apps/demo/run.py): synthetic data -> SentencePiece tokenizer -> "pretraining" a tiny OPT on generic
+synthetic text (plain LM loss on every token) -> finetuning it into OPT-FT (answers) and OPT-CoT (rationale + answer) on
+the synthetic rationale corpus -> evaluating the three on the 20 synthetic datasets x T1-T5 -> report.md, scores.json,
+figures/. Training runs ``train_config`` (configs/finetune.py) through ``alert_jax.train.loop`` and evaluation
+``eval_config`` (configs/evaluate.py) through ``alert_jax.eval.runner``, each with the stage's settings applied.
 
 Tuning notes (default preset; why these numbers): the model (4 layers, d=128, ~1M parameters) is the smallest that
 learned to copy the operands of a word problem into its rationale and to add/subtract single digits within a few

@@ -1,9 +1,12 @@
-"""Shared test setup.
+"""Shared test setup and the fixtures used by several test modules (plain helpers live in helpers.py).
 
 * 8 fake CPU devices for every test (set before jax is imported), so sharding tests can build meshes; single-device
   tests use ``jax.devices()[:1]``.
 * Real reference data is read from ``$ALERT_JAX_DATA`` (default: ``../shared/data`` beside the checkout); tests that
   need it take the ``niv2_tasks_dir`` / ``finetune_data_dir`` fixtures, which skip with a reason when it is absent.
+* ``launch_env``: a SentencePiece tokenizer trained once per session and the environment of ``launch/train.py``
+  subprocesses (one CPU device, a persistent XLA compilation cache shared by every run, so only the first run pays
+  for compiling); used with ``helpers.run_launch`` / ``helpers.launch_cmd``, and as ``--config.tokenizer`` in-process.
 """
 
 from __future__ import annotations
@@ -11,17 +14,12 @@ from __future__ import annotations
 import os
 import pathlib
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+from helpers import SUITE_DEVICES, shared_data_dir, subprocess_env  # imports no jax (XLA_FLAGS is set below)
+
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={SUITE_DEVICES}")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest  # noqa: E402
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def shared_data_dir() -> pathlib.Path:
-    """Where the read-only reference data lives (``$ALERT_JAX_DATA`` or ``../shared/data``)."""
-    return pathlib.Path(os.environ.get("ALERT_JAX_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +36,21 @@ def finetune_data_dir() -> pathlib.Path:
     if not path.is_dir():
         pytest.skip(f"finetuning datasets not found at {path} (set ALERT_JAX_DATA to the shared data folder)")
     return path
+
+
+@pytest.fixture(scope="session")
+def launch_env(tmp_path_factory) -> dict:
+    """Environment + tokenizer shared by all launch subprocesses: ``{"env": ..., "tokenizer": folder}``."""
+    from alert_jax.data.finetune import format_example
+    from alert_jax.data.synthetic import synthetic_corpus
+    from alert_jax.io.tokenizers import save_tokenizer, train_sentencepiece
+
+    root = tmp_path_factory.mktemp("launch")
+    texts = ["".join(format_example(ex, "cot")) for ex in synthetic_corpus(0, 2000)]
+    tok = train_sentencepiece(texts, 1024, root / "sp" / "tokenizer.model")
+    save_tokenizer(tok, root / "tokenizer")
+    # one CPU device per run (the tiny config's data-parallel mesh)
+    env = subprocess_env(JAX_COMPILATION_CACHE_DIR=str(root / "xla_cache"),
+                         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+                         TF_CPP_MIN_LOG_LEVEL="3")
+    return {"env": env, "tokenizer": str(root / "tokenizer")}

@@ -1,9 +1,173 @@
-"""Plain helper functions shared by several test modules (fixtures live in conftest.py)."""
+"""Plain functions and constants shared by several test modules (pytest fixtures live in conftest.py).
+
+* ``REPO_ROOT``, ``SUITE_DEVICES`` and ``subprocess_env``: the checkout root, the fake CPU device count conftest gives
+  the test process, and the one way tests build the environment of a subprocess;
+* ``shared_data_dir`` / ``real_task_files``: the read-only reference data (``$ALERT_JAX_DATA``) and its NIV2 task
+  files, for parametrizing over them at collection time (fixtures that skip without the data are in conftest.py);
+* ``launch_cmd`` / ``run_launch`` / ``read_metrics``: ``launch/train.py`` on the tiny config in a subprocess (with the
+  ``launch_env`` fixture of conftest.py) and its ``metrics.jsonl``;
+* ``FAST_COMPILE`` / ``train_cfg`` / ``model_config`` / ``random_params`` / ``packed_batch``: the tiny train-step
+  setting of test_train_step.py, test_sharded_train.py and test_multihost.py;
+* ``restore_checkpoint``: a saved run's model on one device.
+
+conftest.py imports this module before jax is imported, so nothing here imports jax (or alert_jax) at module level.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any
+import pathlib
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import ml_collections
+
+    from alert_jax.models import opt as opt_model
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+SUITE_DEVICES = 8  # fake CPU devices of the test process (conftest.py), so sharding tests can build meshes
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reference data
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def shared_data_dir() -> pathlib.Path:
+    """Where the read-only reference data lives (``$ALERT_JAX_DATA`` or ``../shared/data``)."""
+    return pathlib.Path(os.environ.get("ALERT_JAX_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def real_task_files() -> list[str]:
+    """File names of the real NIV2 task files in the shared data (none when it is absent)."""
+    folder = shared_data_dir() / "niv2" / "tasks"
+    return sorted(p.name for p in folder.glob("*.json")) if folder.is_dir() else []
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Subprocesses
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def subprocess_env(*, devices: int | None = None, pythonpath: bool = False, **overrides: str | None) -> dict[str, str]:
+    """Environment for a subprocess: a copy of ``os.environ`` with
+
+    * ``XLA_FLAGS``: removed when ``devices`` is None (one CPU device), else
+      ``--xla_force_host_platform_device_count=<devices>`` (``SUITE_DEVICES``: the same fake devices as the test
+      process);
+    * ``pythonpath=True``: the checkout root put first on ``PYTHONPATH`` (any existing entries follow it);
+    * ``overrides`` applied last: a string sets the variable (``XLA_FLAGS`` among them), None removes it.
+    """
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    if devices is not None:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    for key, value in overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# launch/train.py in a subprocess (``launch_env``: the session fixture of conftest.py)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def launch_cmd(launch_env: dict, workdir: pathlib.Path, *overrides: str, mode: str = "cot") -> list[str]:
+    """The ``launch/train.py`` command line: tiny config, the session's tokenizer, a small synthetic corpus."""
+    return [sys.executable, str(REPO_ROOT / "launch" / "train.py"),
+            f"--config={REPO_ROOT}/configs/finetune.py:tiny,{mode}", f"--workdir={workdir}",
+            f"--config.tokenizer={launch_env['tokenizer']}", "--config.data.synthetic_train_examples=400",
+            "--config.data.max_eval_examples=32", *overrides]
+
+
+def run_launch(launch_env: dict, workdir: pathlib.Path, *overrides: str, timeout: int = 600,
+               check: bool = True) -> subprocess.CompletedProcess:
+    """Runs ``launch_cmd`` to the end; with ``check``, asserts exit status 0 (showing the output's tail if not)."""
+    proc = subprocess.run(launch_cmd(launch_env, workdir, *overrides), env=launch_env["env"], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO_ROOT)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def read_metrics(workdir: pathlib.Path, kind: str = "train") -> list[dict]:
+    """The records of one ``kind`` (train / eval) in ``workdir/metrics.jsonl``, in file order."""
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Tiny train-step setting
+# ---------------------------------------------------------------------------------------------------------------------
+
+VOCAB = 512
+FAST_COMPILE = {"xla_backend_optimization_level": 0}  # halves XLA:CPU compile time; same math
+
+
+def train_cfg(**optimizer) -> ml_collections.ConfigDict:
+    """The optimizer settings (these defaults updated by ``optimizer``) and a 10-step run."""
+    import ml_collections
+
+    o = dict(learning_rate=1e-3, warmup_steps=2, end_lr_fraction=0.1, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
+             weight_decay_mask="matrices", clip_norm=1.0, moment_dtype="float32")
+    o.update(optimizer)
+    return ml_collections.ConfigDict({"optimizer": o, "train": {"num_steps": 10}})
+
+
+def model_config(**kw):
+    """The tiny model with 8 heads, ``VOCAB`` tokens, 64 positions and no dropout (unless ``kw`` says otherwise)."""
+    from alert_jax.models.sizes import get_model_config
+
+    base = dict(num_heads=8, vocab_size=VOCAB, max_position_embeddings=64, dropout=0.0, attention_dropout=0.0)
+    base.update(kw)
+    return get_model_config("tiny", **base)
+
+
+def random_params(parts: opt_model.ModelParts, seed: int = 0) -> dict:
+    """Random weights straight from numpy (no init compile): N(0, 0.02) matrices, LN scales near 1, small biases."""
+    import jax
+
+    rng = np.random.default_rng(seed)
+
+    def init(path, s):
+        name = str(path[-1].key)
+        if name.endswith("_scale"):
+            return (1.0 + 0.1 * rng.standard_normal(s.shape)).astype(np.float32)
+        scale = 0.02 if name.endswith(("kernel", "embedding")) else 0.01
+        return (scale * rng.standard_normal(s.shape)).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(init, parts.abstract_params())
+
+
+def packed_batch(rows: int, seq_len: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """First-fit packed rows of random examples with very uneven target lengths (some rows have few targets)."""
+    from alert_jax.data.packing import build_example, pack_examples
+
+    rng = np.random.default_rng(seed)
+    examples = []
+    for i in range(rows * 3):
+        prompt = rng.integers(3, VOCAB, rng.integers(1, seq_len // 2))
+        target = rng.integers(3, VOCAB, 1 + (i % 7) * (i % 3))
+        examples.append(build_example(prompt, target, bos_id=2, eos_id=2, seq_len=seq_len))
+    packed = pack_examples(examples, seq_len, pad_id=1)
+    arrays = {k: v[:rows] for k, v in packed.arrays.items()}
+    assert arrays["inputs"].shape == (rows, seq_len)
+    return arrays
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------------------------------
 
 
 def restore_checkpoint(path: str | os.PathLike) -> tuple[Any, Any]:

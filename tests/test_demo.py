@@ -21,24 +21,21 @@ import sys
 import time
 
 import pytest
+from helpers import REPO_ROOT, subprocess_env
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # configs/ is a top-level folder of the checkout, not an installed package
-    sys.path.insert(0, str(REPO))
-
-from alert_jax.apps.demo import comparison as comparison_lib  # noqa: E402
-from alert_jax.apps.demo import run as demo  # noqa: E402
-from alert_jax.eval import report as report_lib  # noqa: E402
-from configs import demo as demo_config  # noqa: E402
+from alert_jax.apps.demo import comparison as comparison_lib
+from alert_jax.apps.demo import run as demo
+from alert_jax.eval import report as report_lib
+from configs import demo as demo_config  # configs/: a top-level folder of the checkout (setup.cfg's pythonpath)
 
 TEMPLATES = ("T1", "T2", "T3", "T4", "T5")
 
 
 def _run_demo(workdir: pathlib.Path, *overrides: str, timeout: float) -> tuple[subprocess.CompletedProcess, float]:
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    cmd = [sys.executable, str(REPO / "launch" / "demo.py"), f"--workdir={workdir}", *overrides]
+    env = subprocess_env()  # one CPU device
+    cmd = [sys.executable, str(REPO_ROOT / "launch" / "demo.py"), f"--workdir={workdir}", *overrides]
     t0 = time.time()
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     elapsed = time.time() - t0
     assert proc.returncode == 0, f"demo failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc, elapsed
@@ -81,7 +78,8 @@ def test_comparison_and_report_pick_the_right_numbers():
     cot = {math_tasks[0]: {"T1": 50.0, "T2": 25.0, "T3": 75.0, "T4": 0.0, "T5": 25.0},
            math_tasks[1]: {"T1": 25.0, "T2": 0.0, "T3": 0.0, "T4": 0.0, "T5": 0.0},
            other: {tpl: 5.0 for tpl in TEMPLATES}}
-    comparison = comparison_lib.build_comparison({"opt": _scores_for(opt), "opt-ft": _scores_for(ft), "opt-cot": _scores_for(cot)})
+    comparison = comparison_lib.build_comparison({"opt": _scores_for(opt), "opt-ft": _scores_for(ft),
+                                                  "opt-cot": _scores_for(cot)})
     # skill score = mean over the skill's datasets of the max over templates
     assert comparison["skills"]["mathematics"]["exact_match"] == {"opt": 0.0, "opt-ft": 40.0, "opt-cot": 50.0}
     assert comparison["skills"]["mathematics"]["rougeL"]["opt-cot"] == pytest.approx(25.0)
@@ -96,7 +94,8 @@ def test_comparison_and_report_pick_the_right_numbers():
     assert f"| {math_tasks[0]} | mathematics | 0.0 / 40.0 / 75.0 | 0.0 / 0.0 / 50.0 |" in text  # max, then T1
     assert "| mathematics | in-domain | 0.0 | 40.0 | 50.0 |" in text
 
-    worse = comparison_lib.build_comparison({"opt": _scores_for(cot), "opt-ft": _scores_for(ft), "opt-cot": _scores_for(opt)})
+    worse = comparison_lib.build_comparison({"opt": _scores_for(cot), "opt-ft": _scores_for(ft),
+                                             "opt-cot": _scores_for(opt)})
     assert worse["effect"]["cot_beats_pretrained"] is False
     assert "CoT beats the pretrained model: NO" in comparison_lib.render_report(worse, {})
 

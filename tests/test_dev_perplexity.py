@@ -12,24 +12,13 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 
 import jax
 import numpy as np
 import pytest
-from test_launch_train import launch_env  # noqa: F401  (session fixture: a trained SentencePiece tokenizer)
+from helpers import restore_checkpoint
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # configs/ is a top-level folder of the checkout
-    sys.path.insert(0, str(REPO))
-
-from helpers import restore_checkpoint  # noqa: E402
-
-from alert_jax.data import (
-    niv2,
-    registry,  # noqa: E402
-    templates,
-)
+from alert_jax.data import niv2, registry, templates
 from alert_jax.train import records as records_lib
 
 T1 = "Definition: {definition}\n\nInput: {input}\nOutput:"  # written out here, independently of templates.py
@@ -82,13 +71,14 @@ def test_dev_sets_disabled_or_without_folder_and_missing_named(tmp_path):
 
 DEV_TASKS = {  # two of the three registry dev tasks; the third (task118...) is absent on purpose
     registry.DEV_SET[0]: ("Answer the question about the dialogue.",
-                       [("M: I bought 3 apples. W: Then I bought 2 more. Q: How many apples?", "5"),
-                        ("M: The train leaves at noon. Q: When does the train leave?", "At noon"),
-                        ("W: My cat is black. Q: What colour is the cat?", "black")]),
-    registry.DEV_SET[2]: ("Decide whether the hypothesis follows from the premise: Entailment, Neutral or Contradiction.",
-                       [("Premise: Tom has 7 pens. Hypothesis: Tom has pens.", "Entailment"),
-                        ("Premise: The sky is blue. Hypothesis: It rains.", " Neutral "),
-                        ("Premise: Ann is asleep. Hypothesis: Ann is awake.", "Contradiction")]),
+                          [("M: I bought 3 apples. W: Then I bought 2 more. Q: How many apples?", "5"),
+                           ("M: The train leaves at noon. Q: When does the train leave?", "At noon"),
+                           ("W: My cat is black. Q: What colour is the cat?", "black")]),
+    registry.DEV_SET[2]: ("Decide whether the hypothesis follows from the premise: "
+                          "Entailment, Neutral or Contradiction.",
+                          [("Premise: Tom has 7 pens. Hypothesis: Tom has pens.", "Entailment"),
+                           ("Premise: The sky is blue. Hypothesis: It rains.", " Neutral "),
+                           ("Premise: Ann is asleep. Hypothesis: Ann is awake.", "Contradiction")]),
 }
 
 
@@ -130,7 +120,7 @@ def _reference_losses(model, tok, records: list[tuple[str, str]]) -> tuple[float
     return loss, count
 
 
-def test_train_reports_dev_loss_and_keeps_best_by_it(launch_env, tmp_path):  # noqa: F811
+def test_train_reports_dev_loss_and_keeps_best_by_it(launch_env, tmp_path):  # launch_env: conftest.py (tokenizer)
     from alert_jax.io import checkpoint, tokenizers
     from alert_jax.train import loop
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import pathlib
 import subprocess
 import sys
 
 import pytest
+from helpers import REPO_ROOT, SUITE_DEVICES, subprocess_env
 
 from alert_jax.data import niv2, synthetic
 from alert_jax.data import registry as registry_lib
@@ -22,8 +22,6 @@ from alert_jax.eval import runner
 from alert_jax.io import convert, tokenizers
 from alert_jax.models import opt, sizes
 from configs import evaluate as eval_config
-
-REPO = pathlib.Path(__file__).resolve().parent.parent
 
 MAX_POS = 384
 NEW = 6
@@ -57,10 +55,10 @@ def _cfg(**eval_overrides):
 
 
 def _launch(workdir, *flags, timeout=240):
-    cmd = [sys.executable, str(REPO / "launch" / "evaluate.py"), "--config=configs/evaluate.py:tiny",
+    cmd = [sys.executable, str(REPO_ROOT / "launch" / "evaluate.py"), "--config=configs/evaluate.py:tiny",
            f"--workdir={workdir}", *flags]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    env = subprocess_env(devices=SUITE_DEVICES, pythonpath=True)  # the test process's fake devices
+    return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_launch_end_to_end_and_resume(model_dir, niv2_tasks_dir, tmp_path):

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import pathlib
 import subprocess
 import sys
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from helpers import REPO_ROOT, subprocess_env
 
 
 def test_gpu_bench_smoke(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0")
+    env = subprocess_env(pythonpath=True, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0")
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "gpu_bench.py"), "--smoke", f"--out={tmp_path}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "gpu_bench.py"), "--smoke", f"--out={tmp_path}"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads((tmp_path / "gpu_bench.json").read_text())

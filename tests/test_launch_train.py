@@ -1,62 +1,20 @@
 """``launch/train.py`` end to end on the tiny config (subprocesses, as a user runs it), and the NaN-loss stop.
 
 Speed: the tokenizer is trained once per session and passed with ``--config.tokenizer``; every subprocess shares a
-persistent XLA compilation cache, so only the first run pays for compiling.
+persistent XLA compilation cache, so only the first run pays for compiling (the ``launch_env`` fixture of
+conftest.py; ``run_launch`` / ``read_metrics`` in helpers.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from helpers import restore_checkpoint  # noqa: E402
+from helpers import read_metrics, restore_checkpoint, run_launch
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
 TRAIN_FIELDS = ("loss", "learning_rate", "grad_norm", "target_tokens_per_s", "padded_tokens_per_s",
                 "packing_efficiency", "step_time_s", "tflops_per_device", "mfu", "truncated_examples")
-
-
-@pytest.fixture(scope="session")
-def launch_env(tmp_path_factory) -> dict:
-    """Environment + tokenizer shared by all launch subprocesses."""
-    from alert_jax.data.finetune import format_example
-    from alert_jax.data.synthetic import synthetic_corpus
-    from alert_jax.io.tokenizers import save_tokenizer, train_sentencepiece
-
-    root = tmp_path_factory.mktemp("launch")
-    texts = ["".join(format_example(ex, "cot")) for ex in synthetic_corpus(0, 2000)]
-    tok = train_sentencepiece(texts, 1024, root / "sp" / "tokenizer.model")
-    save_tokenizer(tok, root / "tokenizer")
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)  # one CPU device per run (the tiny config's data-parallel mesh)
-    env.update(JAX_COMPILATION_CACHE_DIR=str(root / "xla_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", TF_CPP_MIN_LOG_LEVEL="3")
-    return {"env": env, "tokenizer": str(root / "tokenizer")}
-
-
-def launch_cmd(launch_env: dict, workdir: pathlib.Path, *overrides: str, mode: str = "cot") -> list[str]:
-    return [sys.executable, str(REPO / "launch" / "train.py"), f"--config={REPO}/configs/finetune.py:tiny,{mode}",
-            f"--workdir={workdir}", f"--config.tokenizer={launch_env['tokenizer']}",
-            "--config.data.synthetic_train_examples=400", "--config.data.max_eval_examples=32", *overrides]
-
-
-def run_launch(launch_env: dict, workdir: pathlib.Path, *overrides: str, timeout: int = 600,
-               check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(launch_cmd(launch_env, workdir, *overrides), env=launch_env["env"], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
-    if check:
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
-def read_metrics(workdir: pathlib.Path, kind: str = "train") -> list[dict]:
-    lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["kind"] == kind]
 
 
 @pytest.mark.slow

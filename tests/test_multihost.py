@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import FAST_COMPILE, REPO_ROOT, model_config, packed_batch, random_params, subprocess_env, train_cfg
 
 MESH = (2, 2, 1)  # data x fsdp over 4 devices: params sharded over processes, batch split over all devices
 STEPS = 3
@@ -32,9 +33,6 @@ def run_steps(out_path: str) -> None:
     from alert_jax.train import optimizer as opt_lib
     from alert_jax.train import state as state_lib
     from alert_jax.train import step as step_lib
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from test_train_step import FAST_COMPILE, model_config, packed_batch, random_params, train_cfg
 
     devices = jax.devices()[: int(np.prod(MESH))]
     mesh = make_mesh(MESH, devices=devices)
@@ -70,9 +68,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path):
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
-    env.pop("JAX_PLATFORMS", None)
+    env = subprocess_env(devices=2, JAX_PLATFORMS=None)
     port = _free_port()
     out = tmp_path / "multi.npz"
     procs = [
@@ -107,14 +103,10 @@ def test_two_processes_match_one_process(tmp_path):
 def test_two_process_training_run_checkpoints_every_process(tmp_path):
     """launch/train.py in 2 processes: per-process data shards, one metrics writer, checkpoints holding the
     data-iterator state of both processes."""
-    from test_launch_train import REPO
-
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env = subprocess_env(devices=2, TF_CPP_MIN_LOG_LEVEL="3")
     port = _free_port()
     workdir = tmp_path / "run"
-    cmd = [sys.executable, str(REPO / "launch" / "train.py"), f"--config={REPO}/configs/finetune.py:tiny,cot",
+    cmd = [sys.executable, str(REPO_ROOT / "launch" / "train.py"), f"--config={REPO_ROOT}/configs/finetune.py:tiny,cot",
            f"--workdir={workdir}", "--config.mesh.shape=(2,2,1)", "--config.train.num_steps=3",
            "--config.train.log_every=1", "--config.train.checkpoint_every=2", "--config.train.eval_every=0",
            "--config.data.synthetic_train_examples=400", "--config.data.max_eval_examples=32",

@@ -1,4 +1,5 @@
-"""NIV2 task-file reading/validation, the downloader (local stand-ins only, never the network), and the ALERT registry."""
+"""NIV2 task-file reading/validation, the downloader (local stand-ins only, never the network), and the ALERT
+registry."""
 
 from __future__ import annotations
 
@@ -10,17 +11,12 @@ import threading
 
 import ml_collections
 import pytest
-from conftest import shared_data_dir
+from helpers import real_task_files
 
 from alert_jax.data import niv2, registry
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "niv2"
 OLD_FORMAT = FIXTURES / "old_format_toy_task.json"
-
-
-def _real_task_files() -> list[str]:
-    folder = shared_data_dir() / "niv2" / "tasks"
-    return sorted(p.name for p in folder.glob("*.json")) if folder.is_dir() else []
 
 
 def _task(n_instances: int = 3, **overrides) -> dict:
@@ -32,7 +28,8 @@ def _task(n_instances: int = 3, **overrides) -> dict:
         "Definition": ["Answer with the word after 'say'."],
         "Positive Examples": [{"input": "say cat", "output": "cat", "explanation": "The word is cat."}],
         "Negative Examples": [{"input": "say dog", "output": "cat", "explanation": "Wrong word."}],
-        "Instances": [{"id": f"task9002-{i:032x}", "input": f"say w{i}", "output": [f"w{i}"]} for i in range(n_instances)],
+        "Instances": [{"id": f"task9002-{i:032x}", "input": f"say w{i}", "output": [f"w{i}"]}
+                      for i in range(n_instances)],
     }
     task.update(overrides)
     return task
@@ -49,7 +46,7 @@ def _write(folder: pathlib.Path, name: str, obj_or_text) -> pathlib.Path:
 # ------------------------------------------------------------------------------------------------ real task files
 
 
-@pytest.mark.parametrize("filename", _real_task_files())
+@pytest.mark.parametrize("filename", real_task_files())
 def test_real_task_file_loads_and_validates(niv2_tasks_dir, filename):
     path = niv2_tasks_dir / filename
     raw = json.loads(path.read_text(encoding="utf-8"))
@@ -148,7 +145,8 @@ def _bad_instance(field_change, index=1):
         ("no_definition", {k: v for k, v in _task().items() if k != "Definition"}, "Definition", None, "missing"),
         ("no_instances", {k: v for k, v in _task().items() if k != "Instances"}, "Instances", None, "missing"),
         ("empty_definition", _task(Definition=[]), "Definition", None, "1-element list"),
-        ("bad_example", _task(**{"Positive Examples": [{"input": "x", "output": 1}]}), "Positive Examples", 0, "'output'"),
+        ("bad_example", _task(**{"Positive Examples": [{"input": "x", "output": 1}]}), "Positive Examples", 0,
+         "'output'"),
         ("bad_categories", _task(Categories=[1]), "Categories", None, "list of strings"),
     ],
 )
@@ -258,7 +256,8 @@ def test_registry_shape():
         assert len(registry.datasets_for(skill)) == 2
     assert registry.IN_DOMAIN_SKILLS == ("logical", "deductive", "commonsense", "textual entailment", "mathematics")
     assert registry.HELD_OUT_SKILLS == ("causal", "abductive", "spatial", "analogical", "argument")
-    assert registry.ALERT.get("task1388_cb_entailment") == registry.Dataset("task1388_cb_entailment", "textual entailment", True)
+    assert registry.ALERT.get("task1388_cb_entailment") == registry.Dataset("task1388_cb_entailment",
+                                                                            "textual entailment", True)
     assert registry.ALERT.skill_of("task083_babi_t1_single_supporting_fact_answer_generation") == "spatial"
     assert len(registry.DEV_SET) == 3 and not set(registry.DEV_SET) & set(registry.ALERT.names)
 
@@ -266,7 +265,8 @@ def test_registry_shape():
 def test_resolve_tasks():
     assert registry.resolve_tasks("all") == list(registry.ALERT.names) and len(registry.resolve_tasks("all")) == 20
     assert registry.resolve_tasks("dev") == list(registry.DEV_SET)
-    assert registry.resolve_tasks("causal") == ["task1393_superglue_copa_text_completion", "task391_causal_relationship"]
+    assert registry.resolve_tasks("causal") == ["task1393_superglue_copa_text_completion",
+                                                "task391_causal_relationship"]
     te = [d.name for d in registry.datasets_for("textual entailment")]
     assert registry.resolve_tasks("textual_entailment") == registry.resolve_tasks("Textual-Entailment") == te
     in_domain = registry.resolve_tasks("in_domain")
@@ -276,7 +276,8 @@ def test_resolve_tasks():
     assert mixed == [*registry.DEV_SET, "task1393_superglue_copa_text_completion", "task391_causal_relationship",
                      "task1388_cb_entailment"]
     assert registry.resolve_tasks(["spatial", "task1388_cb_entailment.json"])[-1] == "task1388_cb_entailment"
-    assert registry.resolve_tasks("task640_esnli_classification", allow_unregistered=True) == ["task640_esnli_classification"]
+    assert registry.resolve_tasks("task640_esnli_classification", allow_unregistered=True) == [
+        "task640_esnli_classification"]
 
 
 def test_resolve_unknown_names_suggest():

@@ -11,26 +11,22 @@ share the process, so the measured total is compared with ``per-device plan x de
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
 
 import pytest
+from helpers import REPO_ROOT, subprocess_env
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # configs/ is a top-level folder of the checkout, not an installed package
-    sys.path.insert(0, str(REPO))
 TOLERANCE = 0.15
 
 
 def _start_plan(tmp_path: pathlib.Path, name: str, *flags: str) -> tuple[subprocess.Popen, pathlib.Path]:
     out = tmp_path / f"{name}.json"
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["PYTHONPATH"] = str(REPO)
+    env = subprocess_env(pythonpath=True)  # one CPU device
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "launch" / "plan.py"), *flags, f"--json={out}"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, str(REPO_ROOT / "launch" / "plan.py"), *flags, f"--json={out}"],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     return proc, out
 
@@ -51,7 +47,8 @@ def _check_measured(plan: dict, devices: int) -> float:
     assert predicted == plan["train"]["peak_bytes"]
     measured = plan["measured_train_peak_bytes_all_devices"]
     ratio = measured / (predicted * devices)
-    assert abs(ratio - 1.0) <= TOLERANCE, f"measured {measured} B vs planned {predicted} B x {devices}: ratio {ratio:.3f}"
+    assert abs(ratio - 1.0) <= TOLERANCE, \
+        f"measured {measured} B vs planned {predicted} B x {devices}: ratio {ratio:.3f}"
     return ratio
 
 

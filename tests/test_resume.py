@@ -1,6 +1,7 @@
 """Resume is exact; a SIGKILLed run resumes from its last checkpoint; SIGTERM checkpoints the current step.
 
-Runs ``launch/train.py`` in subprocesses (see test_launch_train.py for the shared tokenizer / compilation cache).
+Runs ``launch/train.py`` in subprocesses (the shared tokenizer / compilation cache: the ``launch_env`` fixture of
+conftest.py; ``launch_cmd`` / ``run_launch`` / ``read_metrics``: helpers.py).
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from helpers import restore_checkpoint  # noqa: E402
-from test_launch_train import launch_cmd, launch_env, read_metrics, run_launch  # noqa: F401  (fixture)
+from helpers import launch_cmd, read_metrics, restore_checkpoint, run_launch
 
 COMMON = ("--config.train.log_every=1", "--config.train.eval_every=0")
 

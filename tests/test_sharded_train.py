@@ -3,7 +3,7 @@
 Meshes (data, fsdp, tensor) = (8,1,1), (1,8,1), (2,2,2), (1,1,8) against (1,1,1), with dropout ON (the dropout masks
 must not depend on the sharding: jax's partitionable threefry) and fp32. Adam's eps is raised to 1e-3 so that the
 first update is a smooth function of the gradient (see test_train_step.py); the gradient itself is compared through
-Adam's first moment at the production-independent tolerance.
+Adam's first moment at the production-independent tolerance. The tiny model / optimizer / batch come from helpers.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-from test_train_step import FAST_COMPILE, model_config, packed_batch, random_params, train_cfg  # noqa: E402
+from helpers import FAST_COMPILE, model_config, packed_batch, random_params, train_cfg
 
 from alert_jax.parallel.sharding import make_mesh
 from alert_jax.train import optimizer as opt_lib

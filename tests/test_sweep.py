@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT, subprocess_env
 
 from alert_jax.apps import sweep
 from configs import sweep as sweep_config
@@ -112,8 +111,8 @@ def test_local_tiny_sweep_then_analyze(tmp_path, niv2_tasks_dir):
     config_file = tmp_path / "tiny_sweep.py"
     config_file.write_text(SWEEP_CONFIG.format(root=str(root), niv2=str(niv2_tasks_dir)))
     # One CPU device for the child processes (the suite's 8 fake devices only slow tiny runs down).
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    env = subprocess_env(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla_cache"),
+                         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     subprocess.run([sys.executable, "launch/sweep.py", f"--config={config_file}", "--launcher=local"],
                    cwd=REPO_ROOT, check=True, env=env)
     for variant in ("ft", "cot"):

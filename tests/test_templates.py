@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-from conftest import shared_data_dir
+from helpers import real_task_files
 
 from alert_jax.data import niv2, templates
 from alert_jax.data.templates import Template, get_template, render
@@ -14,11 +14,6 @@ FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "niv2"
 TOY = niv2.load_task(FIXTURES / "old_format_toy_task.json")
 DEF = "Add the two numbers and answer with their sum."
 BUILTIN = ["T1", "T2", "T3", "T4", "T5"]
-
-
-def _real_task_files() -> list[str]:
-    folder = shared_data_dir() / "niv2" / "tasks"
-    return sorted(p.name for p in folder.glob("*.json")) if folder.is_dir() else []
 
 
 def cheap_count(text: str) -> int:
@@ -33,7 +28,8 @@ def test_exact_layouts():
     inst = TOY.instances[0]
     expected = {
         "T1": f"Definition: {DEF}\n\nInput: 7 and 8\nOutput:",
-        "T2": f"Definition: {DEF}\n\nInput: 2 and 3\nOutput: 5\n\nInput: 10 and 4\nOutput: 14\n\nInput: 7 and 8\nOutput:",
+        "T2": f"Definition: {DEF}\n\nInput: 2 and 3\nOutput: 5\n\nInput: 10 and 4\nOutput: 14\n\n"
+              "Input: 7 and 8\nOutput:",
         "T3": (
             f"Definition: {DEF}\n\n"
             "Input: 2 and 3\nOutput: 2 plus 3 is 5. So the answer is 5.\n\n"
@@ -46,7 +42,8 @@ def test_exact_layouts():
     for name, text in expected.items():
         got = render(name, TOY, inst)
         assert got.text == text, name
-        assert (got.template, got.demos_dropped, got.input_chars_cut, got.fits, got.num_tokens) == (name, 0, 0, True, None)
+        assert (got.template, got.demos_dropped, got.input_chars_cut, got.fits, got.num_tokens) == \
+            (name, 0, 0, True, None)
         assert got.demos_used == (2 if name in ("T2", "T3") else 0)
 
 
@@ -54,7 +51,8 @@ def test_num_demos_override_and_missing_explanation():
     inst = TOY.instances[1]
     assert render("T2", TOY, inst, num_demos=0).text == render("T1", TOY, inst).text
     one = render("T1", TOY, inst, num_demos=1)
-    assert one.demos_used == 1 and one.text == f"Definition: {DEF}\n\nInput: 2 and 3\nOutput: 5\n\nInput: 6 and 1\nOutput:"
+    assert one.demos_used == 1
+    assert one.text == f"Definition: {DEF}\n\nInput: 2 and 3\nOutput: 5\n\nInput: 6 and 1\nOutput:"
     three = render("T3", TOY, inst, num_demos=3)  # the third example has no explanation: no empty explanation slot
     assert three.demos_used == 3
     assert "Input: 1 and 1\nOutput: So the answer is 2.\n\nInput: 6 and 1\nOutput:" in three.text
@@ -127,7 +125,8 @@ def _long_task(demo_words: int, input_words: int):
                 {"input": demo_in, "output": "a", "explanation": "e"},
                 {"input": demo_in, "output": "b", "explanation": "e"},
             ],
-            "Instances": [{"id": "task9002-long", "input": " ".join(f"w{i}" for i in range(input_words)), "output": ["x"]}],
+            "Instances": [{"id": "task9002-long", "input": " ".join(f"w{i}" for i in range(input_words)),
+                           "output": ["x"]}],
         },
         name="task9002_long",
     )
@@ -178,7 +177,7 @@ def test_impossible_fit_is_reported():
 # ------------------------------------------------------------------------------------------------ real tasks
 
 
-@pytest.mark.parametrize("filename", _real_task_files())
+@pytest.mark.parametrize("filename", real_task_files())
 def test_every_template_renders_every_real_instance(niv2_tasks_dir, filename):
     task = niv2.load_task(niv2_tasks_dir / filename)
     endings = {"T1": "\nOutput:", "T2": "\nOutput:", "T3": "\nOutput:", "T4": "\nAnswer:",

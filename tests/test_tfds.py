@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from helpers import SUITE_DEVICES, subprocess_env
 
 from alert_jax.data.examples import RationaleExample
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 TASKS = {
     "task9101_toy_sum": {
@@ -96,7 +94,7 @@ def test_builders_build_and_read_without_tensorflow(tmp_path):
     niv2_dir.mkdir()
     for name, content in TASKS.items():
         (niv2_dir / f"{name}.json").write_text(json.dumps(content, ensure_ascii=False), encoding="utf-8")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = subprocess_env(devices=SUITE_DEVICES, pythonpath=True)  # the test process's fake devices
     proc = subprocess.run([sys.executable, "-c", BUILD_SCRIPT, str(tmp_path / "tfds"), str(niv2_dir)],
                           capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -121,7 +119,8 @@ def test_builders_build_and_read_without_tensorflow(tmp_path):
         assert rec["positive_examples"]["output"] == [e["output"] for e in task["Positive Examples"]]
         assert rec["positive_examples"]["explanation"] == [e["explanation"] for e in task["Positive Examples"]]
         assert rec["categories"] == task["Categories"] and rec["reasoning"] == task["Reasoning"]
-        assert (rec["skill"], rec["in_domain"]) == (("mathematics", True) if name == "task9101_toy_sum" else ("", False))
+        expected_skill = ("mathematics", True) if name == "task9101_toy_sum" else ("", False)
+        assert (rec["skill"], rec["in_domain"]) == expected_skill
 
     # alert_finetune: prompt/target exactly as format_example gives them; validation = the corpus hash holdout
     for mode in ("ft", "cot"):

@@ -10,11 +10,10 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
+from helpers import FAST_COMPILE, model_config, packed_batch, random_params, train_cfg
 
-from alert_jax.data.packing import build_example, pack_examples
 from alert_jax.models import opt as opt_model
 from alert_jax.models.sizes import get_model_config
 from alert_jax.parallel import distributed, param_sharding
@@ -23,50 +22,6 @@ from alert_jax.train import flops
 from alert_jax.train import optimizer as opt_lib
 from alert_jax.train import state as state_lib
 from alert_jax.train import step as step_lib
-
-VOCAB = 512
-FAST_COMPILE = {"xla_backend_optimization_level": 0}  # halves XLA:CPU compile time; same math
-
-
-def train_cfg(**optimizer) -> ml_collections.ConfigDict:
-    o = dict(learning_rate=1e-3, warmup_steps=2, end_lr_fraction=0.1, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
-             weight_decay_mask="matrices", clip_norm=1.0, moment_dtype="float32")
-    o.update(optimizer)
-    return ml_collections.ConfigDict({"optimizer": o, "train": {"num_steps": 10}})
-
-
-def model_config(**kw):
-    base = dict(num_heads=8, vocab_size=VOCAB, max_position_embeddings=64, dropout=0.0, attention_dropout=0.0)
-    base.update(kw)
-    return get_model_config("tiny", **base)
-
-
-def random_params(parts: opt_model.ModelParts, seed: int = 0) -> dict:
-    """Random weights straight from numpy (no init compile): N(0, 0.02) matrices, LN scales near 1, small biases."""
-    rng = np.random.default_rng(seed)
-
-    def init(path, s):
-        name = str(path[-1].key)
-        if name.endswith("_scale"):
-            return (1.0 + 0.1 * rng.standard_normal(s.shape)).astype(np.float32)
-        scale = 0.02 if name.endswith(("kernel", "embedding")) else 0.01
-        return (scale * rng.standard_normal(s.shape)).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(init, parts.abstract_params())
-
-
-def packed_batch(rows: int, seq_len: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """First-fit packed rows of random examples with very uneven target lengths (some rows have few targets)."""
-    rng = np.random.default_rng(seed)
-    examples = []
-    for i in range(rows * 3):
-        prompt = rng.integers(3, VOCAB, rng.integers(1, seq_len // 2))
-        target = rng.integers(3, VOCAB, 1 + (i % 7) * (i % 3))
-        examples.append(build_example(prompt, target, bos_id=2, eos_id=2, seq_len=seq_len))
-    packed = pack_examples(examples, seq_len, pad_id=1)
-    arrays = {k: v[:rows] for k, v in packed.arrays.items()}
-    assert arrays["inputs"].shape == (rows, seq_len)
-    return arrays
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,8 @@ def correlate(x: Sequence[float], y: Sequence[float]) -> Correlation:
         return Correlation(n, nan, nan, nan, nan)
     pearson = stats.pearsonr(x_arr, y_arr)
     spearman = stats.spearmanr(x_arr, y_arr)
-    return Correlation(n, float(pearson.statistic), float(pearson.pvalue), float(spearman.statistic), float(spearman.pvalue))
+    return Correlation(n, float(pearson.statistic), float(pearson.pvalue), float(spearman.statistic),
+                       float(spearman.pvalue))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -200,7 +200,8 @@ def write_analysis(
                                                                for k, g in gains.items()}}
         lines += [f"## {metric}", "", "### Scale (overall, max over templates)", "",
                   "| size | " + " | ".join(VARIANT_LABELS[v] for v in VARIANTS) + " |", "|---|---:|---:|---:|"]
-        lines += [f"| {s} | " + " | ".join(_fmt(row.get(v, math.nan)) for v in VARIANTS) + " |" for s, row in table.items()]
+        lines += [f"| {s} | " + " | ".join(_fmt(row.get(v, math.nan)) for v in VARIANTS) + " |"
+                  for s, row in table.items()]
         _plot_scale(table, metric, out_dir / "figures" / f"scale_{metric}.png")
         if gains:
             names = sorted({t for g in gains.values() for t in g.per_template})
@@ -209,14 +210,16 @@ def write_analysis(
                       "|---|" + "---:|" * (len(names) + 3)]
             for label, g in gains.items():
                 cells = [_fmt(g.per_template.get(t, math.nan)) for t in names]
-                lines.append(f"| {label} | " + " | ".join(cells) + f" | {_fmt(g.finetuning_like)} | {_fmt(g.other)} | {_fmt(g.gap)} |")
+                lines.append(f"| {label} | " + " | ".join(cells)
+                             + f" | {_fmt(g.finetuning_like)} | {_fmt(g.other)} | {_fmt(g.gap)} |")
             _plot_templates(gains, metric, out_dir / "figures" / f"templates_{metric}.png")
         if eval_texts is not None and finetune_texts is not None:
             overlaps = overlap_analysis(runs, metric, eval_texts, finetune_texts)
             entry["overlap"] = {k: {"rows": [dataclasses.asdict(r) for r in rows], "correlation": dataclasses.asdict(c)}
                                 for k, (rows, c) in overlaps.items()}
             if overlaps:
-                lines += ["", "### Vocabulary overlap vs gain", "", "| run | datasets | Pearson r (p) | Spearman rho (p) |",
+                lines += ["", "### Vocabulary overlap vs gain", "",
+                          "| run | datasets | Pearson r (p) | Spearman rho (p) |",
                           "|---|---:|---:|---:|"]
                 for label, (rows, c) in overlaps.items():
                     lines.append(f"| {label} | {c.n} | {c.pearson_r:.3f} ({c.pearson_p:.3g}) | "

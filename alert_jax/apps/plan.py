@@ -173,7 +173,8 @@ class MicroBatchFit:
         """Fewest ``grad_accum_steps`` whose microbatch (``batch_size / steps``, a multiple of ``rows_step``) is
         at most ``max_micro_batch``; None when none is."""
         for k in range(1, batch_size + 1):
-            if batch_size % k == 0 and (batch_size // k) % self.rows_step == 0 and batch_size // k <= self.max_micro_batch:
+            micro = batch_size // k
+            if batch_size % k == 0 and micro % self.rows_step == 0 and micro <= self.max_micro_batch:
                 return k
         return None
 
@@ -233,7 +234,8 @@ def abstract_batch(mesh: Mesh, batch_size: int, seq_len: int) -> dict[str, jax.S
     """The train step's batch as ``ShapeDtypeStruct`` s ``[batch_size, seq_len]`` sharded with ``batch_sharding``."""
     bs = sharding_lib.batch_sharding(mesh)
     return {
-        name: jax.ShapeDtypeStruct((batch_size, seq_len), jnp.float32 if name == "loss_mask" else jnp.int32, sharding=bs)
+        name: jax.ShapeDtypeStruct((batch_size, seq_len), jnp.float32 if name == "loss_mask" else jnp.int32,
+                                   sharding=bs)
         for name in step_lib.BATCH_FIELDS
     }
 
@@ -587,14 +589,16 @@ def format_plan(p: MemoryPlan) -> str:
         ]
         if usable is not None:
             word = "FITS" if p.train_fits else "DOES NOT FIT"
-            lines.append(f"verdict: train step {word}: peak {format_bytes(t.peak_bytes)} vs {format_bytes(usable)} usable")
+            lines.append(f"verdict: train step {word}: peak {format_bytes(t.peak_bytes)} vs {format_bytes(usable)} "
+                         "usable")
     else:
         lines.append(f"verdict: train step CANNOT BE COMPILED HERE: {p.train_error}")
     if p.fit is not None:
         f = p.fit
         pts = ", ".join(f"{r} rows -> {format_bytes(b)}" for r, b in f.points)
         if f.max_micro_batch:
-            capped = " = the whole batch (search capped there)" if f.max_rows and f.max_micro_batch >= f.max_rows else ""
+            whole = f.max_rows and f.max_micro_batch >= f.max_rows
+            capped = " = the whole batch (search capped there)" if whole else ""
             lines.append(
                 f"verdict: largest micro-batch that fits: {f.max_micro_batch} rows ({f.max_micro_batch // f.rows_step}"
                 f" per device){capped}{'' if f.verified else ' (extrapolated, not verified)'}"

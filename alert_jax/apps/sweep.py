@@ -77,13 +77,15 @@ def expand_runs(cfg: ml_collections.ConfigDict) -> list[SweepRun]:
         for variant in cfg.variants:
             name = f"{size}-{variant}".replace(".", "p")
             workdir = os.path.join(cfg.root, name)
-            evaluate = [cfg.python, "launch/evaluate.py", f"--config=configs/evaluate.py:{size}", f"--workdir={workdir}/eval"]
+            evaluate = [cfg.python, "launch/evaluate.py", f"--config=configs/evaluate.py:{size}",
+                        f"--workdir={workdir}/eval"]
             evaluate += _flag_overrides(cfg.eval_overrides)
             commands = []
             if variant == "pretrained":
                 evaluate.append(f"--config.init_from={init_from}")
             else:
-                train = [cfg.python, "launch/train.py", f"--config=configs/finetune.py:{size},{variant}", f"--workdir={workdir}"]
+                train = [cfg.python, "launch/train.py", f"--config=configs/finetune.py:{size},{variant}",
+                         f"--workdir={workdir}"]
                 train += [f"--config.init_from={init_from}"] + _flag_overrides(cfg.train_overrides)
                 commands.append(tuple(train))
                 evaluate.append(f"--config.init_from=ckpt:{workdir}/checkpoints")

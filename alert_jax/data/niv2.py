@@ -164,7 +164,8 @@ def _definition(data: Mapping[str, Any], path: str | None) -> str:
 def _examples(data: Mapping[str, Any], key: str, path: str | None) -> list[Example]:
     value = data.get(key, [])
     if not isinstance(value, list):
-        raise TaskFileError(path, key, f"expected a list of {{input, output, explanation}} objects, got {_describe(value)}")
+        raise TaskFileError(path, key,
+                            f"expected a list of {{input, output, explanation}} objects, got {_describe(value)}")
     out = []
     for i, ex in enumerate(value):
         if not isinstance(ex, dict):
@@ -188,7 +189,8 @@ def _instances(data: Mapping[str, Any], path: str | None) -> list[Instance]:
         raise TaskFileError(path, "Instances", "missing (every NIV2 task file needs a list of instances)")
     value = data["Instances"]
     if not isinstance(value, list):
-        raise TaskFileError(path, "Instances", f"expected a list of {{id, input, output}} objects, got {_describe(value)}")
+        raise TaskFileError(path, "Instances",
+                            f"expected a list of {{id, input, output}} objects, got {_describe(value)}")
     if not value:
         raise TaskFileError(path, "Instances", "empty task: the file has no instances")
     seen: dict[str, int] = {}
@@ -217,7 +219,8 @@ def _instances(data: Mapping[str, Any], path: str | None) -> list[Instance]:
             outputs = [outputs]
         if not isinstance(outputs, list):
             raise TaskFileError(
-                path, "Instances", f"'output' must be a list of strings, got {_describe(outputs)}", index=i, instance_id=iid
+                path, "Instances", f"'output' must be a list of strings, got {_describe(outputs)}", index=i,
+                instance_id=iid
             )
         if not outputs:
             raise TaskFileError(

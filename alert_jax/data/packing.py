@@ -152,7 +152,8 @@ class PackingStats:
         return self.tokens / self.capacity if self.capacity else 0.0
 
     def __add__(self, other: PackingStats) -> PackingStats:
-        return PackingStats(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)})
+        fields = dataclasses.fields(self)
+        return PackingStats(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields})
 
     def to_dict(self) -> dict[str, int]:
         """JSON-serialisable counts (for iterator state and logs)."""

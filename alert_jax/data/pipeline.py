@@ -94,7 +94,8 @@ def record_to_pair(record: Any) -> tuple[str, str]:
 
 
 def records_from_examples(examples: Sequence[Any], mode: str) -> list[tuple[str, str]]:
-    """``(prompt, target)`` records of ``RationaleExample`` s formatted by ``data.finetune.format_example(ex, mode)``."""
+    """``(prompt, target)`` records of ``RationaleExample`` s formatted by
+    ``data.finetune.format_example(ex, mode)``."""
     from alert_jax.data.finetune import format_example  # lazy: only needed for this convenience
 
     return [format_example(ex, mode) for ex in examples]
@@ -144,7 +145,8 @@ class _PackDatasetIterator(grain.DatasetIterator):
     """Yields packed rows (dict of ``[seq_len]`` arrays), packing ``chunk_examples`` parent examples at a time."""
 
     def __init__(
-        self, parent: grain.DatasetIterator, *, seq_len: int, pad_id: int, chunk_examples: int, max_open_rows: int | None
+        self, parent: grain.DatasetIterator, *, seq_len: int, pad_id: int, chunk_examples: int,
+        max_open_rows: int | None,
     ):
         super().__init__(parent)
         self._seq_len, self._pad_id = seq_len, pad_id
@@ -407,7 +409,8 @@ def to_global_batch(batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh) ->
         value = np.asarray(value)
         if value.ndim < 1 or value.shape[0] % local_blocks:
             raise ValueError(f"batch field {name!r} has shape {value.shape}: its first (batch) dimension must be "
-                             f"divisible by {local_blocks}, the batch shards this process holds on mesh {dict(mesh.shape)}")
+                             f"divisible by {local_blocks}, the batch shards this process holds on mesh "
+                             f"{dict(mesh.shape)}")
         global_shape = (value.shape[0] * shard_count, *value.shape[1:])
         out[name] = jax.make_array_from_process_local_data(sharding, value, global_shape)
     return out

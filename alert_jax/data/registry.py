@@ -73,7 +73,8 @@ class Registry:
             by_skill.setdefault(_norm_skill(d.skill), set()).add(d.in_domain)
         mixed = [s for s, kinds in by_skill.items() if len(kinds) > 1]
         if mixed:
-            raise ValueError(f"skill(s) {mixed} are marked both in-domain and held-out; a skill must be one or the other")
+            raise ValueError(f"skill(s) {mixed} are marked both in-domain and held-out; a skill must be one or the "
+                             "other")
 
     @property
     def skills(self) -> tuple[str, ...]:
@@ -140,7 +141,8 @@ class Registry:
                     raise ValueError(f"registry entry {i} {e!r}: expected 'skill:task' or 'skill:task:held_out'")
                 kind = _norm_skill(parts[2]) if len(parts) == 3 else "in domain"
                 if kind not in ("in domain", "held out"):
-                    raise ValueError(f"registry entry {i} {e!r}: kind must be 'in_domain' or 'held_out', got {parts[2]!r}")
+                    raise ValueError(f"registry entry {i} {e!r}: kind must be 'in_domain' or 'held_out', "
+                                     f"got {parts[2]!r}")
                 datasets.append(Dataset(name=parts[1], skill=parts[0], in_domain=kind == "in domain"))
             elif isinstance(e, Mapping) or hasattr(e, "to_dict"):
                 d = e.to_dict() if hasattr(e, "to_dict") else dict(e)
@@ -150,7 +152,8 @@ class Registry:
                         f"registry entry {i} {d}: needs keys 'name' and 'skill' (optional 'in_domain'); "
                         f"unknown keys: {sorted(unknown)}"
                     )
-                datasets.append(Dataset(name=str(d["name"]), skill=str(d["skill"]), in_domain=bool(d.get("in_domain", True))))
+                datasets.append(Dataset(name=str(d["name"]), skill=str(d["skill"]),
+                                        in_domain=bool(d.get("in_domain", True))))
             else:
                 raise ValueError(f"registry entry {i}: expected a dict or 'skill:task' string, got {type(e).__name__}")
         if isinstance(dev_set, str):

@@ -277,7 +277,8 @@ def render(
     n_empty = count_tokens(empty)
     if n_empty > max_tokens:
         if strict:
-            raise PromptTooLongError(getattr(task, "name", "?"), getattr(instance, "id", "?"), t.name, n_empty, max_tokens)
+            raise PromptTooLongError(getattr(task, "name", "?"), getattr(instance, "id", "?"), t.name, n_empty,
+                                     max_tokens)
         return RenderedPrompt(empty, t.name, 0, dropped, len(text_input), False, n_empty)
     lo, hi = 0, len(text_input)  # invariant: cutting lo chars does not fit, cutting hi chars fits
     best_text, best_n = empty, n_empty

@@ -1,0 +1,1 @@
+"""Evaluation: KV-cache decoding (generate), stop strings (stops), metrics, the runner and the report."""

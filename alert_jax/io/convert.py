@@ -333,13 +333,15 @@ def resolve_hf_path(path_or_hub_id: str | os.PathLike) -> pathlib.Path:
     try:
         directory = pathlib.Path(
             huggingface_hub.snapshot_download(
-                spec, allow_patterns=["config.json", "model*.safetensors", "model.safetensors.index.json", *TOKENIZER_FILES]
+                spec, allow_patterns=["config.json", "model*.safetensors", "model.safetensors.index.json",
+                                      *TOKENIZER_FILES]
             )
         )
         if not any((directory / f).is_file() for f in WEIGHT_FILES):
             directory = pathlib.Path(
                 huggingface_hub.snapshot_download(
-                    spec, allow_patterns=["config.json", "pytorch_model*.bin", "pytorch_model.bin.index.json", *TOKENIZER_FILES]
+                    spec, allow_patterns=["config.json", "pytorch_model*.bin", "pytorch_model.bin.index.json",
+                                          *TOKENIZER_FILES]
                 )
             )
     except (hub_errors.RepositoryNotFoundError, hub_errors.GatedRepoError) as e:

@@ -169,7 +169,8 @@ class BPETokenizer(_Common):
 
     @classmethod
     def from_files(cls, vocab_file: str | os.PathLike, merges_file: str | os.PathLike, **special) -> "BPETokenizer":
-        """From GPT-2 style ``vocab.json`` + ``merges.txt``: GPT-2 pre-tokenizer regex, no prefix space or normalizer."""
+        """From GPT-2 style ``vocab.json`` + ``merges.txt``: GPT-2 pre-tokenizer regex, no prefix space or
+        normalizer."""
         for f in (vocab_file, merges_file):
             if not os.path.isfile(f):
                 raise TokenizerLoadError(f"BPE tokenizer file not found: {f}")

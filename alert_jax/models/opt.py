@@ -17,9 +17,9 @@ One block (pre-LN; post-LN moves each LayerNorm after its residual add)::
     h = h + dropout(fc2(relu(fc1(LN(h)))))
 
 Parameter names end in ``kernel`` / ``embedding`` for matrices (weight-decayed) and ``bias`` / ``scale`` otherwise
-(the weight-decay rule is ``train.optimizer.is_decayed``). Inputs follow the packing convention of ``alert_jax.data.pipeline``:
-``tokens``, ``positions`` (0 at the first real token of each segment) and ``segment_ids`` (0 = padding), all
-``[batch, length]`` int32.
+(the weight-decay rule is ``train.optimizer.is_decayed``). Inputs follow the packing convention of
+``alert_jax.data.pipeline``: ``tokens``, ``positions`` (0 at the first real token of each segment) and
+``segment_ids`` (0 = padding), all ``[batch, length]`` int32.
 """
 
 from __future__ import annotations
@@ -277,7 +277,8 @@ class OPT(nnx.Module):
         dtype = jnp.dtype(c.runtime.param_dtype)
         self.token_embedding = _param(rngs, (c.arch.vocab_size, c.arch.embed_dim), ("vocab", "embed"), "normal", dtype)
         self.position_embedding = _param(
-            rngs, (c.arch.max_position_embeddings + POSITION_OFFSET, c.arch.hidden_size), (None, "embed"), "normal", dtype
+            rngs, (c.arch.max_position_embeddings + POSITION_OFFSET, c.arch.hidden_size), (None, "embed"), "normal",
+            dtype,
         )
         self.project_in_kernel = (
             _param(rngs, (c.arch.embed_dim, c.arch.hidden_size), (None, "embed"), "normal", dtype)

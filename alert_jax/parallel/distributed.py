@@ -109,6 +109,12 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
+def print_primary(msg: str) -> None:
+    """Prints ``msg`` (flushed) on process 0 only: one progress line per job, not one per host."""
+    if is_primary():
+        print(msg, flush=True)
+
+
 def barrier(name: str) -> None:
     """Waits until every process reaches the barrier ``name`` (a no-op with one process)."""
     if jax.process_count() > 1:

@@ -121,7 +121,8 @@ def render_report(comparison: Mapping[str, Any], metadata: Mapping[str, Any]) ->
             v = comparison["templates_mean"][tpl][metric]
             lines.append(f"| {tpl} | " + " | ".join(_f(v.get(m)) for m in models) + " |")
         lines += ["", "### Per dataset and template (OPT / OPT-FT / OPT-CoT)", ""]
-        lines += ["| dataset | skill | max | " + " | ".join(templates) + " |", "|---|---|---|" + "---|" * len(templates)]
+        lines += ["| dataset | skill | max | " + " | ".join(templates) + " |",
+                  "|---|---|---|" + "---|" * len(templates)]
         for task, d in comparison["datasets"].items():
             cell = lambda v: " / ".join(_f(v[metric].get(m)) for m in models)  # noqa: E731
             lines.append(f"| {task} | {d['skill']} | {cell(d['max'])} | "

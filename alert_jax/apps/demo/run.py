@@ -384,7 +384,8 @@ def eval_stage(cfg: ml_collections.ConfigDict, paths: DemoPaths, model: str, out
 
 
 def report_stage(cfg: ml_collections.ConfigDict, paths: DemoPaths, metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """Compares the three models' ``eval/<model>/scores.json`` (:mod:`alert_jax.apps.demo.comparison`) into ``scores.json``,
+    """Compares the three models' ``eval/<model>/scores.json`` (:mod:`alert_jax.apps.demo.comparison`) into
+    ``scores.json``,
     ``report.md`` and (``report.figures``) ``figures/``; returns the comparison and the figure paths."""
     from alert_jax.io.files import atomic_write_text
 
@@ -422,7 +423,8 @@ def _refine(progress: _Progress, name: str, seconds: float, cfg: ml_collections.
     if name == "pretrain":
         per_row = seconds / max(1, int(cfg.pretrain.num_steps) * int(cfg.pretrain.batch_size))
         for mode in MODE_OF.values():
-            progress.estimates[f"finetune-{mode}"] = per_row * int(cfg.finetune.num_steps) * int(cfg.finetune.batch_size)
+            rows = int(cfg.finetune.num_steps) * int(cfg.finetune.batch_size)
+            progress.estimates[f"finetune-{mode}"] = per_row * rows
 
 
 def _load() -> str:

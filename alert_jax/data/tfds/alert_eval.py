@@ -5,7 +5,8 @@ Built from LOCAL NIV2 task files (a task folder or NIV2 checkout: ``niv2_dir=`` 
 
     from alert_jax.data.tfds import alert_eval
     path = alert_eval.build(data_dir, niv2_dir, tasks=[...])          # or AlertEval(...) + download_and_prepare
-    test = tfds.data_source('alert_eval', data_dir=data_dir)['test']  # or common.load_split(data_dir, 'alert_eval', 'test')
+    test = tfds.data_source('alert_eval', data_dir=data_dir)['test']  # or common.load_split(data_dir, 'alert_eval',
+                                                                      #    'test')
 
 Split ``test`` holds every instance of every selected task, in task order then file order (shuffling disabled), so
 "the first N instances of a task" are the records with ``instance_index < N``. Fields (text is utf-8 bytes on read):
@@ -33,7 +34,8 @@ _DESCRIPTION = "ALERT evaluation set: NIV2 reasoning task instances with definit
 
 
 def registry_skills() -> dict[str, tuple[str, bool]]:
-    """``{task name: (skill, in_domain)}`` from the ALERT registry (``data/registry.py``); empty if it is unavailable."""
+    """``{task name: (skill, in_domain)}`` from the ALERT registry (``data/registry.py``); empty if it is
+    unavailable."""
     try:
         from alert_jax.data import registry
     except ImportError:  # pragma: no cover - the registry module is part of the package

@@ -60,7 +60,8 @@ class AlertFinetune(common.LocalBuilder):
         tfds.core.BuilderConfig(name="ft", description="target = ' {answer}' (OPT-FT)"),
         tfds.core.BuilderConfig(name="cot", description="target = ' {rationale} So the answer is {answer}.' (OPT-CoT)"),
     ]
-    MANUAL_DOWNLOAD_INSTRUCTIONS = "Put the rationale corpora (one folder per corpus) in manual_dir, or pass finetune_dir=."
+    MANUAL_DOWNLOAD_INSTRUCTIONS = ("Put the rationale corpora (one folder per corpus) in manual_dir, or pass "
+                                    "finetune_dir=.")
 
     def __init__(
         self,

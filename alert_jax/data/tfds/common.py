@@ -85,7 +85,8 @@ def dataset_dir(data_dir: str | os.PathLike, name: str, config: str | None = Non
             key=lambda p: tuple(int(x) for x in p.name.split(".") if x.isdigit()),
         )
         if not versions:
-            raise FileNotFoundError(f"no prepared TFDS dataset under {root} (build it first, e.g. with build_* helpers)")
+            raise FileNotFoundError(f"no prepared TFDS dataset under {root} (build it first, e.g. with build_* "
+                                    "helpers)")
         return os.fspath(versions[-1])
     path = root / version
     if not (path / "dataset_info.json").is_file():
