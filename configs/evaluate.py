@@ -39,8 +39,8 @@ def get_config(size: str = "tiny") -> ml_collections.ConfigDict:
     e.stop_strings = ("\n\n",)
     e.temperature = 0.0  # 0 = greedy
     e.top_p = 1.0
-    # Slice the stacked layer weights into per-layer buffers once per decode call (one more copy of the block weights
-    # while decoding; each step then reads them in place). False: slice inside every step (slower, less memory).
+    # Per-layer decoding weights, built once per evaluation by the Generator (one more copy of the block weights while
+    # decoding; each step reads them in place). False: slice the stored stack inside every step (slower, less memory).
     e.unstack_layers = True
     e.batch_size = 8  # rows per decode call (rounded up to a multiple of the mesh's data x fsdp size)
     e.buckets = ""  # comma-separated prompt-length buckets; '' = powers of two and 1.5x powers of two
