@@ -9,20 +9,29 @@ Layout of a checkpoint directory (``<workdir>/checkpoints``)::
       <step>/data/         grain iterator state, one JSON file per process (process_<i>-of-<n>.json)
       <step>/config/       the config as JSON
       <step>/metrics/      {'val_loss': ..., 'dev_loss': ...} when the step was evaluated (drives "keep the best")
+      <step>/integrity.json  size and digest of every other file of the step (the seal, see below)
+      damaged/<step>[-k]/  steps that failed verification or restore, moved aside for inspection (never restored)
 
 Retention: the latest ``keep`` steps plus the step with the lowest ``best_metric`` (``keep_best``; the training
 config's ``train.best_metric``, 'val_loss' by default; :func:`locate` reads it from ``config.json``). All processes call
 ``save``/``restore`` (orbax coordinates); only process 0 writes the config/tokenizer files. Restores go straight into
 the target shardings given by an abstract tree of ``jax.ShapeDtypeStruct`` s (see ``train.state.abstract_state``).
-Loading a model from a checkpoint (``init_from='ckpt:DIR'``) is ``io.loader``'s job.
+Loading a model from a checkpoint (``init_from='ckpt:DIR'``) is ``io.loader``'s job; sealing and verifying a step's
+files is ``io.integrity``'s.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
+import math
 import os
 import pathlib
+import re
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import grain
@@ -31,6 +40,21 @@ import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
+from alert_jax.io import orbax_noise
+from alert_jax.io.integrity import (
+    INTEGRITY_FILE,
+    UNSEALED,
+    CheckpointDamagedError,
+    Verification,
+    check_before_loading,
+    first_line,
+    seal_step,
+    verify_agreed,
+)
+from alert_jax.io.weight_files import CheckpointError
+
+log = logging.getLogger(__name__)
+
 STATE_ITEM = "state"
 DATA_ITEM = "data"
 CONFIG_ITEM = "config"
@@ -38,10 +62,51 @@ CONFIG_FILE = "config.json"
 TOKENIZER_DIR = "tokenizer"
 CHECKPOINTS_SUBDIR = "checkpoints"
 DEFAULT_BEST_METRIC = "val_loss"
+DAMAGED_SUBDIR = "damaged"
+_ORBAX_TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's temporary step folder: <step>.orbax-checkpoint-tmp
 
 
 class CheckpointNotFoundError(FileNotFoundError):
     """No alert_jax checkpoint where one was expected."""
+
+
+class CheckpointWriteError(RuntimeError):
+    """Writing checkpoint files failed (a full disk, a file-size limit, lost storage). Steps saved before the
+    failing one are complete and sealed; the failing one never gets its final name (orbax renames a step only once
+    all of it is written), so a rerun resumes from the newest complete step once there is room."""
+
+
+@contextlib.contextmanager
+def _writing(directory: pathlib.Path) -> Iterator[None]:
+    """Turns a failed write under ``directory`` into :class:`CheckpointWriteError` with one readable line.
+    tensorstore reports I/O failures (ENOSPC, EFBIG) as ValueError with a status code; orbax may re-raise them from
+    a later ``save`` or ``wait_until_finished``, as the background write of an earlier step."""
+    try:
+        yield
+    except (OSError, ValueError) as e:
+        log.debug("checkpoint write failed", exc_info=True)
+        raise CheckpointWriteError(
+            f"writing a checkpoint in {directory} failed: {_write_failure(e)}; the steps saved before it are intact: "
+            "free space and rerun the same command to resume") from e
+
+
+def _write_failure(e: BaseException) -> str:
+    """The OS error of a failed write (``File too large (errno 27)``) where one is named, else ``first_line(e)``:
+    tensorstore puts the errno at the end of a message that runs to hundreds of characters of paths."""
+    if isinstance(e, OSError) and e.errno:
+        return f"{e.strerror} (errno {e.errno}): {e.filename}"
+    found = re.search(r"os_error_code='(\d+)'", str(e))
+    if found:
+        errno = int(found.group(1))
+        path = re.search(r'Failed writing: "([^"]+)"', str(e))
+        return f"{os.strerror(errno)} (errno {errno})" + (f" writing {path.group(1)}" if path else "")
+    return first_line(e)
+
+
+class CheckpointRestoreError(CheckpointError):
+    """No step could be restored, and the failures are not known to be damage (see
+    :meth:`Checkpointer.restore_newest_good`): nothing was moved aside. The message holds the first line of each
+    orbax exception; the one of a step that verified is also chained."""
 
 
 def config_to_dict(cfg: ml_collections.ConfigDict) -> dict:
@@ -57,8 +122,52 @@ def config_from_dict(d: dict) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(d)
 
 
+def _in_flight_folder(root: pathlib.Path, step: int) -> pathlib.Path | None:
+    """The folder orbax is finishing for ``step``: ``<step>.orbax-checkpoint-tmp[...]`` (rename-based storage, e.g.
+    POSIX), else an unsealed ``<step>`` (storage where orbax writes in place and adds a commit marker, e.g. GCS)."""
+    prefix = f"{step}{_ORBAX_TMP_SUFFIX}"
+    tmp = [p for p in root.iterdir() if p.name.startswith(prefix) and p.is_dir()]
+    if tmp:
+        return max(tmp, key=lambda p: p.stat().st_mtime)
+    final = root / str(step)
+    if final.is_dir() and not (final / INTEGRITY_FILE).is_file():
+        return final
+    return None
+
+
+def _damaged_destination(damaged: pathlib.Path, step: int) -> pathlib.Path:
+    """``damaged/<step>``, or ``damaged/<step>-2``, ``-3``, ... when a step of that number was set aside before."""
+    dest, k = damaged / str(step), 2
+    while dest.exists():
+        dest, k = damaged / f"{step}-{k}", k + 1
+    return dest
+
+
+def _sync(name: str) -> None:
+    """A barrier over all processes (nothing with one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _iterator_state(data_iterator: Any | None) -> Any:
+    get = getattr(data_iterator, "get_state", None)
+    return get() if callable(get) else None
+
+
+def _set_iterator_state(data_iterator: Any | None, state: Any) -> None:
+    if state is not None and callable(getattr(data_iterator, "set_state", None)):
+        data_iterator.set_state(state)
+
+
+def _log_primary(message: str) -> None:
+    if jax.process_index() == 0:
+        log.warning("%s", message)
+
+
 class Checkpointer:
-    """Thin wrapper over ``ocp.CheckpointManager`` with the three items above.
+    """Thin wrapper over ``ocp.CheckpointManager`` with the three items above, sealing every saved step.
 
     Args:
       directory: the checkpoints folder (created).
@@ -71,8 +180,13 @@ class Checkpointer:
 
     def __init__(self, directory: str | os.PathLike, *, keep: int = 3, keep_best: bool = True, async_save: bool = True,
                  best_metric: str = DEFAULT_BEST_METRIC):
+        orbax_noise.install()
         self.directory = pathlib.Path(directory).absolute()
         self.best_metric = str(best_metric)
+        self.async_save = bool(async_save)
+        # steps whose save this process started and that are not sealed yet (process 0 only, which seals)
+        self._unsealed: set[int] = set()
+        self._lock = threading.Lock()
         rank = _metric_fn(self.best_metric)
         policies: list[Any] = [ocm.LatestN(n=max(int(keep), 1))]
         if keep_best:
@@ -83,7 +197,11 @@ class Checkpointer:
             preservation_policy=ocm.AnyPreservationPolicy(policies),
             best_fn=rank,
             best_mode="min",
-            enable_async_checkpointing=async_save,
+            enable_async_checkpointing=self.async_save,
+            # runs on process 0 in the background save thread once every process's files are committed, before
+            # the temporary folder is renamed to <step>: the seal is part of the step from its first appearance
+            async_options=ocp.AsyncOptions(post_finalization_callback=self._seal_in_flight) if self.async_save
+            else None,
             create=True,
         )
         self.manager = ocp.CheckpointManager(
@@ -108,6 +226,11 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
 
+    @property
+    def damaged_directory(self) -> pathlib.Path:
+        """Where :meth:`restore_newest_good` moves damaged steps (``<checkpoints>/damaged``)."""
+        return self.directory / DAMAGED_SUBDIR
+
     # -- save / restore ------------------------------------------------------------------------------------------
 
     def save(
@@ -124,8 +247,10 @@ class Checkpointer:
 
         Asynchronous: arrays are copied to host and written in the background; call :meth:`wait` before exiting.
         ``metrics`` (finite values, including ``best_metric``) make the step a candidate for "best"; metrics
-        without ``best_metric`` raise ValueError naming it (``train.best_metric``).
+        without ``best_metric`` raise ValueError naming it (``train.best_metric``). The step is sealed
+        (``integrity.json``) by process 0 when its write completes (module docstring).
         """
+        step = int(step)
         items: dict[str, Any] = {
             STATE_ITEM: ocp.args.PyTreeSave(state),
             CONFIG_ITEM: ocp.args.JsonSave(config_to_dict(config)),
@@ -139,16 +264,170 @@ class Checkpointer:
             metrics = {k: float(v) for k, v in metrics.items()}
             if not all(map(_finite, metrics.values())):
                 metrics = None
-        return self.manager.save(int(step), args=ocp.args.Composite(**items), metrics=metrics, force=force)
+        primary = jax.process_index() == 0
+        if primary:
+            with self._lock:
+                self._unsealed.add(step)  # before the save starts: its background callback looks for it
+        try:
+            with _writing(self.directory):
+                saved = self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=force)
+        except BaseException:
+            with self._lock:
+                self._unsealed.discard(step)
+            raise
+        if not saved:
+            with self._lock:
+                self._unsealed.discard(step)
+        elif primary and not self.async_save:
+            self._seal_finished()  # a synchronous save is complete (and renamed) when save() returns
+        return saved
+
+    def verify(self, step: int) -> Verification:
+        """Checks the files of ``step`` against its ``integrity.json`` (every process checks its share of the files;
+        all processes get the same verdict). Reads every byte of the step once, shared over the processes."""
+        return verify_agreed(self.directory / str(int(step)))
 
     def restore(
         self,
         step: int,
         abstract_state: Any,
         data_iterator: Any | None = None,
+        *,
+        verify: bool = True,
     ) -> tuple[Any, ml_collections.ConfigDict]:
         """``(state, config)`` of ``step``; the state is placed with the shardings of ``abstract_state`` (a tree of
-        ``jax.ShapeDtypeStruct`` with ``sharding``). ``data_iterator`` (if given) is set to the saved position."""
+        ``jax.ShapeDtypeStruct`` with ``sharding``). ``data_iterator`` (if given) is set to the saved position.
+
+        With ``verify`` (the default) the step's files are first checked against its ``integrity.json``: a mismatch
+        raises :class:`CheckpointDamagedError` (nothing is moved; see :meth:`restore_newest_good` for the fallback),
+        a step without one (saved by an older version) is restored with a logged warning. Errors of the restore
+        itself (orbax / tensorstore) propagate unchanged."""
+        step = int(step)
+        if verify:
+            check = self.verify(step)
+            if check.damaged:
+                raise CheckpointDamagedError(step, check.reason, self.directory / str(step))
+            if check.status == UNSEALED:
+                _log_primary(f"checkpoint step {step} restored unverified: {check.reason}")
+        return self._restore(step, abstract_state, data_iterator)
+
+    def restore_newest_good(
+        self,
+        abstract_state: Any,
+        data_iterator: Any | None = None,
+    ) -> tuple[int, Any, ml_collections.ConfigDict] | None:
+        """Restores the newest step that verifies and restores: ``(step, state, config)``, or None when no step is
+        left (none saved, or every one damaged).
+
+        Steps are tried newest first. A step whose files differ from its ``integrity.json`` (a flipped byte, a
+        truncated, missing or unreadable file, an unreadable ``integrity.json``) is *damaged*: it is reported in one
+        log line (WARNING, process 0) naming the step and the reason (the file and what differs), moved to
+        ``<checkpoints>/damaged/<step>`` (``-2``, ``-3``, ... when that exists; kept for inspection, no longer listed
+        by this manager, :func:`locate` or :meth:`latest_step`), and the next newest step is tried. A step without
+        ``integrity.json`` (saved by an older version, or interrupted between a synchronous save and its seal) is
+        restored with a one-line warning that it cannot be verified; if its restore raises (truncated / deleted files
+        raise in tensorstore) it counts as damaged -- moved aside with the exception's first line as the reason --
+        once an older step restores into the same ``abstract_state``, which shows that the target was right.
+
+        Returns:
+          ``(step, state, config)``: ``state`` placed with the shardings of ``abstract_state``; ``data_iterator``
+          (if given) set to that step's saved position. ``None``: no good step; ``data_iterator`` is left as it was
+          and the caller starts nothing from this folder -- ``train.run`` prints a one-line error and exits with
+          ``apps.exits.STOPPED`` (the damaged steps are in ``damaged/``).
+
+        Raises:
+          CheckpointRestoreError (a ``CheckpointError``): a step whose files verified fails to restore (the
+            ``abstract_state`` / ``data_iterator`` do not match what was saved: a changed model, optimizer or data
+            pipeline -- not damage, so nothing is moved), or no step restored and the failures were all on steps
+            that cannot be verified (damage and a mismatched target cannot be told apart: nothing is moved). The
+            message holds each failure's first line; a verified step's orbax exception is chained. With several
+            processes, also an unverifiable step whose restore raises on this process: orbax's restore holds
+            collective barriers that the failing process skipped, so no agreed fallback is possible (the message
+            says which folder to move aside). Steps saved by this version are sealed, so they never get there.
+
+        Every process must call it: verification is collective (each process digests its share of the files and all
+        get one verdict), process 0 moves folders and the others wait for it.
+        """
+        self.manager.reload()
+        initial = _iterator_state(data_iterator)
+        suspects: list[tuple[int, str]] = []  # unverifiable steps whose restore raised, newest first
+        for step in sorted(self.all_steps(), reverse=True):
+            check = self.verify(step)
+            if check.damaged:
+                self._set_aside(step, check.reason)
+                continue
+            try:
+                state, cfg = self._restore(step, abstract_state, data_iterator)
+            except Exception as e:  # orbax / tensorstore raise many types: classified below
+                reason = f"its restore failed: {first_line(e)}"
+                gc.collect()  # closes the abandoned per-array reads now (their echoes are dropped: orbax_noise)
+                _set_iterator_state(data_iterator, initial)
+                if check.ok:
+                    raise CheckpointRestoreError(
+                        f"checkpoint step {step} at {self.directory} matches its {INTEGRITY_FILE} but {reason} -- the "
+                        f"state or data pipeline to restore does not match the saved one (changed model, optimizer "
+                        f"or data settings?); nothing was moved aside") from e
+                if jax.process_count() > 1:
+                    # orbax's restore has collective barriers that a process which raised has skipped, so the
+                    # processes cannot agree on a fallback: stop, naming what to do (sealed steps never get here)
+                    raise CheckpointRestoreError(
+                        f"checkpoint step {step} at {self.directory} cannot be verified (no {INTEGRITY_FILE}) and "
+                        f"{reason} on process {jax.process_index()}; with several processes a step that fails to "
+                        f"restore cannot be set aside automatically: move {self.directory / str(step)} into "
+                        f"{self.damaged_directory} and rerun") from e
+                suspects.append((step, reason))
+                continue
+            for bad, reason in suspects:
+                self._set_aside(bad, f"cannot be verified (no {INTEGRITY_FILE}) and {reason}; "
+                                     f"step {step} restored into the same target")
+            if check.status == UNSEALED:
+                _log_primary(f"checkpoint step {step} restored unverified: {check.reason}")
+            return step, state, cfg
+        _set_iterator_state(data_iterator, initial)
+        if suspects:
+            listed = "; ".join(f"step {s}: {r}" for s, r in suspects)
+            raise CheckpointRestoreError(
+                f"no checkpoint in {self.directory} restores, and the steps that failed cannot be verified (no "
+                f"{INTEGRITY_FILE}, saved by an older version): {listed} -- damaged files or a state that does not "
+                f"match the saved one; nothing was moved aside")
+        return None
+
+    def restore_params(self, step: int, abstract_params: Any, *, verify: bool = True) -> Any:
+        """Only the ``params`` of the saved TrainState (no optimizer state is read). ``verify``: as in
+        :meth:`restore` (the check reads every file of the step, optimizer moments included)."""
+        if verify:
+            check_before_loading(self.directory, int(step))
+        return _restore_params(self.manager, step, abstract_params)
+
+    def write_extras(self, config: ml_collections.ConfigDict, tokenizer: Any | None = None) -> None:
+        """``config.json`` and the tokenizer beside the steps (process 0 only)."""
+        if jax.process_index() != 0:
+            return
+        from alert_jax.io.tokenizers import save_tokenizer
+
+        with _writing(self.directory):
+            self.directory.mkdir(parents=True, exist_ok=True)
+            (self.directory / CONFIG_FILE).write_text(json.dumps(config_to_dict(config), indent=2))
+            if tokenizer is not None:
+                save_tokenizer(tokenizer, self.directory / TOKENIZER_DIR)
+
+    def wait(self) -> None:
+        """Blocks until pending asynchronous saves are written and sealed (and old steps deleted). Raises
+        :class:`CheckpointWriteError` when a background write failed."""
+        with _writing(self.directory):
+            self.manager.wait_until_finished()
+        self._seal_finished()
+
+    def close(self) -> None:
+        """:meth:`wait`, then releases orbax's threads."""
+        self.wait()
+        self.manager.close()
+
+    # -- internals -----------------------------------------------------------------------------------------------
+
+    def _restore(self, step: int, abstract_state: Any,
+                 data_iterator: Any | None) -> tuple[Any, ml_collections.ConfigDict]:
+        """The unverified orbax restore of the three items (see :meth:`restore`)."""
         restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_state)
         items: dict[str, Any] = {
             STATE_ITEM: ocp.args.PyTreeRestore(item=abstract_state, restore_args=restore_args),
@@ -159,28 +438,53 @@ class Checkpointer:
         out = self.manager.restore(int(step), args=ocp.args.Composite(**items))
         return out[STATE_ITEM], config_from_dict(out[CONFIG_ITEM])
 
-    def restore_params(self, step: int, abstract_params: Any) -> Any:
-        """Only the ``params`` of the saved TrainState (no optimizer state is read)."""
-        return _restore_params(self.manager, step, abstract_params)
+    def _seal_in_flight(self) -> None:
+        """orbax's ``post_finalization_callback`` (process 0, background save thread): seals the step being saved,
+        still in its temporary folder. Orbax runs one save at a time, so that step is the newest started one that
+        has a folder (a later ``save`` call is still waiting for this one). Never raises: a failure leaves the step
+        unsealed (restorable, not verifiable) with a warning, rather than failing the save."""
+        try:
+            with self._lock:
+                pending = sorted(self._unsealed, reverse=True)
+            for step in pending:
+                folder = _in_flight_folder(self.directory, step)
+                if folder is None:
+                    continue
+                seal_step(folder)
+                with self._lock:
+                    self._unsealed.discard(step)
+                return
+            if pending:
+                log.warning("checkpoint: no folder found to seal for steps %s; they stay unverifiable", pending)
+        except Exception as e:  # noqa: BLE001 -- must not fail the save
+            log.warning("checkpoint: could not seal the step being saved (%s); it stays unverifiable", first_line(e))
 
-    def write_extras(self, config: ml_collections.ConfigDict, tokenizer: Any | None = None) -> None:
-        """``config.json`` and the tokenizer beside the steps (process 0 only)."""
-        if jax.process_index() != 0:
-            return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        (self.directory / CONFIG_FILE).write_text(json.dumps(config_to_dict(config), indent=2))
-        if tokenizer is not None:
-            from alert_jax.io.tokenizers import save_tokenizer
+    def _seal_finished(self) -> None:
+        """Seals the finished steps this process saved that are not sealed yet (synchronous saves, or a failed
+        background seal). Only called when no save is in flight, so no folder is being written or deleted."""
+        with self._lock:
+            pending, self._unsealed = sorted(self._unsealed), set()
+        for step in pending:
+            folder = self.directory / str(step)
+            if folder.is_dir() and not (folder / INTEGRITY_FILE).is_file():
+                try:
+                    seal_step(folder)
+                except Exception as e:  # noqa: BLE001 -- the step stays restorable, only unverifiable
+                    log.warning("checkpoint step %d: could not be sealed (%s); it stays unverifiable", step,
+                                first_line(e))
 
-            save_tokenizer(tokenizer, self.directory / TOKENIZER_DIR)
-
-    def wait(self) -> None:
-        """Blocks until pending asynchronous saves are written (and old steps deleted)."""
-        self.manager.wait_until_finished()
-
-    def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+    def _set_aside(self, step: int, reason: str) -> pathlib.Path:
+        """Moves the damaged ``step`` to ``damaged/`` (process 0; the others wait), logs the one line, and re-reads the
+        step list. Returns the new folder."""
+        src = self.directory / str(step)
+        dest = _damaged_destination(self.damaged_directory, step)
+        if jax.process_index() == 0:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            src.rename(dest)
+            log.warning("checkpoint step %d is damaged: %s; moved to %s", step, reason, dest)
+        _sync(f"alert_jax_checkpoint_set_aside_{step}")
+        self.manager.reload()
+        return dest
 
 
 def _metric_fn(name: str) -> Any:
@@ -206,7 +510,7 @@ def saved_best_metric(root: str | os.PathLike) -> str:
 
 
 def _finite(x: float) -> bool:
-    return x == x and abs(x) != float("inf")
+    return math.isfinite(x)
 
 
 def _restore_params(manager: ocp.CheckpointManager, step: int, abstract_params: Any) -> Any:
@@ -225,7 +529,9 @@ def _restore_params(manager: ocp.CheckpointManager, step: int, abstract_params: 
 def locate(path: str | os.PathLike) -> tuple[pathlib.Path, int]:
     """``(checkpoints folder, step)`` for a workdir, a checkpoints folder (best step, else latest) or one step folder.
 
-    Raises :class:`CheckpointNotFoundError` naming the path when there is none.
+    Steps moved to ``damaged/`` by :meth:`Checkpointer.restore_newest_good` are not candidates (only ``<step>``
+    folders directly in the checkpoints folder are). Raises :class:`CheckpointNotFoundError` naming the path when
+    there is none.
     """
     p = pathlib.Path(path).expanduser().absolute()
     if (p / CHECKPOINTS_SUBDIR).is_dir():
@@ -236,7 +542,10 @@ def locate(path: str | os.PathLike) -> tuple[pathlib.Path, int]:
         raise CheckpointNotFoundError(f"checkpoint path {p} does not exist")
     steps = sorted(int(c.name) for c in p.iterdir() if c.name.isdigit() and (c / STATE_ITEM).is_dir())
     if not steps:
-        raise CheckpointNotFoundError(f"no alert_jax checkpoint steps (folders <step>/{STATE_ITEM}) in {p}")
+        damaged = p / DAMAGED_SUBDIR
+        aside = sorted(c.name for c in damaged.iterdir()) if damaged.is_dir() else []
+        note = f" ({len(aside)} damaged step(s) set aside in {damaged}: {', '.join(aside)})" if aside else ""
+        raise CheckpointNotFoundError(f"no alert_jax checkpoint steps (folders <step>/{STATE_ITEM}) in {p}{note}")
     mgr = ocp.CheckpointManager(
         p, options=ocp.CheckpointManagerOptions(best_fn=_metric_fn(saved_best_metric(p)), best_mode="min",
                                                 read_only=True, create=False)
@@ -257,16 +566,22 @@ def load_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
     raise CheckpointNotFoundError(f"no config saved with checkpoint {root}/{step}")
 
 
-def restore_params(root: str | os.PathLike, step: int, abstract_params: Any) -> Any:
+def restore_params(root: str | os.PathLike, step: int, abstract_params: Any, *, verify: bool = True) -> Any:
     """The ``params`` of the TrainState saved as ``step`` in the checkpoints folder ``root`` (no optimizer state is
     read), placed with the shardings (and cast to the dtypes) of ``abstract_params``, a pure-dict tree of
-    ``jax.ShapeDtypeStruct`` with ``sharding``."""
+    ``jax.ShapeDtypeStruct`` with ``sharding``.
+
+    ``verify``: first check the step's files against its ``integrity.json`` (reads every file of the step once,
+    optimizer moments included, shared over the processes): :class:`CheckpointDamagedError` (a ``CheckpointError``)
+    when they differ, a one-line warning when the step has none. Nothing is moved aside here."""
+    if verify:
+        check_before_loading(pathlib.Path(root).absolute(), int(step))
     mgr = ocp.CheckpointManager(pathlib.Path(root), options=ocp.CheckpointManagerOptions(read_only=True, create=False))
     try:
         params = _restore_params(mgr, step, abstract_params)
     finally:
         mgr.close()
-    logging.info("restored model parameters of step %d from %s", step, root)
+    log.info("restored model parameters of step %d from %s", step, root)
     return params
 
 
