@@ -108,6 +108,9 @@ def get_config(arg: str = "tiny,cot") -> ml_collections.ConfigDict:
     c.train.eval_at_start = False  # also evaluate before the first step (the starting model's validation loss)
     c.train.checkpoint_every = 200  # 0 = only at the end (and on SIGTERM)
     c.train.stop_at_step = 0  # > 0: checkpoint and stop when reaching this step (time-sliced jobs); rerun continues
+    # Settings that change the optimisation (alert_jax/train/settings.py RESUME_LOCKED) are refused on resume unless
+    # named here, comma-separated, e.g. 'train.num_steps' to train a finished run further.
+    c.train.resume_overrides = ""
     c.train.keep_checkpoints = 3  # latest k steps kept ...
     c.train.keep_best = True  # ... plus the one with the lowest train.best_metric
     c.train.best_metric = "val_loss"  # 'val_loss' (corpora validation splits) | 'dev_loss' (dev set; needs niv2_dir)

@@ -7,7 +7,9 @@
 Writes ``report.md`` (OPT vs OPT-FT vs OPT-CoT per skill, dataset, template and metric; the first line states
 "CoT vs pretrained on mathematics: X vs Y"), ``scores.json`` and ``figures/`` in the workdir, plus every stage's
 outputs (data/, tokenizer/, runs/<model>/, eval/<model>/). Re-running with the same workdir skips finished stages.
-Exit status 2 on a configuration error (the message names the setting or stage). See alert_jax/apps/demo/run.py.
+Exit codes (alert_jax/apps/exits.py): 0 finished; 2 bad config or input (the message names the setting or stage);
+74 a checkpoint could not be written (full disk); 75 a training stage stopped early (SIGTERM, SIGINT) with a
+checkpoint saved: rerun to continue. One run per workdir. See alert_jax/apps/demo/run.py.
 """
 
 from __future__ import annotations
@@ -40,15 +42,15 @@ def main(argv: list[str]) -> int:
 
         jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(_WORKDIR.value).absolute() / "jax_cache"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    from alert_jax.apps import exits
     from alert_jax.apps.demo import run as demo
-    from alert_jax.data.niv2 import TaskFileError
+    from alert_jax.io.workdir import workdir_lock
 
-    try:
-        demo.run_demo(cfg, _WORKDIR.value)
-    except (demo.DemoError, TaskFileError) as e:
-        print(f"demo: error: {e}", file=sys.stderr, flush=True)
-        return 2
-    return 0
+    def run() -> None:
+        with workdir_lock(_WORKDIR.value):
+            demo.run_demo(cfg, _WORKDIR.value)
+
+    return exits.run_app("demo", run)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,11 @@ other through ``--config.distributed.coordinator_address=HOST:PORT --config.dist
 --config.distributed.process_id=I``, the ``ALERT_JAX_COORDINATOR``/``_NUM_PROCESSES``/``_PROCESS_ID`` environment, or
 JAX's cluster auto-detection (SLURM, TPU, GKE); see alert_jax/parallel/distributed.py.
 
-Exit codes: 0 done (or stopped by SIGTERM after saving a checkpoint), 1 non-finite loss (message names the step).
+Exit codes (alert_jax/apps/exits.py): 0 finished; 1 non-finite loss (the message names the step; the last good
+checkpoint stays); 2 bad config or input (one line naming the setting, file or path; nothing written to the workdir);
+74 a checkpoint could not be written (full disk, file-size limit; the steps saved before it are intact); 75 stopped
+early with a checkpoint saved (SIGTERM, SIGINT, ``train.stop_at_step``, or no restorable checkpoint left): rerun the
+same command to continue. A second run on a workdir in use exits 2 naming the run that holds it.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ def main(argv: list[str]) -> int:
     from alert_jax.parallel import distributed
 
     distributed.initialize_from_config(cfg)  # before anything touches the devices
+    from alert_jax.apps import exits
     from alert_jax.train import loop
 
     logging.set_verbosity(logging.WARNING)
@@ -45,13 +50,12 @@ def main(argv: list[str]) -> int:
 
     def run() -> None:
         result.update(loop.train_and_evaluate(cfg, _WORKDIR.value))
+        if result["stopped"] in loop.STOP_REASONS:
+            raise loop.StoppedEarly(f"stopped at step {result['step']} ({loop.STOP_REASONS[result['stopped']]}); "
+                                    "checkpoint saved: rerun the same command to continue")
 
-    code = loop.main_exit_code(run)
-    if code == 0 and result.get("stopped") == "sigterm":
-        print(f"stopped by SIGTERM at step {result['step']} (checkpoint saved)", flush=True)
-    elif code == 0 and result.get("stopped") == "stop_at_step":
-        print(f"stopped at step {result['step']} (train.stop_at_step; checkpoint saved)", flush=True)
-    elif code == 0:
+    code = exits.run_app("train", run)
+    if code == exits.DONE:
         print(f"done: step {result.get('step')}, last validation {result.get('last_eval', {}).get('val_loss')}",
               flush=True)
     return code

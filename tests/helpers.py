@@ -20,6 +20,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -91,13 +92,32 @@ def launch_cmd(launch_env: dict, workdir: pathlib.Path, *overrides: str, mode: s
 
 
 def run_launch(launch_env: dict, workdir: pathlib.Path, *overrides: str, timeout: int = 600,
-               check: bool = True) -> subprocess.CompletedProcess:
-    """Runs ``launch_cmd`` to the end; with ``check``, asserts exit status 0 (showing the output's tail if not)."""
+               expect: int | None = 0) -> subprocess.CompletedProcess:
+    """Runs ``launch_cmd`` to the end and asserts its exit status is ``expect`` (None: any), showing the output's
+    tail if not."""
     proc = subprocess.run(launch_cmd(launch_env, workdir, *overrides), env=launch_env["env"], capture_output=True,
                           text=True, timeout=timeout, cwd=REPO_ROOT)
-    if check:
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if expect is not None:
+        assert proc.returncode == expect, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 600) -> None:
+    """Polls ``predicate()`` until true; fails (killing ``proc``) when ``proc`` ends first or after ``timeout``."""
+    start = time.time()
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early (rc {proc.returncode}): {proc.stdout.read()[-3000:]}")
+        if time.time() - start > timeout:
+            proc.kill()
+            raise AssertionError("timed out waiting for the run")
+        time.sleep(0.2)
+
+
+def start_launch(launch_env: dict, workdir: pathlib.Path, *overrides: str) -> subprocess.Popen:
+    """Starts ``launch_cmd`` in the background, stdout and stderr merged into ``proc.stdout`` (text)."""
+    return subprocess.Popen(launch_cmd(launch_env, workdir, *overrides), env=launch_env["env"], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def read_metrics(workdir: pathlib.Path, kind: str = "train") -> list[dict]:
@@ -183,3 +203,35 @@ def restore_checkpoint(path: str | os.PathLike) -> tuple[Any, Any]:
     cfg = checkpoint.load_config(root / str(step))
     mesh = make_mesh((1, 1, 1), devices=jax.devices()[:1])
     return loader.load_model(f"ckpt:{path}", model_config_from(cfg), mesh).model, cfg
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Damaging checkpoint files (test_checkpoint_integrity.py)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def array_data_files(step_dir: str | os.PathLike) -> list[pathlib.Path]:
+    """The array data files of a saved step, largest first: the OCDBT data files (in ``d/`` folders, e.g.
+    ``<step>/state/ocdbt.process_0/d/``) under ``<step>/state``, found by listing the folder."""
+    state = pathlib.Path(step_dir) / "state"
+    files = [p for p in state.rglob("*") if p.is_file() and p.parent.name == "d"]
+    return sorted(files, key=lambda p: (-p.stat().st_size, str(p)))
+
+
+def flip_byte(path: str | os.PathLike, offset: int | None = None) -> int:
+    """Inverts every bit of one byte of ``path`` (default: the middle one), in place; returns its offset."""
+    p = pathlib.Path(path)
+    data = bytearray(p.read_bytes())
+    at = len(data) // 2 if offset is None else int(offset)
+    data[at] ^= 0xFF
+    p.write_bytes(bytes(data))
+    return at
+
+
+def truncate_file(path: str | os.PathLike, fraction: float = 0.5) -> int:
+    """Cuts ``path`` to ``fraction`` of its size, in place; returns the new size."""
+    p = pathlib.Path(path)
+    size = int(p.stat().st_size * fraction)
+    with open(p, "r+b") as f:
+        f.truncate(size)
+    return size

@@ -51,9 +51,11 @@ def test_launch_end_to_end_and_resume(launch_env, tmp_path):
     tok = load_tokenizer(str(checkpoint.tokenizer_dir(workdir)))
     assert tok.vocab_size <= 1024 and tok.decode(tok.encode("So the answer is 7.")) == "So the answer is 7."
 
-    # Re-running in the same workdir resumes from the latest checkpoint.
+    # Re-running in the same workdir resumes from the latest checkpoint (training further changes the schedule's
+    # end: named in train.resume_overrides).
     proc = run_launch(launch_env, workdir, "--config.train.num_steps=6", "--config.train.log_every=1",
-                      "--config.train.eval_every=0", "--config.train.checkpoint_every=0")
+                      "--config.train.eval_every=0", "--config.train.checkpoint_every=0",
+                      "--config.train.resume_overrides=train.num_steps")
     assert f"resumed from {ckpts}/4" in proc.stdout
     assert [r["step"] for r in read_metrics(workdir)][3:] == [5, 6]
     assert (ckpts / "6").is_dir()
@@ -64,8 +66,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(launch_env, tmp_path):
     # lr 0 for the first update (warmup), then an absurd rate: the loss of step 3 is non-finite.
     proc = run_launch(launch_env, workdir, "--config.optimizer.learning_rate=1e32", "--config.optimizer.warmup_steps=3",
                       "--config.train.num_steps=8", "--config.train.checkpoint_every=1",
-                      "--config.train.log_every=1", "--config.train.eval_every=0", check=False)
-    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+                      "--config.train.log_every=1", "--config.train.eval_every=0", expect=1)
     assert "non-finite training loss" in proc.stderr and "at step 3" in proc.stderr, proc.stderr[-2000:]
     ckpts = workdir / "checkpoints"
     steps = sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())

@@ -123,15 +123,6 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def any_process(flag: bool) -> bool:
-    """True on every process when ``flag`` is True on any (e.g. one process received SIGTERM)."""
-    if jax.process_count() == 1:
-        return flag
-    from jax.experimental import multihost_utils
-
-    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
-
-
 def agree(flag: bool) -> bool:
     """Process 0's value of ``flag`` on every process (so all processes skip or do the same work)."""
     if jax.process_count() == 1:
@@ -139,6 +130,20 @@ def agree(flag: bool) -> bool:
     from jax.experimental import multihost_utils
 
     return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.int32)))
+
+
+def reached_preemption_point(step: int) -> bool:
+    """True on every process at the step JAX's preemption service chose after any process got a preemption notice
+    (SIGTERM); must be called by every process at every step. False with one process (its signals are the caller's)
+    or when the service is off."""
+    if jax.process_count() == 1:
+        return False
+    from jax.experimental import multihost_utils
+
+    try:
+        return bool(multihost_utils.reached_preemption_sync_point(step))
+    except RuntimeError:  # the preemption service is disabled (jax_enable_preemption_service)
+        return False
 
 
 def host_array(x: jax.Array) -> np.ndarray:

@@ -35,10 +35,11 @@ runs, and before anything is logged or saved.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import pathlib
 import signal
-import sys
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -47,16 +48,23 @@ import jax
 import ml_collections
 
 from alert_jax.data import pipeline
+from alert_jax.io.workdir import remove_if_empty, workdir_lock
 from alert_jax.parallel import distributed
 from alert_jax.parallel.distributed import print_primary
-from alert_jax.train import flops
+from alert_jax.train import flops, settings
 from alert_jax.train.metrics import MetricsWriter, progress_line, train_record
 from alert_jax.train.records import Corpora
-from alert_jax.train.run import BEST_METRICS, TrainRun, setup_run
+from alert_jax.train.run import NoGoodCheckpointError, TrainRun, setup_run
+
+STOP_REASONS = {"sigterm": "SIGTERM", "sigint": "SIGINT", "stop_at_step": "train.stop_at_step"}
 
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the message names the step."""
+
+
+class StoppedEarly(Exception):  # noqa: N818 - a stop with a checkpoint saved, not an error
+    """The run stopped before ``train.num_steps`` with a checkpoint saved (or none left to resume from): rerun."""
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -90,7 +98,7 @@ def evaluate(eval_step: Any, params: Any, eval_sets: Mapping[str, Any], mesh: ja
 
 def _selection_metrics(metrics: Mapping[str, float], best_metric: str) -> dict[str, float] | None:
     """The losses stored with a checkpoint (``val_loss``, ``dev_loss``); None when the selection metric is absent."""
-    kept = {k: float(metrics[k]) for k in BEST_METRICS if k in metrics}
+    kept = {k: float(metrics[k]) for k in settings.BEST_METRICS if k in metrics}
     return kept if best_metric in kept else None
 
 
@@ -99,27 +107,36 @@ def _selection_metrics(metrics: Mapping[str, float], best_metric: str) -> dict[s
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class _SigTerm:
-    """Records SIGTERM (the loop checkpoints and returns at the next step boundary)."""
+class _StopSignals:
+    """Records SIGTERM and SIGINT (the loop checkpoints and stops at the next step boundary; a second SIGINT
+    interrupts at once). Single-process runs only: in a multi-process job JAX's preemption service owns SIGTERM
+    (``StopHook``)."""
+
+    SIGNALS = {signal.SIGTERM: "sigterm", signal.SIGINT: "sigint"}
 
     def __init__(self):
-        self.received = False
-        self._previous = None
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread
-            self._previous = None
+        for sig in self.SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
         return self
 
     def _handle(self, signum, frame):
-        del signum, frame
-        self.received = True
+        del frame
+        if signum == signal.SIGINT and self.received == "sigint":
+            raise KeyboardInterrupt
+        self.received = self.SIGNALS[signum]
+        if signum == signal.SIGINT:
+            print_primary("SIGINT: saving a checkpoint at the end of this step (press Ctrl-C again to quit at once)")
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 def _due(step: int, every: int, last: bool) -> bool:
@@ -161,20 +178,24 @@ class EvalCheckpointHook:
 
 
 class StopHook:
-    """Stops with a checkpoint of the current step at ``train.stop_at_step`` or when any process got SIGTERM."""
+    """Stops with a checkpoint of the current step at ``train.stop_at_step``, on SIGTERM / SIGINT (one process), or
+    at the step JAX's preemption service agrees on after any process of a multi-process job got SIGTERM (the
+    processes exchange nothing in the steps before a notice)."""
 
-    def __init__(self, sigterm: _SigTerm):
-        self.sigterm = sigterm
+    def __init__(self, signals: _StopSignals | None):
+        self.signals = signals
 
     def __call__(self, trainer: Trainer, step: int, last: bool) -> str | None:
         t = trainer.t
         stop = "stop_at_step" if step == int(t.stop_at_step) < int(t.num_steps) else None
-        if stop is None and distributed.any_process(self.sigterm.received):
-            stop = "sigterm"
+        if stop is None:
+            if self.signals is not None:
+                stop = self.signals.received
+            elif distributed.reached_preemption_point(step):
+                stop = "sigterm"
         if stop is not None:
             trainer.check_pending()
-            why = "SIGTERM" if stop == "sigterm" else "train.stop_at_step"
-            print_primary(f"{why}: saving a checkpoint of step {step} and stopping")
+            print_primary(f"{STOP_REASONS[stop]}: saving a checkpoint of step {step} and stopping")
             trainer.save(step)
         return stop
 
@@ -185,7 +206,7 @@ class Trainer:
     def __init__(self, run: TrainRun):
         self.run = run
         self.t = run.cfg.train
-        self.writer = MetricsWriter(run.workdir, tensorboard=bool(self.t.tensorboard))
+        self.writer = MetricsWriter(run.workdir, tensorboard=bool(self.t.tensorboard), resumed_from=run.resume_step)
         device = jax.devices()[0]
         cpu_peak = None
         if device.platform == "cpu" and bool(self.t.measure_cpu_peak):
@@ -254,15 +275,17 @@ class Trainer:
         self.interval, self.interval_start = [], time.perf_counter()
 
     def loop(self) -> str:
-        """Trains to ``num_steps``; returns why it stopped ('done' | 'sigterm' | 'stop_at_step' | 'data')."""
+        """Trains to ``num_steps``; returns why it stopped: 'done', 'data' (the iterator ended) or one of
+        :data:`STOP_REASONS` (a checkpoint of the stopping step is saved)."""
         r, t = self.run, self.t
         num_steps = int(t.num_steps)
         step = self.start_step = int(jax.device_get(r.state.step))
         if bool(t.eval_at_start) and r.resume_step is None:
             self.evaluate(step)  # the starting point's validation loss (e.g. the pretrained model's)
         self.interval_start = time.perf_counter()
-        with _SigTerm() as sigterm:
-            hooks: list[Hook] = [LogHook(), EvalCheckpointHook(), StopHook(sigterm)]
+        signals = _StopSignals() if jax.process_count() == 1 else None
+        with signals or contextlib.nullcontext():
+            hooks: list[Hook] = [LogHook(), EvalCheckpointHook(), StopHook(signals)]
             while step < num_steps:
                 try:
                     local = next(r.inputs.train_iter)
@@ -291,27 +314,31 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     """Runs (or resumes) training as configured; returns a summary dict.
 
+    ``cfg`` is validated first (``train.settings.validate``: a bad setting raises ``TrainConfigError`` before
+    anything is written); the run then holds the workdir's lock (``io.workdir``: a second run on it refuses). A run
+    that fails on its inputs before writing anything leaves no workdir behind.
+
     ``corpora`` replaces the records named by ``cfg.data.corpus`` (e.g. generated pretraining text); resuming needs
     the same records in the same order.
 
-    Summary keys: ``step`` (last step), ``stopped`` ('done' | 'sigterm' | 'stop_at_step' | 'data'), ``losses``
+    Summary keys: ``step`` (last step), ``stopped`` ('done' | 'data' | a key of :data:`STOP_REASONS`), ``losses``
     ({step: loss} of the logged steps of this invocation), ``last_eval`` (latest validation metrics),
     ``checkpoint_steps``. Raises :class:`NonFiniteLossError` on a NaN/Inf loss (after pending saves complete).
     """
-    run = setup_run(cfg, workdir, corpora)
-    trainer = Trainer(run)
+    settings.validate(cfg, jax.device_count())
+    workdir = pathlib.Path(workdir).absolute()
     try:
-        stopped = trainer.loop()
-    finally:
-        trainer.close()
+        with workdir_lock(workdir):
+            try:
+                run = setup_run(cfg, workdir, corpora)
+            except NoGoodCheckpointError as e:
+                raise StoppedEarly(str(e)) from None
+            trainer = Trainer(run)
+            try:
+                stopped = trainer.loop()
+            finally:
+                trainer.close()
+    except BaseException:
+        remove_if_empty(workdir)
+        raise
     return {**trainer.summary, "step": int(jax.device_get(run.state.step)), "stopped": stopped}
-
-
-def main_exit_code(fn: Any) -> int:
-    """Runs ``fn()``; a :class:`NonFiniteLossError` becomes exit code 1 with its message on stderr."""
-    try:
-        fn()
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 1
-    return 0

@@ -19,6 +19,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from alert_jax.io.files import atomic_write_text
+
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
@@ -27,17 +29,22 @@ METRICS_FILE = "metrics.jsonl"
 class MetricsWriter:
     """Writes scalars to stdout, ``<workdir>/metrics.jsonl`` and TensorBoard (tensorboardX, when installed).
 
-    Only process 0 writes. Every JSONL record has ``step``, ``kind`` ('train' | 'eval') and ``time``.
+    Only process 0 writes. Every JSONL record has ``step``, ``kind`` ('train' | 'eval') and ``time``. A run resumed
+    from step ``resumed_from`` first drops the rows of later steps (written by the run that was killed after that
+    checkpoint), so the file holds one row per step and kind.
     """
 
-    def __init__(self, workdir: pathlib.Path, tensorboard: bool = True):
+    def __init__(self, workdir: pathlib.Path, tensorboard: bool = True, resumed_from: int | None = None):
         self.enabled = jax.process_index() == 0
         self._jsonl = None
         self._tb = None
         if not self.enabled:
             return
         workdir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(workdir / METRICS_FILE, "a", encoding="utf-8")
+        path = workdir / METRICS_FILE
+        if resumed_from is not None and path.is_file():
+            _drop_rows_after(path, resumed_from)
+        self._jsonl = open(path, "a", encoding="utf-8")
         if tensorboard:
             try:
                 from tensorboardX import SummaryWriter
@@ -63,6 +70,20 @@ class MetricsWriter:
             self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def _drop_rows_after(path: pathlib.Path, step: int) -> None:
+    """Rewrites the JSONL file ``path`` (atomically) without the records of steps after ``step``; an unreadable
+    last line (a write cut by a kill) goes too."""
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if int(record.get("step", 0)) <= step:
+            kept.append(line)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _jsonable(v: Any) -> Any:

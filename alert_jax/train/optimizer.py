@@ -37,6 +37,8 @@ from alert_jax.parallel.param_sharding import LogicalNames
 if TYPE_CHECKING:  # only in annotations: the training code imports without ml_collections
     import ml_collections
 
+WEIGHT_DECAY_MASKS: tuple[str, ...] = ("matrices", "all", "none")  # optimizer.weight_decay_mask choices
+
 # A path component (module or leaf name) that marks a LayerNorm parameter.
 _NORM_RE = re.compile(r"norm|(^|_)ln(_|\d|$)", re.IGNORECASE)
 _NO_DECAY_LEAVES = frozenset({"bias", "scale", "b", "g", "gamma", "beta"})
@@ -95,7 +97,7 @@ def decay_mask(params: Any, logical_names: Any | None = None, policy: str = "mat
         (wrapped as :class:`LogicalNames` leaves), used to recognise the stacked ``layers`` axis.
       policy: 'matrices' | 'all' | 'none'.
     """
-    if policy not in ("matrices", "all", "none"):
+    if policy not in WEIGHT_DECAY_MASKS:
         raise ValueError(f"optimizer.weight_decay_mask={policy!r}: expected 'matrices', 'all' or 'none'")
     if policy != "matrices":
         return jax.tree.map(lambda _: policy == "all", params)

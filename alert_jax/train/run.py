@@ -31,18 +31,24 @@ import ml_collections
 from alert_jax.data import pipeline
 from alert_jax.io import checkpoint as ckpt_lib
 from alert_jax.io import loader, tokenizers
+from alert_jax.io.workdir import append_config_history
 from alert_jax.models.opt import ModelParts, abstract_model, split_model
 from alert_jax.models.sizes import ARCHITECTURE_FIELDS, OPTConfig, model_config_from
 from alert_jax.parallel import distributed, param_sharding
 from alert_jax.parallel.distributed import print_primary
-from alert_jax.parallel.sharding import batch_shards, make_mesh
+from alert_jax.parallel.sharding import make_mesh
 from alert_jax.train import optimizer as opt_lib
+from alert_jax.train import settings
 from alert_jax.train import state as state_lib
 from alert_jax.train import step as step_lib
 from alert_jax.train.records import Corpora, load_corpora, load_dev_sets
+from alert_jax.train.settings import TrainConfigError
 
-BEST_METRICS = ("val_loss", "dev_loss")  # train.best_metric choices
 TOKENIZER_WORKDIR = "tokenizer"
+
+
+class NoGoodCheckpointError(Exception):
+    """Every saved step of a resumed run is damaged (each was moved to ``checkpoints/damaged/``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,30 +61,16 @@ class Batching:
 
 
 def batching(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Batching:
-    """Batch sizes after the divisibility checks (microbatches over the mesh's batch shards, rows over the
-    data-reading processes)."""
+    """Batch sizes of a validated config (``train.settings.validate`` checked the split over the mesh's batch
+    shards); the rows must also divide over the data-reading processes."""
     t = cfg.train
-    batch, k = int(t.batch_size), int(t.grad_accum_steps)
-    shards = batch_shards(mesh)
-    micro = batch // max(k, 1)
-    if batch % k or micro % shards:
-        raise ValueError(f"train.batch_size={batch} must split into train.grad_accum_steps={k} microbatches whose "
-                         f"size ({batch}/{k}) is a multiple of the {shards} batch shards (mesh data x fsdp)")
-    eval_batch = int(t.eval_batch_size) or micro
-    if eval_batch % shards:
-        raise ValueError(f"train.eval_batch_size={eval_batch} must be a multiple of the {shards} batch shards")
+    batch = int(t.batch_size)
+    eval_batch = int(t.eval_batch_size) or batch // int(t.grad_accum_steps)
     _, shard_count = pipeline.process_shard(mesh)
     if batch % shard_count or eval_batch % shard_count:
-        raise ValueError(f"batch sizes {batch}/{eval_batch} must divide over the {shard_count} data-reading processes")
+        raise TrainConfigError(f"train.batch_size={batch} / eval batch {eval_batch}: must divide over the "
+                               f"{shard_count} data-reading processes")
     return Batching(batch, batch // shard_count, eval_batch // shard_count)
-
-
-def _best_metric(cfg: ml_collections.ConfigDict) -> str:
-    name = str(cfg.train.best_metric)
-    if name not in BEST_METRICS:
-        raise ValueError(f"train.best_metric={name!r} is not a metric the loop computes; choose one of "
-                         f"{', '.join(BEST_METRICS)}")
-    return name
 
 
 def _check_best_metric(cfg: ml_collections.ConfigDict, best_metric: str, corpora: Corpora,
@@ -88,9 +80,9 @@ def _check_best_metric(cfg: ml_collections.ConfigDict, best_metric: str, corpora
     if not bool(cfg.train.keep_best):
         return
     if best_metric == "dev_loss" and not dev_records:
-        raise ValueError("train.best_metric='dev_loss' but no dev set is evaluated (data.niv2_dir is empty, holds no "
-                         "dev task file, or data.dev_eval_template=''); set data.niv2_dir or train.best_metric="
-                         "'val_loss'")
+        raise TrainConfigError("train.best_metric='dev_loss' but no dev set is evaluated (data.niv2_dir is empty, "
+                               "holds no dev task file, or data.dev_eval_template=''); set data.niv2_dir or "
+                               "train.best_metric='val_loss'")
     if best_metric == "val_loss" and not corpora.validation:
         print_primary("note: no validation sets, so train.keep_best keeps no best checkpoint "
                       "(train.best_metric='val_loss')")
@@ -100,7 +92,7 @@ def _checkpointer(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> ckpt
     t = cfg.train
     return ckpt_lib.Checkpointer(workdir / ckpt_lib.CHECKPOINTS_SUBDIR, keep=int(t.keep_checkpoints),
                                  keep_best=bool(t.keep_best), async_save=bool(t.async_checkpointing),
-                                 best_metric=_best_metric(cfg))
+                                 best_metric=str(t.best_metric))
 
 
 def _adopt_saved_architecture(cfg: ml_collections.ConfigDict, workdir: pathlib.Path, step: int) -> None:
@@ -128,7 +120,7 @@ def resolve_tokenizer(cfg: ml_collections.ConfigDict, workdir: pathlib.Path, tex
     if found is not None:
         return found
     if init.kind:
-        raise ValueError(f"init_from={str(init)!r} carries no tokenizer: set --config.tokenizer")
+        raise TrainConfigError(f"init_from={str(init)!r} carries no tokenizer: set --config.tokenizer")
     path = workdir / TOKENIZER_WORKDIR / "tokenizer.model"
     if distributed.is_primary() and not path.is_file():
         print_primary(f"training a SentencePiece tokenizer ({vocab_size} pieces) on {len(texts)} texts -> {path}")
@@ -212,27 +204,46 @@ class TrainRun:
     seq_len: int
 
 
+def _resume_point(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> ckpt_lib.Checkpointer | None:
+    """The checkpointer of a workdir that already holds checkpoints (a resume), else None: a fresh run creates its
+    ``checkpoints/`` only once its inputs are known to be good."""
+    if not (workdir / ckpt_lib.CHECKPOINTS_SUBDIR).is_dir():
+        return None
+    ckpt = _checkpointer(cfg, workdir)
+    return ckpt if ckpt.latest_step() is not None else None
+
+
+def _guard_resume(cfg: ml_collections.ConfigDict, workdir: pathlib.Path, step: int) -> None:
+    """Refuses settings that would change the optimisation of the run being resumed (``train.settings``)."""
+    saved = ckpt_lib.config_to_dict(ckpt_lib.load_config(workdir / ckpt_lib.CHECKPOINTS_SUBDIR / str(step)))
+    for line in settings.check_resume(saved, ckpt_lib.config_to_dict(cfg)):
+        print_primary(f"resuming with a changed setting (train.resume_overrides): {line}")
+
+
 def setup_run(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, corpora: Corpora | None = None) -> TrainRun:
     """Mesh, data, tokenizer, model, optimizer, state (fresh or resumed), jitted steps and the checkpointer.
 
     ``corpora``: the ``(prompt, target)`` records to train / validate on; default :func:`load_corpora` of the config.
+    The caller holds the workdir (``io.workdir.workdir_lock``) and has validated ``cfg`` (``train.settings``).
+    Everything that can fail on the inputs (records, tokenizer, initial weights) is read before a fresh run writes
+    its ``checkpoints/``.
     """
     workdir = pathlib.Path(workdir).absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
     cfg = ml_collections.ConfigDict(cfg.to_dict())  # private, unlocked copy
     mesh = make_mesh(tuple(cfg.mesh.shape))
     sizes = batching(cfg, mesh)
     seq_len = int(cfg.data.seq_len)
-    ckpt = _checkpointer(cfg, workdir)
-    resume_step = ckpt.latest_step()
+    ckpt = _resume_point(cfg, workdir)
+    resume_step = ckpt.latest_step() if ckpt is not None else None
     if resume_step is not None:
         _adopt_saved_architecture(cfg, workdir, resume_step)
+        _guard_resume(cfg, workdir, resume_step)
     model_cfg = model_config_from(cfg)
 
     corpora = load_corpora(cfg) if corpora is None else corpora
     dev_records, dev_note = load_dev_sets(cfg)
     print_primary(dev_note)
-    _check_best_metric(cfg, ckpt.best_metric, corpora, dev_records)
+    _check_best_metric(cfg, str(cfg.train.best_metric), corpora, dev_records)
     texts = [p + t for p, t in corpora.train[: int(cfg.data.tokenizer_train_texts)]]
     tokenizer = resolve_tokenizer(cfg, workdir, texts, model_cfg.arch.vocab_size)
 
@@ -241,21 +252,29 @@ def setup_run(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, corpor
         model_cfg, params = init_params(cfg, model_cfg, mesh)
     _record_architecture(cfg, model_cfg)
     if tokenizer.vocab_size > model_cfg.arch.vocab_size:
-        raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids but the model's vocabulary is "
+        raise TrainConfigError(f"tokenizer has {tokenizer.vocab_size} ids but the model's vocabulary is "
                          f"{model_cfg.arch.vocab_size} (model.size={cfg.model.size}); use a matching tokenizer")
     parts, _ = split_model(abstract_model(model_cfg))
     optim = _optimization(cfg, parts, mesh)
+    if ckpt is None:
+        ckpt = _checkpointer(cfg, workdir)
     inputs = _inputs(cfg, corpora, dev_records, tokenizer, sizes, mesh)
     if resume_step is not None:
         abstract = state_lib.abstract_state(parts, optim.tx, optim.shardings)
-        state, _ = ckpt.restore(resume_step, abstract, inputs.train_iter)
+        restored = ckpt.restore_newest_good(abstract, inputs.train_iter)
+        if restored is None:
+            raise NoGoodCheckpointError(
+                f"no checkpoint in {ckpt.directory} is intact (the damaged steps are in {ckpt.damaged_directory}); "
+                f"rerun to start this run again from its initial weights, or restore a good step there")
+        resume_step, state, _ = restored
         print_primary(f"resumed from {ckpt.directory}/{resume_step}")
     else:
         state = state_lib.create_train_state(params, optim.tx, optim.shardings, int(cfg.seed))
         del params
     ckpt.write_extras(cfg, tokenizer)
-    if distributed.is_primary():
+    if distributed.is_primary() and not (workdir / "config.json").is_file():
         (workdir / "config.json").write_text(json.dumps(ckpt_lib.config_to_dict(cfg), indent=2))
+    append_config_history(workdir, ckpt_lib.config_to_dict(cfg), resume_step)
 
     t_cfg = cfg.train
     decayed, total = opt_lib.count_decayed(parts.abstract_params(), optim.mask)

@@ -313,8 +313,9 @@ def train_stage(cfg: ml_collections.ConfigDict, paths: DemoPaths, model: str) ->
                                       corpora=Corpora(train=train, validation=valid))
     if summary.get("stopped") != "done" or int(summary.get("step", -1)) < int(
             (cfg.pretrain if model == "opt" else cfg.finetune).num_steps):
-        raise DemoError(f"training of {model} stopped at step {summary.get('step')} ({summary.get('stopped')}); "
-                        "rerun the same command to continue")
+        raise loop.StoppedEarly(f"training of {model} stopped at step {summary.get('step')} "
+                                f"({summary.get('stopped')}) with a checkpoint saved; rerun the same command to "
+                                "continue")
     return {"val_loss": summary.get("last_eval", {}).get("val_loss"), "step": summary.get("step")}
 
 
