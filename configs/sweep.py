@@ -55,4 +55,5 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.gke.namespace = "default"
     c.gke.gpu_resource = "nvidia.com/gpu"
     c.gke.coordinator_port = 12345
+    c.gke.max_restarts = 10  # JobSet restarts after a failed pod (exit 75: preempted, resumes from its checkpoint)
     return c

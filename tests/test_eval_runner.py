@@ -1,4 +1,5 @@
-"""Evaluation runner + report: launch/evaluate.py end to end on a tiny random model, resume, bad input, overflow.
+"""Evaluation runner + report: launch/evaluate.py end to end on a tiny random model, resume, bad input, overflow,
+and the provenance that decides reuse (a newer checkpoint step, changed task-file content, another code version).
 
 The model is a tiny random OPT written in HF format (``convert.to_hf``) beside a SentencePiece tokenizer trained on
 the task texts, so ``--config.init_from=hf:DIR`` finds both.
@@ -6,7 +7,9 @@ the task texts, so ``--config.init_from=hf:DIR`` finds both.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
 import os
 import subprocess
@@ -17,8 +20,8 @@ from helpers import REPO_ROOT, SUITE_DEVICES, subprocess_env
 
 from alert_jax.data import niv2, synthetic
 from alert_jax.data import registry as registry_lib
+from alert_jax.eval import provenance, runner
 from alert_jax.eval import report as report_lib
-from alert_jax.eval import runner
 from alert_jax.io import convert, tokenizers
 from alert_jax.models import opt, sizes
 from configs import evaluate as eval_config
@@ -26,6 +29,7 @@ from configs import evaluate as eval_config
 MAX_POS = 384
 NEW = 6
 METRICS = ("exact_match", "relaxed_match", "rougeL")
+TASK = "task080_piqa_answer_generation"
 
 
 @pytest.fixture(scope="module")
@@ -226,28 +230,51 @@ def test_aggregate_rules():
     assert s["skills"]["s2"]["in_domain"] is False
 
 
+def _save_step(directory, step, cfg, *, seed, tokenizer_dir, mesh):
+    """Saves a random tiny model (``seed``) as ``step`` in the checkpoints folder ``directory``, with the app config
+    and the tokenizer beside the steps, as a training run does; returns the model."""
+    import optax
+
+    from alert_jax.io import checkpoint
+    from alert_jax.train import state as state_lib
+
+    model = opt.create_model(sizes.model_config_from(cfg), None, rngs_seed=seed)
+    parts, params = opt.split_model(model)
+    tx = optax.sgd(0.1)
+    train_state = state_lib.create_train_state(params, tx, state_lib.state_shardings(parts, tx, mesh), seed=0)
+    ckpt = checkpoint.Checkpointer(directory, async_save=False)
+    ckpt.save(step, train_state, cfg)
+    ckpt.write_extras(cfg, tokenizers.load_tokenizer(str(tokenizer_dir)))  # config.json + tokenizer/ beside the steps
+    ckpt.close()
+    return model
+
+
+def _one_device_mesh():
+    import jax
+
+    from alert_jax.parallel.sharding import make_mesh
+
+    return make_mesh((1, 1, 1), devices=jax.devices()[:1])
+
+
+def _records(workdir, task, template):
+    return [json.loads(x) for x in (workdir / "predictions" / task / f"{template}.jsonl").read_text().splitlines()]
+
+
+def _write_records(workdir, task, template, records):
+    (workdir / "predictions" / task / f"{template}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
 def test_ckpt_init_loads_params_and_tokenizer(model_dir, tmp_path):
     """``init_from=ckpt:DIR`` restores the saved parameters and the tokenizer stored beside them."""
     import jax
     import numpy as np
-    import optax
     from flax import nnx
-
-    from alert_jax.io import checkpoint
-    from alert_jax.parallel.sharding import make_mesh
-    from alert_jax.train import state as state_lib
 
     cfg = _cfg()
     cfg.model.max_position_embeddings = MAX_POS
-    model = opt.create_model(sizes.model_config_from(cfg), None, rngs_seed=3)
-    mesh = make_mesh((1, 1, 1), devices=jax.devices()[:1])
-    parts, params = opt.split_model(model)
-    tx = optax.sgd(0.1)
-    train_state = state_lib.create_train_state(params, tx, state_lib.state_shardings(parts, tx, mesh), seed=0)
-    ckpt = checkpoint.Checkpointer(tmp_path / "run" / "checkpoints", async_save=False)
-    ckpt.save(7, train_state, cfg)
-    ckpt.write_extras(cfg, tokenizers.load_tokenizer(str(model_dir)))  # config.json + tokenizer/ beside the steps
-    ckpt.close()
+    mesh = _one_device_mesh()
+    model = _save_step(tmp_path / "run" / "checkpoints", 7, cfg, seed=3, tokenizer_dir=model_dir, mesh=mesh)
 
     cfg.init_from = f"ckpt:{tmp_path / 'run'}"
     restored, tok = runner.load_model_and_tokenizer(cfg, mesh)
@@ -255,4 +282,95 @@ def test_ckpt_init_loads_params_and_tokenizer(model_dir, tmp_path):
     got = jax.tree.leaves(nnx.state(restored, nnx.Param))
     assert len(want) == len(got) and all(np.array_equal(a, b) for a, b in zip(want, got))
     assert tok.encode("Input: 3 apples") == tokenizers.load_tokenizer(str(model_dir)).encode("Input: 3 apples")
+    # Pinned to the identity found before loading: the same step loads; a folder that no longer resolves to the
+    # identity (replaced in between) is refused, naming both.
+    pinned, _ = runner.load_model_and_tokenizer(cfg, mesh, checkpoint=(str(tmp_path / "run" / "checkpoints"), 7))
+    assert all(np.array_equal(a, b) for a, b in zip(want, jax.tree.leaves(nnx.state(pinned, nnx.Param))))
+    hf_cfg = _cfg()
+    hf_cfg.init_from = f"hf:{model_dir}"
+    with pytest.raises(runner.EvalConfigError, match="resolved to '/elsewhere'.*but loaded.*changed meanwhile"):
+        runner.load_model_and_tokenizer(hf_cfg, mesh, checkpoint=("/elsewhere", None))
 
+
+def test_evaluate_again_after_further_training(model_dir, niv2_tasks_dir, tmp_path, caplog):
+    """Evaluate ``ckpt:W/checkpoints`` into E, save a later step with other parameters into the same folder (the
+    run trained further), evaluate into E again: the new step is evaluated, not the older step's predictions reused,
+    and ``scores.json`` / each record name the step."""
+    mesh = _one_device_mesh()
+    cfg = _cfg(tasks=TASK, templates="T1", max_instances=2, buckets=str(MAX_POS - NEW))
+    cfg.model.max_position_embeddings = MAX_POS
+    cfg.data.niv2_dir = str(niv2_tasks_dir)
+    ckpts = tmp_path / "W" / "checkpoints"
+    _save_step(ckpts, 7, cfg, seed=3, tokenizer_dir=model_dir, mesh=mesh)
+    cfg.init_from = f"ckpt:{ckpts}"
+    workdir = tmp_path / "E"
+
+    first = runner.evaluate(cfg, workdir, mesh=mesh)
+    meta = first["metadata"]
+    digest = hashlib.sha256((niv2_tasks_dir / f"{TASK}.json").read_bytes()).hexdigest()
+    assert (meta["checkpoint_path"], meta["checkpoint_step"]) == (str(ckpts), 7)
+    assert meta["task_digests"] == {TASK: digest}
+    assert meta["code_version"] == provenance.code_version() == meta["predictions_code_versions"][0]
+    assert set(meta["versions"]) >= {"jax", "jaxlib", "flax", "orbax-checkpoint", "numpy"}
+    assert meta["devices"]["count"] == 1 and meta["devices"]["process_count"] == 1 and meta["devices"]["platform"]
+    stamp = {"checkpoint_path": str(ckpts), "checkpoint_step": 7, "task_digest": digest,
+             "code_version": provenance.code_version()}
+    assert all(r["provenance"] == stamp for r in _records(workdir, TASK, "T1"))
+
+    _save_step(ckpts, 9, cfg, seed=4, tokenizer_dir=model_dir, mesh=mesh)  # the run trained further
+    with caplog.at_level(logging.WARNING, logger="alert_jax.eval"):
+        second = runner.evaluate(cfg, workdir, mesh=mesh)
+    assert second["metadata"]["run"]["computed"] == 1 and second["metadata"]["run"]["reused"] == 0
+    assert second["metadata"]["checkpoint_step"] == 9
+    assert json.loads((workdir / "scores.json").read_text())["metadata"]["checkpoint_step"] == 9
+    assert all(r["provenance"]["checkpoint_step"] == 9 for r in _records(workdir, TASK, "T1"))
+    assert "checkpoint_step: 7 -> 9" in caplog.text
+    assert "**checkpoint_step**: `9`" in (workdir / "report.md").read_text()
+
+    third = runner.evaluate(cfg, workdir, mesh=mesh)  # same step again: reused
+    assert third["metadata"]["run"]["computed"] == 0 and third["metadata"]["checkpoint_step"] == 9
+
+
+def test_changed_task_file_or_missing_provenance_recomputes(model_dir, niv2_tasks_dir, tmp_path, caplog):
+    """Same instance ids with other references in data.niv2_dir: recomputed and scored against the new references;
+    records without provenance are recomputed; records of another code version are reused and reported."""
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    src = json.loads((niv2_tasks_dir / f"{TASK}.json").read_text(encoding="utf-8"))
+    (folder / f"{TASK}.json").write_text(json.dumps(src), encoding="utf-8")
+    model = convert.from_hf(model_dir)
+    tok = tokenizers.load_tokenizer(str(model_dir))
+    cfg = _cfg(tasks=TASK, templates="T1", max_instances=2, buckets=str(MAX_POS - NEW))
+    cfg.data.niv2_dir = str(folder)
+    workdir = tmp_path / "E"
+    first = runner.evaluate(cfg, workdir, model=model, tokenizer=tok)
+    assert first["metadata"]["checkpoint_path"] == "" and first["metadata"]["checkpoint_step"] is None
+
+    for inst in src["Instances"][:2]:
+        inst["output"] = [f"a new reference for {inst['id']}"]
+    (folder / f"{TASK}.json").write_text(json.dumps(src), encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="alert_jax.eval"):
+        second = runner.evaluate(cfg, workdir, model=model, tokenizer=tok)
+    assert second["metadata"]["run"]["computed"] == 1
+    new_digest = hashlib.sha256((folder / f"{TASK}.json").read_bytes()).hexdigest()
+    assert second["metadata"]["task_digests"] == {TASK: new_digest} != first["metadata"]["task_digests"]
+    records = _records(workdir, TASK, "T1")
+    assert [r["references"] for r in records] == [i["output"] for i in src["Instances"][:2]]
+    assert all(r["provenance"]["task_digest"] == new_digest for r in records)
+    assert "task_digest:" in caplog.text
+
+    caplog.clear()
+    _write_records(workdir, TASK, "T1", [{k: v for k, v in r.items() if k != "provenance"} for r in records])
+    with caplog.at_level(logging.WARNING, logger="alert_jax.eval"):
+        third = runner.evaluate(cfg, workdir, model=model, tokenizer=tok)
+    assert third["metadata"]["run"]["computed"] == 1 and "no provenance recorded" in caplog.text
+
+    caplog.clear()
+    other = [dict(r, provenance=dict(r["provenance"], code_version="0.0.1+git.other")) for r in records]
+    _write_records(workdir, TASK, "T1", other)
+    with caplog.at_level(logging.WARNING, logger="alert_jax.eval"):
+        fourth = runner.evaluate(cfg, workdir, model=model, tokenizer=tok)
+    assert fourth["metadata"]["run"]["computed"] == 0
+    assert fourth["metadata"]["predictions_code_versions"] == ["0.0.1+git.other"]
+    assert fourth["metadata"]["code_version"] == provenance.code_version()
+    assert "another code version (0.0.1+git.other: 1" in caplog.text

@@ -4,6 +4,7 @@ registry."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import json
 import pathlib
@@ -81,6 +82,32 @@ def test_list_tasks_folder_and_checkout(tmp_path):
         niv2.list_tasks("")
     with pytest.raises(FileNotFoundError, match="nowhere"):
         niv2.list_tasks(tmp_path / "nowhere")
+
+
+def test_lookup_by_name_reads_niv2_dir_only(tmp_path, monkeypatch):
+    """A file in the current directory named like a task (with or without .json) never replaces the task file of
+    niv2_dir, nor stands in for a task niv2_dir lacks; explicit paths go through load_task_file."""
+    folder = tmp_path / "tasks"
+    path = _write(folder, "task9002_a", _task(3))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    for stray in ("task9002_a", "task9002_a.json", "task9003_b", "task9003_b.json"):
+        (cwd / stray).write_text(json.dumps(_task(1)), encoding="utf-8")
+    monkeypatch.chdir(cwd)
+    for name in ("task9002_a", "task9002_a.json"):
+        task = niv2.load_task(name, folder)
+        assert len(task.instances) == 3 and task.path == str(path) and task.name == "task9002_a"
+        assert task.digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(niv2.TaskNotFoundError, match="task9003_b"):
+        niv2.load_task("task9003_b", folder)
+    with pytest.raises(ValueError, match="folder part"):
+        niv2.load_task(str(cwd / "task9002_a"), folder)
+    explicit = niv2.load_task_file(cwd / "task9002_a")  # a real path, asked for as one
+    assert len(explicit.instances) == 1 and explicit.name == "task9002_a"
+    assert len(niv2.load_task("task9002_a").instances) == 1  # no niv2_dir: the argument is a file path
+    assert niv2.parse_task(_task(), name="x").digest == ""
+    with pytest.raises(niv2.TaskNotFoundError, match="task9999_z"):
+        niv2.load_task_file(tmp_path / "task9999_z.json")
 
 
 def test_old_format_is_normalised():

@@ -19,6 +19,7 @@ every instance has a string ``input`` and a non-empty ``outputs`` list of string
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
@@ -41,6 +42,7 @@ __all__ = [
     "download_tasks",
     "list_tasks",
     "load_task",
+    "load_task_file",
     "load_tasks",
     "parse_task",
     "task_path",
@@ -115,7 +117,9 @@ class Instance:
 
 @dataclasses.dataclass
 class Task:
-    """A validated NIV2 task. ``path`` is the file it was read from ('' when parsed from memory)."""
+    """A validated NIV2 task. ``path`` is the file it was read from and ``digest`` the sha256 (hex) of that file's
+    bytes, both '' when parsed from memory: evaluation records the digest so that predictions made against other
+    task-file content (changed references, same ids) are never reused."""
 
     name: str
     definition: str
@@ -128,6 +132,7 @@ class Task:
     path: str = ""
     domains: list[str] = dataclasses.field(default_factory=list)
     instance_license: list[str] = dataclasses.field(default_factory=list)
+    digest: str = ""
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -303,20 +308,38 @@ def task_path(name: str, niv2_dir: str | os.PathLike) -> pathlib.Path:
     return path
 
 
-def load_task(name_or_path: str | os.PathLike, niv2_dir: str | os.PathLike | None = None) -> Task:
-    """Load and validate one task, given a file path or a task name looked up in ``niv2_dir``.
+def load_task_file(path: str | os.PathLike) -> Task:
+    """Load and validate the task file at ``path`` (an explicit file path; the task name is the file's stem).
 
-    An existing file path wins over a name lookup. Raises :class:`TaskNotFoundError` (a ``FileNotFoundError``) when the
-    task is not found and :class:`TaskFileError` (a ``ValueError``) when the file is malformed.
+    Raises :class:`TaskNotFoundError` (a ``FileNotFoundError``) when there is no such file and :class:`TaskFileError`
+    (a ``ValueError``) when the file is malformed.
     """
-    candidate = pathlib.Path(name_or_path).expanduser()
-    if candidate.is_file():
-        path = candidate
-    elif niv2_dir is not None and str(niv2_dir):
-        path = task_path(str(name_or_path), niv2_dir)
-    else:
-        raise TaskNotFoundError([_task_name(str(name_or_path))], None)
-    return parse_task(_decode(path.read_bytes(), str(path)), name=_task_name(path.name), path=path)
+    file = pathlib.Path(path).expanduser()
+    if not file.is_file():
+        raise TaskNotFoundError([_task_name(str(path))], file.parent if str(file.parent) != "." else None)
+    raw = file.read_bytes()
+    task = parse_task(_decode(raw, str(file)), name=_task_name(file.name), path=file)
+    task.digest = hashlib.sha256(raw).hexdigest()  # of the very bytes parsed: no second read can differ
+    return task
+
+
+def load_task(name_or_path: str | os.PathLike, niv2_dir: str | os.PathLike | None = None) -> Task:
+    """Load and validate one task: the task named ``name_or_path`` in ``niv2_dir``, or, without ``niv2_dir``, the
+    file path ``name_or_path`` (:func:`load_task_file`).
+
+    A lookup by name reads ``niv2_dir`` only, never the current directory, so a stray file named like a task cannot
+    stand in for the one in the configured folder. The name may end in ``.json``; a name with a folder part is refused
+    with ``niv2_dir`` (ValueError: pass a task name, or a path without ``niv2_dir``). Raises :class:`TaskNotFoundError`
+    (a ``FileNotFoundError``) when the task is not found and :class:`TaskFileError` (a ``ValueError``) when the file
+    is malformed.
+    """
+    if niv2_dir is None or not str(niv2_dir):
+        return load_task_file(name_or_path)
+    name = str(name_or_path)
+    if _task_name(name) != name.removesuffix(".json"):
+        raise ValueError(f"task name {name!r} has a folder part: with niv2_dir={str(niv2_dir)!r} pass the task's name "
+                         f"(e.g. {_task_name(name)!r}), or pass a file path without niv2_dir")
+    return load_task_file(task_path(name, niv2_dir))
 
 
 def load_tasks(
@@ -336,7 +359,7 @@ def load_tasks(
     absent = [n for n in wanted if not (folder / f"{n}.json").is_file()]
     if absent and missing == "error":
         raise TaskNotFoundError(absent, folder)
-    return {n: load_task(folder / f"{n}.json") for n in wanted if n not in absent}
+    return {n: load_task_file(folder / f"{n}.json") for n in wanted if n not in absent}
 
 
 # ---------------------------------------------------------------------------------------------------------------------

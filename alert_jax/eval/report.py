@@ -140,7 +140,8 @@ def render_markdown(scores: Mapping[str, Any]) -> str:
     templates = scores["templates"]
     meta = scores.get("metadata", {})
     lines = ["# ALERT evaluation report", ""]
-    for key in ("init_from", "model_size", "max_instances", "max_new_tokens", "templates", "decoding"):
+    for key in ("init_from", "checkpoint_path", "checkpoint_step", "code_version", "model_size", "max_instances",
+                "max_new_tokens", "templates", "decoding"):
         if key in meta:
             lines.append(f"- **{key}**: `{meta[key]}`")
     lines += [

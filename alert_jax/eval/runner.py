@@ -8,7 +8,7 @@ For each task and template (DESIGN.md section 6):
    unless configured otherwise), cut each continuation at the first stop string;
 3. score with ``metrics.score_instances`` (EM / relaxed match on the extracted answer, ROUGE-L on the prediction);
 4. write ``predictions/<task>/<template>.jsonl`` (one record per instance: ``id, prompt, prediction, answer,
-   references, scores, finish, demos_dropped, input_chars_cut, overflow``) atomically.
+   references, scores, finish, demos_dropped, input_chars_cut, overflow, provenance``) atomically.
 
 **Prompts that cannot fit** the context even with no demonstrations and an empty input (``RenderedPrompt.fits`` is
 False): with ``eval.on_overflow='empty'`` (default) they are not decoded, are scored as the empty prediction (0 on
@@ -21,6 +21,10 @@ through a temporary file and renamed, so a killed run never leaves a partial fil
 files are read back, not recomputed; when all are complete the model is not even loaded. ``eval_config.json`` in the
 workdir records the settings that decide the predictions; re-running with different ones is an error unless
 ``eval.overwrite=True``.
+
+**Provenance** (``eval.provenance``): every predictions record and ``scores.json``'s metadata say which checkpoint
+step, task files and code made them; a complete file is reused only when its checkpoint and task file are unchanged,
+and recomputed otherwise (see that module).
 
 Only process 0 writes files; every process decodes (the model is sharded over all devices).
 
@@ -51,11 +55,13 @@ from alert_jax.eval import generate as gen_lib
 from alert_jax.eval import metrics as metrics_lib
 from alert_jax.eval import report as report_lib
 from alert_jax.eval import stops
+from alert_jax.eval.provenance import Provenance, device_summary, provenance_changes
 from alert_jax.io import loader
 from alert_jax.io.files import atomic_write_text
 from alert_jax.models.sizes import model_config_from
 from alert_jax.parallel import distributed
 from alert_jax.parallel.sharding import make_mesh
+from alert_jax.train.settings import at_least, in_range, mesh_sizes, one_of
 
 log = logging.getLogger("alert_jax.eval")
 
@@ -73,6 +79,30 @@ class EvalConfigError(ValueError):
 
 # ------------------------------------------------------------------------------------------------------------------
 # Settings
+
+
+def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
+    """Raises :class:`EvalConfigError` naming the first numeric or enum ``eval`` / ``mesh`` setting that cannot work,
+    before anything is read or written (task and template names are checked by :func:`resolve_eval_tasks`)."""
+    e = EvalConfigError
+    at_least(cfg, "eval.max_instances", 0, error=e)  # 0 = all
+    at_least(cfg, "eval.num_demos", -1, error=e)  # -1 = the template's own number
+    at_least(cfg, "eval.max_new_tokens", 1, error=e)
+    at_least(cfg, "eval.context", 0, error=e)  # 0 = the model's max_position_embeddings
+    at_least(cfg, "eval.batch_size", 1, error=e)
+    at_least(cfg, "eval.temperature", 0, integer=False, error=e)
+    in_range(cfg, "eval.top_p", 0, 1, low_open=True, error=e)
+    one_of(cfg, "eval.on_overflow", ("empty", "error"), error=e)
+    if int(cfg.eval.context) and int(cfg.eval.context) <= int(cfg.eval.max_new_tokens):
+        raise e(f"eval.context={cfg.eval.context}: leaves no room for a prompt beside "
+                f"eval.max_new_tokens={cfg.eval.max_new_tokens}")
+    try:
+        buckets = [int(b) for b in str(cfg.eval.buckets).split(",") if b.strip()]
+    except ValueError:
+        raise e(f"eval.buckets={cfg.eval.buckets!r}: must be comma-separated prompt lengths") from None
+    if any(b < 1 for b in buckets):
+        raise e(f"eval.buckets={cfg.eval.buckets!r}: prompt lengths must be >= 1")
+    mesh_sizes(cfg, num_devices, error=e)
 
 
 def resolve_templates(spec: str | Sequence[str]) -> list[str]:
@@ -148,11 +178,28 @@ def _record_settings(cfg: ml_collections.ConfigDict, workdir: pathlib.Path, sett
 # Model + tokenizer
 
 
-def load_model_and_tokenizer(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> tuple[Any, Any]:
+def load_model_and_tokenizer(
+    cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *, checkpoint: tuple[str, int | None] | None = None
+) -> tuple[Any, Any]:
     """``cfg.init_from`` -> (OPT, Tokenizer) through ``io.loader.load_model`` (architecture from the checkpoint,
-    runtime fields from ``cfg.model``); the tokenizer is ``cfg.tokenizer`` or the one stored beside the weights."""
-    loaded = loader.load_model(cfg.init_from, model_config_from(cfg.model), mesh, tokenizer=str(cfg.tokenizer),
+    runtime fields from ``cfg.model``); the tokenizer is ``cfg.tokenizer`` or the one stored beside the weights.
+
+    ``checkpoint``: the ``(path, step)`` that ``io.loader.checkpoint_identity`` gave earlier, which the predictions
+    will be attributed to: a ``ckpt:`` load is pinned to that step's folder, and a load that resolves elsewhere (a
+    checkpoint replaced in between) raises :class:`EvalConfigError` instead of being attributed to the wrong one."""
+    init_from = str(cfg.init_from)
+    spec = loader.InitFrom.parse(init_from)
+    if checkpoint is not None and spec.kind == "ckpt" and checkpoint[1] is not None:
+        init_from = f"ckpt:{pathlib.Path(checkpoint[0]) / str(checkpoint[1])}"
+    loaded = loader.load_model(init_from, model_config_from(cfg.model), mesh, tokenizer=str(cfg.tokenizer),
                                seed=int(cfg.seed))
+    if checkpoint is not None:
+        got = (os.path.abspath(loaded.source) if loaded.source else "", loaded.step)
+        if got != (checkpoint[0], checkpoint[1]):
+            raise EvalConfigError(
+                f"init_from={str(cfg.init_from)!r} resolved to {checkpoint[0]!r} (step {checkpoint[1]}) before loading "
+                f"but loaded {got[0]!r} (step {got[1]}): the checkpoint changed meanwhile; run the evaluation again"
+            )
     if loaded.tokenizer is None:
         raise EvalConfigError(
             f"no tokenizer: set --config.tokenizer (init_from={str(cfg.init_from)!r} does not carry tokenizer files)"
@@ -177,7 +224,7 @@ def read_predictions(path: pathlib.Path, expected_ids: Sequence[str]) -> list[di
     except (OSError, json.JSONDecodeError) as e:
         log.warning("ignoring unreadable predictions file %s (%s); recomputing", path, e)
         return None
-    if [str(r.get("id")) for r in records] != list(expected_ids):
+    if not all(isinstance(r, dict) for r in records) or [str(r.get("id")) for r in records] != list(expected_ids):
         log.warning("predictions file %s does not hold the expected %d instances; recomputing", path, len(expected_ids))
         return None
     return records
@@ -306,8 +353,6 @@ def resolve_eval_tasks(cfg: ml_collections.ConfigDict) -> EvalTasks:
     """Step 1: the registry, the task and template specs, and every task file read (a bad file fails here, naming
     file and field, before a model is loaded). Unknown tasks get suggestions from the registry and the folder."""
     e = cfg.eval
-    if e.on_overflow not in ("empty", "error"):
-        raise EvalConfigError(f"eval.on_overflow={e.on_overflow!r}; valid: 'empty', 'error'")
     registry = build_registry(e.registry)
     try:
         names = registry_lib.resolve_tasks(e.tasks, registry, allow_unregistered=True)
@@ -347,24 +392,44 @@ def _predictions_path(workdir: pathlib.Path, task: str, template: str) -> pathli
 
 
 def find_pending(
-    cfg: ml_collections.ConfigDict, workdir: pathlib.Path, what: EvalTasks
-) -> tuple[dict[str, dict[str, report_lib.TemplateResult]], list[tuple[str, str]]]:
-    """Step 2: ``(results of the complete predictions files, pending (task, template) pairs)``. A file is reused
-    when process 0 finds it complete (all processes then skip the same work) and ``eval.overwrite`` is off."""
+    cfg: ml_collections.ConfigDict, workdir: pathlib.Path, what: EvalTasks, provenance: Provenance
+) -> tuple[dict[str, dict[str, report_lib.TemplateResult]], list[tuple[str, str]], dict[str, int]]:
+    """Step 2: ``(results of the reusable predictions files, pending (task, template) pairs, {code version: number
+    of reused files}``). A file is reused when process 0 finds it complete with a provenance matching ``provenance``
+    and the task file's digest on :data:`REUSE_KEYS` (all processes then skip the same work) and ``eval.overwrite``
+    is off; a complete file with another provenance is pending (one warning line per kind of change)."""
     results: dict[str, dict[str, report_lib.TemplateResult]] = {name: {} for name in what.present}
     pending: list[tuple[str, str]] = []
+    changed: dict[str, list[pathlib.Path]] = {}
+    code_versions: dict[str, int] = {}
     for name in what.present:
         ids = _expected_ids(what.instances[name])
+        expected = provenance.record(what.tasks[name].digest)
         for template in what.templates:
             path = _predictions_path(workdir, name, template)
             records = None if cfg.eval.overwrite else read_predictions(path, ids)
+            if records is not None:
+                reason = provenance_changes(records, expected)
+                if reason:
+                    changed.setdefault(reason, []).append(path)
+                    records = None
             if distributed.agree(records is not None):
                 if records is not None:  # process 0 (and others that see the file) aggregate
                     results[name][template] = summarize(records)
+                    version = str(records[0]["provenance"].get("code_version"))
+                    code_versions[version] = code_versions.get(version, 0) + 1
                 log.info("%s %s: complete, reused %s", name, template, path)
             else:
                 pending.append((name, template))
-    return results, pending
+    for reason, paths in changed.items():
+        log.warning("recomputing %d predictions file(s) made under another provenance (%s), e.g. %s", len(paths),
+                    reason, paths[0])
+    other = {v: n for v, n in code_versions.items() if v != provenance.code_version}
+    if other:
+        log.warning("reusing %d predictions file(s) made by another code version (%s; current %s): not recomputed "
+                    "(eval.overwrite=True recomputes them)", sum(other.values()),
+                    ", ".join(f"{v}: {n}" for v, n in sorted(other.items())), provenance.code_version)
+    return results, pending, code_versions
 
 
 def decode_options(cfg: ml_collections.ConfigDict, tokenizer: Any) -> gen_lib.DecodeOptions:
@@ -394,13 +459,19 @@ class Decoder:
 
 
 def make_decoder(
-    cfg: ml_collections.ConfigDict, *, model: Any = None, tokenizer: Any = None, mesh: jax.sharding.Mesh | None = None
+    cfg: ml_collections.ConfigDict,
+    *,
+    model: Any = None,
+    tokenizer: Any = None,
+    mesh: jax.sharding.Mesh | None = None,
+    checkpoint: tuple[str, int | None] | None = None,
 ) -> Decoder:
-    """Step 3a: loads the model once (unless given) and builds the :class:`~alert_jax.eval.generate.Generator`."""
+    """Step 3a: loads the model once (unless given; pinned to ``checkpoint``, see :func:`load_model_and_tokenizer`)
+    and builds the :class:`~alert_jax.eval.generate.Generator`."""
     e = cfg.eval
     mesh = mesh if mesh is not None else make_mesh(tuple(cfg.mesh.shape))
     if model is None or tokenizer is None:
-        loaded_model, loaded_tok = load_model_and_tokenizer(cfg, mesh)
+        loaded_model, loaded_tok = load_model_and_tokenizer(cfg, mesh, checkpoint=checkpoint)
         model, tokenizer = model or loaded_model, tokenizer or loaded_tok
     context = int(e.context) or int(model.config.arch.max_position_embeddings)
     max_prompt = context - int(e.max_new_tokens)
@@ -421,9 +492,10 @@ def decode_pending(
     pending: Sequence[tuple[str, str]],
     decoder: Decoder,
     results: dict[str, dict[str, report_lib.TemplateResult]],
+    provenance: Provenance,
 ) -> None:
-    """Step 3b: decodes, scores and writes every pending task x template, adding each to ``results``; one progress
-    line per batch and per file."""
+    """Step 3b: decodes, scores and writes every pending task x template, adding each to ``results``; every record
+    carries ``provenance.record(task digest)``. One progress line per batch and per file."""
     e = cfg.eval
     stop_strings = tuple(s for s in e.stop_strings if s)
     for k, (name, template) in enumerate(pending):
@@ -440,6 +512,9 @@ def decode_pending(
             num_demos=None if int(e.num_demos) < 0 else int(e.num_demos), on_overflow=e.on_overflow,
             progress=progress,
         )
+        stamp = provenance.record(what.tasks[name].digest)
+        for r in records:
+            r["provenance"] = stamp
         if distributed.is_primary():
             atomic_write_text(_predictions_path(workdir, name, template),
                               "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
@@ -455,9 +530,12 @@ def aggregate_and_report(
     results: Mapping[str, Mapping[str, report_lib.TemplateResult]],
     run: Mapping[str, Any],
     context: int | None,
+    provenance: Provenance,
+    predictions_code_versions: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Step 4: the scores dict (``report.aggregate``) with its metadata; process 0 writes ``scores.json``,
-    ``report.md`` and (when something was decoded or the figures are stale) ``figures/``."""
+    """Step 4: the scores dict (``report.aggregate``) with its metadata (settings, ``provenance.metadata`` with the
+    evaluated tasks' digests, ``predictions_code_versions``); process 0 writes ``scores.json``, ``report.md`` and
+    (when something was decoded or the figures are stale) ``figures/``."""
     e = cfg.eval
     metadata = {
         "init_from": str(cfg.init_from),
@@ -470,6 +548,8 @@ def aggregate_and_report(
         "decoding": "greedy" if float(e.temperature) == 0 else f"temperature={e.temperature}, top_p={e.top_p}",
         "stop_strings": [s for s in e.stop_strings if s],
         "on_overflow": e.on_overflow,
+        **provenance.metadata({name: what.tasks[name].digest for name in what.present}),
+        "predictions_code_versions": sorted(predictions_code_versions),
         "run": dict(run),
     }
     scores = report_lib.aggregate(results, registry=what.registry, metadata=metadata, missing_tasks=what.missing)
@@ -489,31 +569,41 @@ def evaluate(
 ) -> dict[str, Any]:
     """Runs the evaluation described by ``cfg`` (configs/evaluate.py) into ``workdir``; returns the scores dict.
 
-    ``model``/``tokenizer`` may be passed in (tests, notebooks); otherwise they come from ``cfg.init_from``.
+    ``model``/``tokenizer`` may be passed in (tests, notebooks); otherwise they come from ``cfg.init_from``. A
+    passed model is attributed to the checkpoint ``cfg.init_from`` names (its provenance, module docstring).
     Counters of the work done are in ``scores['metadata']['run']`` (``computed``, ``reused`` template files).
     """
     workdir = pathlib.Path(workdir)
+    validate(cfg, len(mesh.devices.flat) if mesh is not None else jax.device_count())
     what = resolve_eval_tasks(cfg)
+    t_start = time.time()
+    provenance = Provenance.current(cfg, mesh)  # a missing checkpoint fails here, before the workdir is made
     if distributed.is_primary():
         workdir.mkdir(parents=True, exist_ok=True)
     settings = _check_resume_settings(cfg, workdir)
-    t_start = time.time()
-    results, pending = find_pending(cfg, workdir, what)
+    log.info("evaluating %s (step %s), code version %s", provenance.checkpoint_path or "a random initialisation",
+             provenance.checkpoint_step, provenance.code_version)
+    results, pending, code_versions = find_pending(cfg, workdir, what, provenance)
     reused = len(what.present) * len(what.templates) - len(pending)
     log.info("%d template files to compute, %d complete", len(pending), reused)
     compiled: list[tuple[int, int]] = []
     if pending:
-        decoder = make_decoder(cfg, model=model, tokenizer=tokenizer, mesh=mesh)
+        if mesh is None:
+            mesh = make_mesh(tuple(cfg.mesh.shape))
+            provenance = dataclasses.replace(provenance, devices=device_summary(mesh))
+        decoder = make_decoder(cfg, model=model, tokenizer=tokenizer, mesh=mesh,
+                               checkpoint=(provenance.checkpoint_path, provenance.checkpoint_step))
         _record_settings(cfg, workdir, settings)  # once the model loaded: settings of predictions about to exist
-        decode_pending(cfg, workdir, what, pending, decoder, results)
+        decode_pending(cfg, workdir, what, pending, decoder, results, provenance)
         context, compiled = decoder.context, sorted(decoder.generator.compiled_shapes)
+        code_versions[provenance.code_version] = code_versions.get(provenance.code_version, 0) + len(pending)
     else:
         _record_settings(cfg, workdir, settings)
         log.info("every predictions file is complete: the model was not loaded")
         context = _previous_metadata(workdir).get("context")
     run = {"computed": len(pending), "reused": reused, "seconds": round(time.time() - t_start, 2),
            "compiled_shapes": compiled}
-    scores = aggregate_and_report(cfg, workdir, what, results, run, context)
+    scores = aggregate_and_report(cfg, workdir, what, results, run, context, provenance, list(code_versions))
     log.info("evaluation done: %d template files computed, %d reused; scores in %s", len(pending), reused,
              workdir / "scores.json")
     return scores
