@@ -5,6 +5,7 @@
     python launch/sweep.py --config=configs/sweep.py:tiny --launcher=local            # run a CPU-sized sweep here
 
 Afterwards ``python launch/analyze.py --runs=DIR1,DIR2,...`` gathers the runs' scores (Figure-4-style chart).
+Exit codes: 0 done; 75 a training run stopped early (not evaluated; rerun to continue); 2 a bad sweep config.
 """
 
 from __future__ import annotations
@@ -27,10 +28,14 @@ _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the commands / job scripts
 _OUT = flags.DEFINE_string("out", "", "Folder for job scripts (default: <root>/jobs/<launcher>).")
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> int:
     del argv
     cfg = _CONFIG.value
-    runs = sweep.expand_runs(cfg)
+    try:
+        runs = sweep.expand_runs(cfg)
+    except sweep.SweepConfigError as e:
+        print(f"sweep: error: {e}", file=sys.stderr, flush=True)
+        return 2
     print(f"sweep: {len(runs)} runs ({', '.join(r.name for r in runs)}), launcher={_LAUNCHER.value}", flush=True)
     if _LAUNCHER.value == "local":
         if _DRY_RUN.value:
@@ -38,10 +43,11 @@ def main(argv: list[str]) -> None:
                 print(f"# {run.name}")
                 for cmd in run.commands:
                     print(" ".join(cmd))
-            return
-        sweep.run_local(runs, cwd=REPO_ROOT)
-        print("sweep: done. Analyse with: python launch/analyze.py --runs=" + ",".join(r.workdir for r in runs))
-        return
+            return 0
+        code = sweep.run_local(runs, cwd=REPO_ROOT)
+        if code == 0:
+            print("sweep: done. Analyse with: python launch/analyze.py --runs=" + ",".join(r.workdir for r in runs))
+        return code
     out = pathlib.Path(_OUT.value or pathlib.Path(cfg.root) / "jobs" / _LAUNCHER.value)
     for run in runs:
         name, text = sweep.render(run, _LAUNCHER.value, cfg, LAUNCH_DIR)
@@ -51,6 +57,7 @@ def main(argv: list[str]) -> None:
             out.mkdir(parents=True, exist_ok=True)
             (out / name).write_text(text)
             print(f"wrote {out / name}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 
 import ml_collections
 
+from alert_jax.apps import exits
+
 LAUNCHERS = ("local", "slurm", "tpu", "gke")
 VARIANTS = ("pretrained", "ft", "cot")
 
@@ -55,21 +57,48 @@ def _flag_overrides(overrides: Mapping[str, object]) -> list[str]:
     return list(walk("", flat))
 
 
+class SweepConfigError(ValueError):
+    """A sweep setting that cannot work; the message names it."""
+
+
 def _hosts_per_size(entries: Sequence[str]) -> dict[str, int]:
     table = {}
     for entry in entries:
         size, sep, count = str(entry).rpartition(":")
         if not sep or not count.isdigit() or int(count) < 1:
-            raise ValueError(f"sweep hosts entry {entry!r} must be 'SIZE:PROCESSES', e.g. '13b:4'")
+            raise SweepConfigError(f"hosts entry {entry!r}: must be 'SIZE:PROCESSES' with PROCESSES >= 1, e.g. '13b:4'")
         table[size] = int(count)
     return table
 
 
+def validate(cfg: ml_collections.ConfigDict) -> None:
+    """Raises :class:`SweepConfigError` naming the first setting that cannot work."""
+    from alert_jax.models.sizes import SIZES
+
+    unknown = [v for v in cfg.variants if v not in VARIANTS]
+    if unknown or not cfg.variants:
+        raise SweepConfigError(f"variants={tuple(cfg.variants)}: must be a non-empty subset of {VARIANTS}")
+    bad_sizes = [s for s in cfg.sizes if s not in SIZES]
+    if bad_sizes or not cfg.sizes:
+        raise SweepConfigError(f"sizes={tuple(cfg.sizes)}: must be non-empty names from {', '.join(SIZES)}")
+    if "pretrained" in cfg.variants and not str(cfg.init_from):
+        raise SweepConfigError("init_from='': the 'pretrained' variant evaluates the initial weights, so it needs "
+                               "init_from (e.g. 'hf:facebook/opt-{size}')")
+    _hosts_per_size(cfg.hosts)
+    if int(cfg.gpus_per_host) < 0:
+        raise SweepConfigError(f"gpus_per_host={cfg.gpus_per_host}: must be >= 0")
+    for section, key in (("slurm", "coordinator_port"), ("gke", "coordinator_port")):
+        if not 0 < int(cfg[section][key]) < 65536:
+            raise SweepConfigError(f"{section}.{key}={cfg[section][key]}: must be a TCP port (1-65535)")
+    if int(cfg.gke.max_restarts) < 0:
+        raise SweepConfigError(f"gke.max_restarts={cfg.gke.max_restarts}: must be >= 0")
+    if not str(cfg.root) or not str(cfg.python):
+        raise SweepConfigError("root and python must be non-empty")
+
+
 def expand_runs(cfg: ml_collections.ConfigDict) -> list[SweepRun]:
     """Sizes x variants -> runs, in the order they should execute (each size's pretrained run first)."""
-    unknown = [v for v in cfg.variants if v not in VARIANTS]
-    if unknown:
-        raise ValueError(f"sweep variants {unknown} are not known; valid: {VARIANTS}")
+    validate(cfg)
     runs = []
     for size in cfg.sizes:
         init_from = cfg.init_from.format(size=size)
@@ -105,7 +134,7 @@ def render(run: SweepRun, launcher: str, cfg: ml_collections.ConfigDict,
     template_dir = pathlib.Path(template_dir)
     common = {"run_name": run.name, "hosts": run.hosts, "gpus_per_host": cfg.gpus_per_host, "workdir": run.workdir}
     if launcher == "slurm":
-        body = "\n".join("srun --ntasks-per-node=1 " + shlex.join(cmd) for cmd in run.commands)
+        body = "\n".join(f'srun --ntasks-per-node=1 {shlex.join(cmd)} || stop_or_fail "$?"' for cmd in run.commands)
         text = string.Template((template_dir / "slurm" / "job.sbatch").read_text()).substitute(
             common,
             partition=cfg.slurm.partition,
@@ -141,19 +170,28 @@ def render(run: SweepRun, launcher: str, cfg: ml_collections.ConfigDict,
             image=cfg.gke.image,
             gpu_resource=cfg.gke.gpu_resource,
             coordinator_port=cfg.gke.coordinator_port,
+            max_restarts=cfg.gke.max_restarts,
             commands_yaml=body,
         )
         return f"{run.name}.yaml", text
     raise ValueError(f"unknown launcher {launcher!r}; valid: {LAUNCHERS}")
 
 
-def run_local(runs: Sequence[SweepRun], cwd: str | os.PathLike) -> None:
+def run_local(runs: Sequence[SweepRun], cwd: str | os.PathLike) -> int:
     """Runs every command of every run here (in the checkout root ``cwd``: the commands name ``launch/*.py``), in
-    order; stops at the first failing command (naming it)."""
+    order, and returns the sweep's exit code. A training command that stops early (exit
+    ``apps.exits.STOPPED``: SIGTERM, SIGINT, ``train.stop_at_step``) ends the sweep with that code before its run
+    is evaluated: rerunning the sweep resumes it (finished runs resume at their last step and reuse their
+    predictions). Any other failing command raises RuntimeError naming it."""
     for i, run in enumerate(runs, 1):
         for cmd in run.commands:
             argv = [sys.executable if cmd[0] == "python" else cmd[0], *cmd[1:]]
             print(f"[sweep {i}/{len(runs)}] {run.name}: {shlex.join(cmd)}", flush=True)
             result = subprocess.run(argv, cwd=cwd)
+            if result.returncode == exits.STOPPED:
+                print(f"[sweep] {run.name} stopped early with a checkpoint saved; not evaluated. Rerun the sweep to "
+                      "continue.", flush=True)
+                return exits.STOPPED
             if result.returncode:
                 raise RuntimeError(f"run {run.name} failed (exit {result.returncode}): {shlex.join(cmd)}")
+    return exits.DONE
