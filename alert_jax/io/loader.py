@@ -23,6 +23,7 @@ Parameters are placed directly with their shardings on the mesh (nothing is mate
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import warnings
 from typing import Any
@@ -114,6 +115,46 @@ def resolve_config(init_from: str | InitFrom, config: OPTConfig) -> OPTConfig:
         return config
     _check_architecture(spec, config, found)
     return OPTConfig(found.arch, config.runtime)
+
+
+def checkpoint_identity(init_from: str | InitFrom) -> tuple[str, int | None]:
+    """``(resolved path, step)`` of the weights a load of ``init_from`` reads, found without reading any weights, so
+    a caller can tell whether results made earlier came from the same checkpoint before it loads a model. Paths are
+    absolute and normalised (``os.path.abspath``).
+
+    * ``ckpt:`` -- the absolute checkpoints folder and the step :func:`load_model` restores (``checkpoint.locate``:
+      the named step folder, else the best step, else the latest);
+    * ``hf:`` -- the absolute local folder; a Hub id resolves to its cache snapshot (named by the Hub revision),
+      fetching ``config.json`` only; step None;
+    * ``metaseq:`` -- the absolute file path; step None;
+    * ``''`` (random init) -- ``('', None)``.
+
+    Raises what :func:`load_model` raises for a missing checkpoint (``CheckpointNotFoundError``, ``CheckpointError``).
+    """
+    spec = init_from if isinstance(init_from, InitFrom) else InitFrom.parse(init_from)
+    if spec.kind == "ckpt":
+        root, step = _ckpt_location(spec)
+        return os.path.abspath(root), int(step)
+    if spec.kind == "hf":
+        return os.path.abspath(_hf_identity(spec.location)), None
+    if spec.kind == "metaseq":
+        path = pathlib.Path(spec.location).expanduser()
+        if not path.is_file():
+            raise CheckpointError(f"init_from={str(spec)!r}: metaseq checkpoint file {spec.location!r} does not exist")
+        return os.path.abspath(path), None
+    return "", None
+
+
+def _hf_identity(location: str) -> pathlib.Path:
+    """The folder ``convert.resolve_hf_path(location)`` gives, without downloading weights for a Hub id."""
+    if not pathlib.Path(location).expanduser().exists():
+        try:
+            import huggingface_hub
+
+            return pathlib.Path(huggingface_hub.snapshot_download(location, allow_patterns=["config.json"]))
+        except Exception:  # noqa: BLE001 -- resolve_hf_path names the problem (bad id, offline, no package)
+            return convert.resolve_hf_path(location)
+    return convert.resolve_hf_path(location)
 
 
 def find_tokenizer(init_from: str | InitFrom, tokenizer: str = "") -> tokenizers.Tokenizer | None:
