@@ -67,7 +67,7 @@ def test_provenance_changes_names_what_differs():
     prov = provenance.Provenance("/w/checkpoints", 9, "0.1.0+git.abc", {}, {})
     expected = prov.record("d" * 64)
     assert expected == {"checkpoint_path": "/w/checkpoints", "checkpoint_step": 9, "task_digest": "d" * 64,
-                        "code_version": "0.1.0+git.abc"}
+                        "answer_options": None, "code_version": "0.1.0+git.abc"}
     same = [{"id": "a", "provenance": dict(expected)}, {"id": "b", "provenance": dict(expected)}]
     assert provenance.provenance_changes(same, expected) == ""
     other_code = [{"provenance": dict(expected, code_version="0.0.9")}]
@@ -80,5 +80,11 @@ def test_provenance_changes_names_what_differs():
     assert provenance.provenance_changes(mixed, expected).startswith("checkpoint_path: ")
     assert provenance.provenance_changes([{"id": "a"}], expected) == "no provenance recorded"
     assert provenance.provenance_changes([], expected) == "no provenance recorded"
+    # prompts that listed other answer options (or none: a record from before options) are recomputed
+    with_options = prov.record("d" * 64, ["against", "in favor"])
+    assert with_options["answer_options"] == ["against", "in favor"]
+    assert provenance.provenance_changes(same, with_options) == 'answer_options: null -> ["against", "in favor"]'
+    no_key = [{"provenance": {k: v for k, v in expected.items() if k != "answer_options"}}]
+    assert provenance.provenance_changes(no_key, expected) == ""
     meta = prov.metadata({"t": "d" * 64})
     assert meta["checkpoint_step"] == 9 and meta["task_digests"] == {"t": "d" * 64}

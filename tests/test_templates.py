@@ -7,7 +7,8 @@ import pathlib
 import pytest
 from helpers import real_task_files
 
-from alert_jax.data import niv2, templates
+from alert_jax.data import finetune, niv2, templates
+from alert_jax.data.examples import RationaleExample
 from alert_jax.data.templates import Template, get_template, render
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "niv2"
@@ -80,10 +81,48 @@ def test_get_template_and_flags():
     with pytest.raises(ValueError) as err:
         get_template("T9")
     assert "T9" in str(err.value) and all(n in str(err.value) for n in BUILTIN)
-    assert [n for n in BUILTIN if get_template(n).resembles_finetuning] == ["T1", "T2"]
+    assert templates.FINETUNING_TRAITS == ("shares_layout", "shares_definition", "shares_explanations")
     assert get_template("T3").with_explanations and not get_template("T2").with_explanations
     assert [get_template(n).num_demos for n in BUILTIN] == [0, 2, 2, 0, 0]
     assert "{definition}" not in get_template("T4").header + get_template("T4").query
+
+
+# ------------------------------------------------------------------------------------ what templates share with FT
+
+
+_D, _I = "Define the sentinel task.", "the query sentinel"
+
+
+def _probe_task():
+    examples = [{"input": f"demo input {k}", "output": f"label{k}", "explanation": f"Reason number {k}."}
+                for k in (1, 2)]
+    return niv2.parse_task({"Definition": _D, "Positive Examples": examples,
+                            "Instances": [{"id": "p0", "input": _I, "output": ["label1"]}]}, name="task9003_probe")
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_finetuning_traits_match_the_template_text(name):
+    """Each flag is checked against the prompt the template renders, with the finetuning side taken from
+    data/finetune.py (its PROMPT_FORMAT and format_example's CoT target), not from a list written here."""
+    t, task = get_template(name), _probe_task()
+    inst = task.instances[0]
+    zero_shot = render(name, task, inst, num_demos=0).text
+    full = render(name, task, inst).text
+    # layout: without demonstrations, the template's header + query ARE the finetuning prompt
+    assert t.shares_layout == (zero_shot == finetune.PROMPT_FORMAT.format(definition=_D, prompt=_I))
+    # definition: the finetuning prompt always carries a definition
+    assert t.shares_definition == (_D in full)
+    # explanations: some demonstration answers exactly as an OPT-CoT target would
+    cot_targets = [finetune.format_example(RationaleExample("probe", ex.input, ex.explanation, ex.output), "cot")[1]
+                   for ex in task.positive_examples]
+    assert t.shares_explanations == any(target in full for target in cot_targets)
+
+
+def test_finetuning_traits_truth_table():
+    """The flags the parametrized test verifies, as a table a reader can check (T3 shares layout AND explanations)."""
+    table = {n: tuple(getattr(get_template(n), f) for f in templates.FINETUNING_TRAITS) for n in BUILTIN}
+    assert table == {"T1": (True, True, False), "T2": (True, True, False), "T3": (True, True, True),
+                     "T4": (False, False, False), "T5": (False, True, False)}
 
 
 def test_register_user_template():

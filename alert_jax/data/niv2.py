@@ -39,6 +39,7 @@ __all__ = [
     "Task",
     "TaskFileError",
     "TaskNotFoundError",
+    "answer_options",
     "download_tasks",
     "list_tasks",
     "load_task",
@@ -133,6 +134,21 @@ class Task:
     domains: list[str] = dataclasses.field(default_factory=list)
     instance_license: list[str] = dataclasses.field(default_factory=list)
     digest: str = ""
+
+
+def answer_options(task: Task, max_options: int) -> list[str] | None:
+    """The label set of a classification task, sorted, or None for a generation task.
+
+    The candidates are the distinct stripped strings among every instance's acceptable outputs (all instances of
+    the file, not only the evaluated ones) and the positive examples' outputs. A task is a classification task when
+    there are between 2 and ``max_options`` of them (one string alone is no choice). Sorting is Python's
+    case-sensitive string order, so the options do not depend on instance order; e.g. task513 (argument stance)
+    -> ``['against', 'in favor']``, and a free-form task with hundreds of distinct answers -> None.
+    """
+    outputs = {o.strip() for inst in task.instances for o in inst.outputs}
+    outputs |= {ex.output.strip() for ex in task.positive_examples}
+    outputs.discard("")
+    return sorted(outputs) if 2 <= len(outputs) <= max_options else None
 
 
 # ---------------------------------------------------------------------------------------------------------------------

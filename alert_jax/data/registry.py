@@ -8,6 +8,9 @@ A different list can come from a config through :meth:`Registry.from_config`; ev
 ``registry`` (default :data:`ALERT`). Task specs (``resolve_tasks``) are strings such as ``'all'``, ``'dev'``,
 ``'in_domain'``, ``'held_out'``, a skill name (``'textual entailment'``, spaces/underscores/hyphens and case are
 ignored), a task name, or a comma-separated mix; they resolve to an ordered list of unique task names.
+
+Answer options: a dataset may declare its label set (``Dataset.options``); otherwise it is computed from the task file
+(``niv2.answer_options``). :meth:`Registry.answer_options` applies that rule.
 """
 
 from __future__ import annotations
@@ -40,11 +43,23 @@ _NIV2_NAME = re.compile(r"^task\d+_\w+$")
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """One evaluation dataset: an NIV2 task name, the reasoning skill it tests, and whether that skill is in-domain."""
+    """One evaluation dataset: an NIV2 task name, the reasoning skill it tests, and whether that skill is in-domain.
+
+    ``options``: the answer options appended to its prompts, overriding the ones computed from the task file; None
+    (default) = computed (``niv2.answer_options``), ``()`` = none even when the outputs look like a label set.
+    """
 
     name: str
     skill: str
     in_domain: bool
+    options: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        if self.options is not None:
+            if isinstance(self.options, str) or not all(isinstance(o, str) and o.strip() for o in self.options):
+                raise ValueError(f"registry entry {self.name!r}: options must be a list of non-empty strings, "
+                                 f"got {self.options!r}")
+            object.__setattr__(self, "options", tuple(self.options))
 
 
 def _norm_skill(s: str) -> str:
@@ -106,6 +121,14 @@ class Registry:
         key = _norm_skill(skill)
         return next((s for s in self.skills if _norm_skill(s) == key), None)
 
+    def answer_options(self, task: niv2.Task, max_options: int) -> list[str] | None:
+        """The answer options of ``task``'s prompts, sorted: its entry's ``options`` when declared (``()`` -> None),
+        else ``niv2.answer_options(task, max_options)``."""
+        entry = self.get(task.name)
+        if entry is not None and entry.options is not None:
+            return sorted(o.strip() for o in entry.options) or None
+        return niv2.answer_options(task, max_options)
+
     def datasets_for(self, skill: str) -> list[Dataset]:
         """The datasets of one skill; unknown skill -> ValueError listing the valid ones."""
         found = self.find_skill(skill)
@@ -117,7 +140,8 @@ class Registry:
     def from_config(cls, entries: Any, dev_set: Sequence[str] | None = None) -> Registry:
         """Build a registry from config data.
 
-        ``entries`` is a list whose items are dicts ``{'name', 'skill', 'in_domain' (default True)}`` or strings
+        ``entries`` is a list whose items are dicts ``{'name', 'skill', 'in_domain' (default True), 'options' (a list
+        of strings, default computed; see :class:`Dataset`)}`` or strings
         ``'skill:task'`` (in-domain) / ``'skill:task:held_out'`` / ``'skill:task:in_domain'``; or a mapping (e.g. an
         ml_collections ConfigDict) with keys ``datasets`` (such a list) and optional ``dev_set``. ``dev_set`` defaults
         to none (an empty dev set).
@@ -146,14 +170,17 @@ class Registry:
                 datasets.append(Dataset(name=parts[1], skill=parts[0], in_domain=kind == "in domain"))
             elif isinstance(e, Mapping) or hasattr(e, "to_dict"):
                 d = e.to_dict() if hasattr(e, "to_dict") else dict(e)
-                unknown = set(d) - {"name", "skill", "in_domain"}
+                unknown = set(d) - {"name", "skill", "in_domain", "options"}
                 if "name" not in d or "skill" not in d or unknown:
                     raise ValueError(
-                        f"registry entry {i} {d}: needs keys 'name' and 'skill' (optional 'in_domain'); "
+                        f"registry entry {i} {d}: needs keys 'name' and 'skill' (optional 'in_domain', 'options'); "
                         f"unknown keys: {sorted(unknown)}"
                     )
+                options = d.get("options")
                 datasets.append(Dataset(name=str(d["name"]), skill=str(d["skill"]),
-                                        in_domain=bool(d.get("in_domain", True))))
+                                        in_domain=bool(d.get("in_domain", True)),
+                                        options=options if options is None or isinstance(options, str)
+                                        else tuple(options)))
             else:
                 raise ValueError(f"registry entry {i}: expected a dict or 'skill:task' string, got {type(e).__name__}")
         if isinstance(dev_set, str):

@@ -1,12 +1,15 @@
 """What made a set of predictions, and whether a predictions file may be reused.
 
-Every predictions record carries ``provenance`` = ``{checkpoint_path, checkpoint_step, task_digest, code_version}``
+Every predictions record carries ``provenance`` = ``{checkpoint_path, checkpoint_step, task_digest, answer_options,
+code_version}`` (``answer_options``: the options its prompts listed, None for none)
 and ``scores.json``'s ``metadata`` holds ``checkpoint_path`` /
 ``checkpoint_step`` (resolved by ``io.loader.checkpoint_identity`` before any weights are read: for ``ckpt:`` the
 checkpoints folder and the step restored), ``task_digests`` (sha256 of each task file's bytes), ``code_version``
 (:func:`code_version`), ``versions`` (:func:`package_versions`), ``devices`` (:func:`device_summary`) and
 ``predictions_code_versions`` (the code versions that made the predictions scored). A complete file is reused only
-when its checkpoint path, step and task digest (:data:`REUSE_KEYS`) equal the current ones; otherwise it is
+when its checkpoint path, step, task digest and answer options (:data:`REUSE_KEYS`) equal the current ones (a
+registry that declares other options, or ``eval.max_options`` turning a task into a classification task, changes the
+prompts; a record without ``answer_options`` was made without options); otherwise it is
 **recomputed**, with one warning line per kind of change naming it (e.g. ``checkpoint_step: 7 -> 9``). Recomputing
 rather than refusing is deliberate: "train further, evaluate the same workdir again" is the ordinary way to score a
 newer step, and the files are then overwritten with results that say which step made them, so nothing stale is ever
@@ -38,7 +41,7 @@ import numpy as np
 import alert_jax
 from alert_jax.io import loader
 
-REUSE_KEYS: tuple[str, ...] = ("checkpoint_path", "checkpoint_step", "task_digest")
+REUSE_KEYS: tuple[str, ...] = ("checkpoint_path", "checkpoint_step", "task_digest", "answer_options")
 """The keys of a record's ``provenance`` that must equal the current run's for its predictions file to be reused."""
 
 _VERSIONED_PACKAGES = ("jax", "jaxlib", "flax", "orbax-checkpoint", "numpy")
@@ -115,10 +118,12 @@ class Provenance:
         path, step = loader.checkpoint_identity(str(cfg.init_from))
         return cls(path, _agree_step(step), code_version(), package_versions(), device_summary(mesh))
 
-    def record(self, task_digest: str) -> dict[str, Any]:
-        """The compact provenance stored in each predictions record of a task whose file has ``task_digest``."""
+    def record(self, task_digest: str, answer_options: Sequence[str] | None = None) -> dict[str, Any]:
+        """The compact provenance stored in each predictions record of a task whose file has ``task_digest`` and
+        whose prompts list ``answer_options`` (None: no options block)."""
         return {"checkpoint_path": self.checkpoint_path, "checkpoint_step": self.checkpoint_step,
-                "task_digest": task_digest, "code_version": self.code_version}
+                "task_digest": task_digest, "answer_options": list(answer_options) if answer_options else None,
+                "code_version": self.code_version}
 
     def metadata(self, task_digests: Mapping[str, str]) -> dict[str, Any]:
         """The provenance fields of ``scores.json``'s metadata."""
