@@ -33,7 +33,15 @@ def get_config(size: str = "tiny") -> ml_collections.ConfigDict:
     e.templates = "all"  # 'all' or comma-separated template names (data/templates.py), e.g. 'T1,T3'
     e.max_instances = 100  # first N instances of each task (NIV2 test protocol); 0 = all
     e.num_demos = -1  # -1 = each template's own number of demonstrations
-    e.max_new_tokens = 128
+    # Answer options (as ALERT does): a classification task's label set is listed after the input of the query and of
+    # every demonstration, e.g. 'Options: against, in favor' (sorted). A task is a classification task when its
+    # outputs (all instances, positive examples included) take 2..max_options distinct strings, or when the registry
+    # declares its options (data/niv2.py answer_options, data/registry.py Dataset.options).
+    e.append_options = True
+    e.max_options = 10
+    # Long enough for 99% of the finetuning corpora's CoT targets (pooled 99th percentile 211 OPT tokens; MATH's own is
+    # 823): benchmarks/target_lengths.py, RESULTS.md. Rows that hit it are counted per dataset in report.md.
+    e.max_new_tokens = 256
     e.context = 0  # prompt + generation budget in tokens; 0 = the model's max_position_embeddings
     # Generation ends at EOS, at max_new_tokens, or at the first stop string (the prediction is cut there).
     e.stop_strings = ("\n\n",)
@@ -50,4 +58,8 @@ def get_config(size: str = "tiny") -> ml_collections.ConfigDict:
     e.on_overflow = "empty"
     e.overwrite = False  # True: recompute everything even when predictions files exist
     e.figures = True
+    # 95% percentile bootstrap intervals in scores.json / report.md (eval/bootstrap.py): instances resampled with
+    # replacement this many times (0 = no intervals), from a numpy Generator seeded with bootstrap_seed.
+    e.bootstrap_resamples = 1000
+    e.bootstrap_seed = 0
     return c

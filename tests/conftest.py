@@ -4,6 +4,7 @@
   tests use ``jax.devices()[:1]``.
 * Real reference data is read from ``$ALERT_JAX_DATA`` (default: ``../shared/data`` beside the checkout); tests that
   need it take the ``niv2_tasks_dir`` / ``finetune_data_dir`` fixtures, which skip with a reason when it is absent.
+* ``model_dir``: a tiny random evaluation model + tokenizer in HF format (test_eval_runner.py, test_niv2_export.py).
 * ``launch_env``: a SentencePiece tokenizer trained once per session and the environment of ``launch/train.py``
   subprocesses (one CPU device, a persistent XLA compilation cache shared by every run, so only the first run pays
   for compiling); used with ``helpers.run_launch`` / ``helpers.launch_cmd``, and as ``--config.tokenizer`` in-process.
@@ -14,7 +15,12 @@ from __future__ import annotations
 import os
 import pathlib
 
-from helpers import SUITE_DEVICES, shared_data_dir, subprocess_env  # imports no jax (XLA_FLAGS is set below)
+from helpers import (  # imports no jax (XLA_FLAGS is set below)
+    EVAL_MODEL_MAX_POS,
+    SUITE_DEVICES,
+    shared_data_dir,
+    subprocess_env,
+)
 
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={SUITE_DEVICES}")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -28,6 +34,30 @@ def niv2_tasks_dir() -> pathlib.Path:
     if not path.is_dir():
         pytest.skip(f"NIV2 task files not found at {path} (set ALERT_JAX_DATA to the shared data folder)")
     return path
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, niv2_tasks_dir) -> pathlib.Path:
+    """A folder holding a tiny random OPT in HF format (``max_position_embeddings=EVAL_MODEL_MAX_POS``) and a
+    SentencePiece tokenizer trained on the task texts, so ``init_from=hf:DIR`` finds both (evaluation tests)."""
+    import json
+
+    from alert_jax.data import synthetic
+    from alert_jax.io import convert, tokenizers
+    from alert_jax.models import opt, sizes
+
+    texts = []
+    for path in sorted(niv2_tasks_dir.glob("*.json"))[:8]:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        texts += [d for d in data["Definition"]] + [i["input"] for i in data["Instances"][:20]]
+    d = tmp_path_factory.mktemp("tiny_hf")
+    tok = tokenizers.train_sentencepiece(texts + synthetic.synthetic_pretraining_text(0, 50), 700, d / "sp")
+    os.unlink(d / "sp.model")
+    model = opt.create_model(sizes.get_model_config("tiny", max_position_embeddings=EVAL_MODEL_MAX_POS, dropout=0.0,
+                                                    attention_dropout=0.0), None, rngs_seed=0)
+    convert.to_hf(model, d)
+    tokenizers.save_tokenizer(tok, d)
+    return d
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 SUITE_DEVICES = 8  # fake CPU devices of the test process (conftest.py), so sharding tests can build meshes
+EVAL_MODEL_MAX_POS = 384  # context of conftest.py's ``model_dir`` tiny evaluation model
 
 
 # ---------------------------------------------------------------------------------------------------------------------

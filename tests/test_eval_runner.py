@@ -1,8 +1,8 @@
 """Evaluation runner + report: launch/evaluate.py end to end on a tiny random model, resume, bad input, overflow,
 and the provenance that decides reuse (a newer checkpoint step, changed task-file content, another code version).
 
-The model is a tiny random OPT written in HF format (``convert.to_hf``) beside a SentencePiece tokenizer trained on
-the task texts, so ``--config.init_from=hf:DIR`` finds both.
+The model (conftest.py's ``model_dir``) is a tiny random OPT written in HF format (``convert.to_hf``) beside a
+SentencePiece tokenizer trained on the task texts, so ``--config.init_from=hf:DIR`` finds both.
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ import hashlib
 import json
 import logging
 import math
-import os
 import subprocess
 import sys
 
 import pytest
-from helpers import REPO_ROOT, SUITE_DEVICES, subprocess_env
+from helpers import EVAL_MODEL_MAX_POS, REPO_ROOT, SUITE_DEVICES, subprocess_env
 
 from alert_jax.data import niv2, synthetic
 from alert_jax.data import registry as registry_lib
@@ -26,27 +25,11 @@ from alert_jax.io import convert, tokenizers
 from alert_jax.models import opt, sizes
 from configs import evaluate as eval_config
 
-MAX_POS = 384
+MAX_POS = EVAL_MODEL_MAX_POS  # the conftest ``model_dir`` fixture's context
 NEW = 6
-METRICS = ("exact_match", "relaxed_match", "rougeL")
+METRICS = ("exact_match", "relaxed_match", "rougeL", "rougeL_answer", "niv2_exact_match")  # scores.json's five
+ALERT_METRICS = ("exact_match", "relaxed_match", "rougeL")  # report.md's and the figures' three
 TASK = "task080_piqa_answer_generation"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, niv2_tasks_dir):
-    """hf-format tiny OPT (random) + SentencePiece tokenizer in one folder."""
-    texts = []
-    for path in sorted(niv2_tasks_dir.glob("*.json"))[:8]:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        texts += [d for d in data["Definition"]] + [i["input"] for i in data["Instances"][:20]]
-    d = tmp_path_factory.mktemp("tiny_hf")
-    tok = tokenizers.train_sentencepiece(texts + synthetic.synthetic_pretraining_text(0, 50), 700, d / "sp")
-    os.unlink(d / "sp.model")
-    model = opt.create_model(sizes.get_model_config("tiny", max_position_embeddings=MAX_POS, dropout=0.0,
-                                                    attention_dropout=0.0), None, rngs_seed=0)
-    convert.to_hf(model, d)
-    tokenizers.save_tokenizer(tok, d)
-    return d
 
 
 def _cfg(**eval_overrides):
@@ -91,6 +74,8 @@ def test_launch_end_to_end_and_resume(model_dir, niv2_tasks_dir, tmp_path):
             for r, inst in zip(records, instances):
                 assert set(r) >= {"id", "prompt", "prediction", "answer", "references", "scores", "overflow"}
                 assert r["references"] == inst.outputs
+                options = scores["metadata"]["answer_options"][task]
+                assert options is None or f"\nOptions: {', '.join(options)}\n" in r["prompt"]
                 assert "\n\n" not in r["prediction"]  # cut at the stop string
                 if not r["overflow"]:
                     assert len(tok.encode(r["prompt"], add_bos=True)) <= MAX_POS - NEW
@@ -114,7 +99,7 @@ def test_launch_end_to_end_and_resume(model_dir, niv2_tasks_dir, tmp_path):
     report = (workdir / "report.md").read_text()
     assert all(t in report for t in present) and "max over templates" in report
     figures = sorted(p.name for p in (workdir / "figures").iterdir())
-    assert figures == sorted(["skills.png"] + [f"heatmap_{m}.png" for m in METRICS])
+    assert figures == sorted(["skills.png"] + [f"heatmap_{m}.png" for m in ALERT_METRICS])
     assert all((workdir / "figures" / f).stat().st_size > 1000 for f in figures)
 
     # Second run: nothing recomputed, predictions files and figures untouched, same scores.
@@ -218,8 +203,8 @@ def test_aggregate_rules():
     tr = report_lib.TemplateResult
     results = {
         "a": {"T1": tr({"m": 10.0}, 5), "T2": tr({"m": 30.0}, 5)},
-        "b": {"T1": tr({"m": 50.0}, 5, n_overflow=2)},
-        "dev1": {"T1": tr({"m": 70.0}, 5)},
+        "b": {"T1": tr({"m": 50.0}, 5, n_overflow=2, n_length=3)},
+        "dev1": {"T1": tr({"m": 70.0}, 5, n_length=1)},
     }
     reg = registry_lib.Registry.from_config(["s1:a", "s2:b:held_out"], dev_set=["dev1"])
     s = report_lib.aggregate(results, registry=reg)
@@ -228,6 +213,12 @@ def test_aggregate_rules():
     assert s["in_domain"]["datasets"] == ["a"] and s["held_out"]["max"] == {"m": 50.0}
     assert s["dev"]["max"] == {"m": 70.0} and s["n_overflow"] == 2
     assert s["skills"]["s2"]["in_domain"] is False
+    assert s["datasets"]["b"]["n_length"] == 3 and s["datasets"]["a"]["n_length"] == 0 and s["n_length"] == 4
+    em = report_lib.aggregate({"b": {"T1": tr({"exact_match": 50.0}, 5, n_overflow=2, n_length=3)}}, registry=reg)
+    md = report_lib.render_markdown(em).splitlines()
+    assert any("cut at max_new_tokens" in line and line.endswith(": 3") for line in md)
+    row_b = next(line for line in md if line.startswith("| b |"))
+    assert row_b.endswith("| 5 | 2 | 3 |")  # n, overflow, hit length
 
 
 def _save_step(directory, step, cfg, *, seed, tokenizer_dir, mesh):
@@ -292,6 +283,57 @@ def test_ckpt_init_loads_params_and_tokenizer(model_dir, tmp_path):
         runner.load_model_and_tokenizer(hf_cfg, mesh, checkpoint=("/elsewhere", None))
 
 
+def test_answer_options_in_prompts_settings_and_reuse(model_dir, niv2_tasks_dir, tmp_path, caplog):
+    """A classification task's options appear in every predictions prompt and in scores.json; turning them off is
+    refused on the same workdir and, recomputed, gives the prompts rendered without options; options declared by
+    the registry recompute the files (never a silent reuse)."""
+    from alert_jax.data import templates
+
+    task_name = "task513_argument_stance_classification"
+    task = niv2.load_task(task_name, niv2_tasks_dir)
+    model, tok = convert.from_hf(model_dir), tokenizers.load_tokenizer(str(model_dir))
+    cfg = _cfg(tasks=task_name, templates="T2", max_instances=2, buckets=str(MAX_POS - NEW))
+    cfg.init_from, cfg.data.niv2_dir = f"hf:{model_dir}", str(niv2_tasks_dir)
+    workdir = tmp_path / "E"
+
+    def prompts_rendered(options):
+        def count(text):
+            return len(tok.encode(text, add_bos=True))
+        return [templates.render("T2", task, inst, count_tokens=count, max_tokens=MAX_POS - NEW, options=options).text
+                for inst in task.instances[:2]]
+
+    first = runner.evaluate(cfg, workdir, model=model, tokenizer=tok)
+    meta = first["metadata"]
+    assert (meta["append_options"], meta["max_options"]) == (True, 10)
+    assert meta["answer_options"] == {task_name: ["against", "in favor"]}
+    records = _records(workdir, task_name, "T2")
+    assert [r["prompt"] for r in records] == prompts_rendered(["against", "in favor"])
+    assert all(r["prompt"].endswith("\nOptions: against, in favor\nOutput:") for r in records)
+    assert all(r["provenance"]["answer_options"] == ["against", "in favor"] for r in records)
+    recorded = json.loads((workdir / "eval_config.json").read_text())
+    assert (recorded["eval.append_options"], recorded["eval.max_options"]) == (True, 10)
+
+    with pytest.raises(runner.EvalConfigError, match="eval.append_options: True -> False"):
+        runner.evaluate(_with(cfg, append_options=False), workdir, model=model, tokenizer=tok)
+    off = runner.evaluate(_with(cfg, append_options=False, overwrite=True), tmp_path / "off", model=model,
+                          tokenizer=tok)
+    assert off["metadata"]["answer_options"] == {task_name: None}
+    assert [r["prompt"] for r in _records(tmp_path / "off", task_name, "T2")] == prompts_rendered(None)
+
+    declared = tmp_path / "registry.json"
+    declared.write_text(json.dumps({"datasets": [{"name": task_name, "skill": "argument", "in_domain": False,
+                                                  "options": ["pro", "con"]}]}))
+    with caplog.at_level(logging.WARNING, logger="alert_jax.eval"):
+        again = runner.evaluate(_with(cfg, registry=str(declared)), workdir, model=model, tokenizer=tok)
+    assert again["metadata"]["run"]["computed"] == 1 and "answer_options:" in caplog.text
+    assert all(r["prompt"].endswith("\nOptions: con, pro\nOutput:") for r in _records(workdir, task_name, "T2"))
+
+    with pytest.raises(runner.EvalConfigError, match="eval.max_options"):
+        runner.validate(_with(cfg, max_options=1), 1)
+    with pytest.raises(runner.EvalConfigError, match="eval.append_options"):
+        runner.validate(_with(cfg, append_options=None), 1)
+
+
 def test_evaluate_again_after_further_training(model_dir, niv2_tasks_dir, tmp_path, caplog):
     """Evaluate ``ckpt:W/checkpoints`` into E, save a later step with other parameters into the same folder (the
     run trained further), evaluate into E again: the new step is evaluated, not the older step's predictions reused,
@@ -313,7 +355,7 @@ def test_evaluate_again_after_further_training(model_dir, niv2_tasks_dir, tmp_pa
     assert meta["code_version"] == provenance.code_version() == meta["predictions_code_versions"][0]
     assert set(meta["versions"]) >= {"jax", "jaxlib", "flax", "orbax-checkpoint", "numpy"}
     assert meta["devices"]["count"] == 1 and meta["devices"]["process_count"] == 1 and meta["devices"]["platform"]
-    stamp = {"checkpoint_path": str(ckpts), "checkpoint_step": 7, "task_digest": digest,
+    stamp = {"checkpoint_path": str(ckpts), "checkpoint_step": 7, "task_digest": digest, "answer_options": None,
              "code_version": provenance.code_version()}
     assert all(r["provenance"] == stamp for r in _records(workdir, TASK, "T1"))
 

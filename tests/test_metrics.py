@@ -142,7 +142,9 @@ def test_score_instances_parity_with_niv2_compute_metrics(pairs):
     preds, refs = pairs
     ours = M.score_instances(preds, refs, extract=False)
     ref = niv2_compute_metrics(preds, refs)
-    assert set(ours) == {"exact_match", "relaxed_match", "rougeL"}
+    assert set(ours) == set(M.METRICS) == {"exact_match", "relaxed_match", "rougeL", "rougeL_answer",
+                                           "niv2_exact_match"}
+    assert set(M.ALERT_METRICS) == {"exact_match", "relaxed_match", "rougeL"}
     assert abs(ours["relaxed_match"] - ref["exact_match"]) <= 1e-6
     assert abs(ours["rougeL"] - ref["rougeL"]) <= 1e-6
     strict = 100.0 * sum(any(p.strip() == r.strip() for r in rs) for p, rs in zip(preds, refs)) / len(preds)
@@ -155,6 +157,10 @@ def test_score_instances_parity_with_niv2_compute_metrics(pairs):
     assert abs(ext["relaxed_match"] - niv2_compute_metrics(answers, refs)["exact_match"]) <= 1e-6
     assert abs(ext["rougeL"] - niv2_compute_metrics(cot, refs)["rougeL"]) <= 1e-6
     assert ext["exact_match"] > ours["exact_match"]  # the appended answers are recovered
+    # NIV2's own metrics ignore the extraction: its EM on the whole prediction, ROUGE-L of the answer on the answer
+    assert abs(ext["niv2_exact_match"] - niv2_compute_metrics(cot, refs)["exact_match"]) <= 1e-6
+    assert abs(ext["rougeL_answer"] - niv2_compute_metrics(answers, refs)["rougeL"]) <= 1e-6
+    assert abs(ours["rougeL_answer"] - ref["rougeL"]) <= 1e-6  # no extraction: the answer is the prediction
 
 
 def test_empty_strings_follow_niv2():
@@ -212,3 +218,19 @@ def test_metric_values_on_hand_cases():
     assert M.rouge_l("the big dog", ["the small red dog"]) == pytest.approx(2 * p * r / (p + r))
     s = M.score_instances([" So the answer is yes.", "no"], [["yes"], ["No", "nope"]])
     assert s["exact_match"] == pytest.approx(50.0) and s["relaxed_match"] == pytest.approx(100.0)
+
+
+def test_cot_prediction_answer_metrics_vs_niv2_metrics():
+    """A CoT prediction is right for ALERT's answer metrics and wrong for NIV2's exact match of the whole text."""
+    values = M.instance_scores([" Birds fly. So the answer is yes."], [["yes"]])
+    assert values["exact_match"] == values["relaxed_match"] == values["rougeL_answer"] == [100.0]
+    assert values["niv2_exact_match"] == [0.0]
+    # whole-prediction ROUGE-L: one common token out of the prediction's 7 (rouge_score keeps [a-z0-9] runs)
+    tokens = "birds fly so the answer is yes".split()
+    p, r = 1 / len(tokens), 1.0
+    assert values["rougeL"] == [pytest.approx(100 * 2 * p * r / (p + r))]
+    means = M.score_instances([" So the answer is yes.", "no"], [["yes"], ["no"]])
+    assert means["niv2_exact_match"] == 50.0 and means["exact_match"] == 100.0
+    per = M.instance_scores(["So the answer is Paris.", "x"], [["paris"], ["y"]])
+    assert M.mean_scores(per) == pytest.approx(M.score_instances(["So the answer is Paris.", "x"], [["paris"], ["y"]]))
+    assert per["rougeL_answer"] == [100.0, 0.0] and per["exact_match"] == [0.0, 0.0]

@@ -1,4 +1,4 @@
-"""Answer extraction and the three ALERT metrics (DESIGN.md section 6), aligned with NIV2's published scorer.
+"""Answer extraction and the evaluation metrics (DESIGN.md section 6), aligned with NIV2's published scorer.
 
 NIV2's scorer (allenai/natural-instructions, ``eval/automatic/evaluation.py``, ``compute_metrics``) defines:
 
@@ -15,7 +15,10 @@ normalisation (relaxed match 1) but always has ROUGE-L 0 (rouge_score returns 0 
 An instance with no references is an error (NIV2 fails on it too, with a bare ``max()`` error).
 
 ALERT adds **exact match** (``answer.strip() == reference.strip()``) and answer extraction: exact and relaxed match
-are computed on :func:`extract_answer` of the prediction, ROUGE-L on the whole prediction.
+are computed on :func:`extract_answer` of the prediction, ROUGE-L on the whole prediction (:data:`ALERT_METRICS`,
+the report's three). :data:`METRICS` adds ``rougeL_answer`` (ROUGE-L of the extracted answer) and
+``niv2_exact_match`` (NIV2's exact match: relaxed match of the whole prediction, no extraction); with ``rougeL``
+these two equal NIV2's scorer on the same predictions.
 NIV2 rounds its means to 4 decimals; :func:`score_instances` does not round.
 """
 
@@ -33,11 +36,15 @@ __all__ = [
     "exact_match",
     "relaxed_match",
     "rouge_l",
+    "instance_scores",
+    "mean_scores",
     "score_instances",
+    "ALERT_METRICS",
     "METRICS",
 ]
 
-METRICS = ("exact_match", "relaxed_match", "rougeL")
+ALERT_METRICS = ("exact_match", "relaxed_match", "rougeL")  # ALERT's three, shown in report.md
+METRICS = ALERT_METRICS + ("rougeL_answer", "niv2_exact_match")  # all five, in scores.json
 
 _PUNCT = frozenset(string.punctuation)
 _ANSWER_IS = re.compile(r"\banswer is\b", re.IGNORECASE)
@@ -103,32 +110,55 @@ def rouge_l(prediction: str, references: Sequence[str]) -> float:
     return max(_SCORER.score(target=r, prediction=prediction)["rougeL"].fmeasure for r in references)
 
 
+def instance_scores(
+    predictions: Sequence[str],
+    references: Sequence[Sequence[str]],
+    *,
+    extract: bool = True,
+) -> dict[str, list[float]]:
+    """Per-instance values (each 0..100) of every metric in :data:`METRICS`: ``{metric: [value of instance i]}``.
+
+    ``predictions[i]`` is the generated text of instance ``i`` and ``references[i]`` its list of acceptable answers.
+    With ``extract`` (default) exact/relaxed match and ``rougeL_answer`` use :func:`extract_answer` of the
+    prediction; with ``extract=False`` they use the prediction as is. ``rougeL`` and ``niv2_exact_match`` always use
+    the whole prediction. Example: ``instance_scores([" So the answer is yes."], [["yes"]])`` gives 100 for
+    exact/relaxed match and ``rougeL_answer``, 0 for ``niv2_exact_match`` and 33.3 for ``rougeL``.
+    """
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} reference lists")
+    out: dict[str, list[float]] = {m: [] for m in METRICS}
+    for i, (pred, refs) in enumerate(zip(predictions, references)):
+        try:
+            answer = extract_answer(pred) if extract else pred
+            values = {
+                "exact_match": exact_match(answer, refs),
+                "relaxed_match": relaxed_match(answer, refs),
+                "rougeL": rouge_l(pred, refs),
+                "rougeL_answer": rouge_l(answer, refs),
+                "niv2_exact_match": relaxed_match(pred, refs),
+            }
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"instance {i}: {e}") from e
+        for m in METRICS:
+            out[m].append(100.0 * values[m])
+    return out
+
+
 def score_instances(
     predictions: Sequence[str],
     references: Sequence[Sequence[str]],
     *,
     extract: bool = True,
 ) -> dict[str, float]:
-    """Mean metrics over instances, x100: ``{'exact_match', 'relaxed_match', 'rougeL'}``.
+    """Mean over instances of :func:`instance_scores`, x100: ``{metric: mean}`` for every metric in :data:`METRICS`.
 
-    ``predictions[i]`` is the generated text of instance ``i`` and ``references[i]`` its list of acceptable answers.
-    With ``extract`` (default) exact/relaxed match use :func:`extract_answer` of the prediction; with
-    ``extract=False`` they use the prediction as is, so ``relaxed_match``/``rougeL`` equal NIV2's
-    ``compute_metrics`` ``exact_match``/``rougeL`` (before its rounding to 4 decimals). ROUGE-L always uses the whole
-    prediction. An empty list of instances gives NaN for every metric.
+    With ``extract=False``, ``relaxed_match``/``rougeL`` equal NIV2's ``compute_metrics`` ``exact_match``/``rougeL``
+    (before its rounding to 4 decimals); ``niv2_exact_match``/``rougeL`` always do. An empty list of instances gives
+    NaN for every metric.
     """
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions but {len(references)} reference lists")
-    if not predictions:
-        return {m: float("nan") for m in METRICS}
-    totals = dict.fromkeys(METRICS, 0.0)
-    for i, (pred, refs) in enumerate(zip(predictions, references)):
-        try:
-            answer = extract_answer(pred) if extract else pred
-            totals["exact_match"] += exact_match(answer, refs)
-            totals["relaxed_match"] += relaxed_match(answer, refs)
-            totals["rougeL"] += rouge_l(pred, refs)
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"instance {i}: {e}") from e
-    n = len(predictions)
-    return {m: 100.0 * totals[m] / n for m in METRICS}
+    return mean_scores(instance_scores(predictions, references, extract=extract))
+
+
+def mean_scores(values: dict[str, Sequence[float]]) -> dict[str, float]:
+    """``{metric: mean of its per-instance values}`` (NaN for no instances), from :func:`instance_scores`."""
+    return {m: (sum(v) / len(v) if len(v) else float("nan")) for m, v in values.items()}

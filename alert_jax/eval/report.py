@@ -10,8 +10,15 @@ Input: per dataset (an NIV2 task) and template, a :class:`TemplateResult` = the 
   ``dev``: the mean over the evaluated dev-set tasks (checkpoint selection). Tasks outside the registry are listed
   per dataset only. A group with no evaluated dataset is ``null``.
 
+**Uncertainty** (``bootstrap.py``): with ``resamples > 0`` and per-instance values in every ``TemplateResult``, each
+template's ``scores`` has ``ci95: {metric: [lo, hi]}`` beside it, and each dataset and group ``ci95: {"max": {metric:
+[lo, hi]}, "mean": {...}}`` beside its ``max`` / ``mean`` (95% percentile bootstrap; the report shows
+``mean [lo, hi]``). ``scores.json`` holds every metric (``metrics.METRICS``); ``report.md`` ALERT's three.
+
 Prompts that could not fit the context are scored as empty predictions (see ``runner.py``); their number is kept as
-``n_overflow`` per template and summed per dataset and overall, and shown in the report.
+``n_overflow`` per template and summed per dataset and overall, and shown in the report. Generations cut at
+``eval.max_new_tokens`` (no EOS or stop string: a rationale may end before its answer) are counted the same way as
+``n_length``, with a per-dataset column in the report.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from alert_jax.data import registry as registry_lib
+from alert_jax.eval import bootstrap
+from alert_jax.eval.metrics import ALERT_METRICS
 from alert_jax.io.files import atomic_write_text
 
 AGGREGATIONS = ("max", "mean")
@@ -37,7 +46,8 @@ class TemplateResult:
     scores: metric name -> mean over instances, x100. n: instances scored. n_overflow: prompts that did not fit the
     context even after dropping demonstrations and cutting the input (scored as empty predictions).
     n_truncated: prompts that fit only after dropping demonstrations or cutting input. n_length: generations that
-    hit ``max_new_tokens`` without EOS or a stop string.
+    hit ``max_new_tokens`` without EOS or a stop string. ids / instance_scores: the instance ids and
+    ``{metric: [n] per-instance values}`` (``metrics.instance_scores``) the bootstrap resamples; not in ``scores.json``.
     """
 
     scores: dict[str, float]
@@ -45,9 +55,11 @@ class TemplateResult:
     n_overflow: int = 0
     n_truncated: int = 0
     n_length: int = 0
+    ids: list[str] = dataclasses.field(default_factory=list)
+    instance_scores: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("ids", "instance_scores")}
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -63,8 +75,10 @@ def _combine(per_template: Mapping[str, Mapping[str, float]], how: str) -> dict[
     return out
 
 
-def _group(datasets: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> dict[str, Any] | None:
-    """Mean over ``names`` of each dataset's max / mean scores; None when ``names`` is empty."""
+def _group(datasets: Mapping[str, Mapping[str, Any]], names: Sequence[str],
+           draws: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Mean over ``names`` of each dataset's max / mean scores (and their intervals when every dataset has bootstrap
+    ``draws``); None when ``names`` is empty."""
     names = [n for n in names if n in datasets]
     if not names:
         return None
@@ -72,7 +86,20 @@ def _group(datasets: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> d
     for how in AGGREGATIONS:
         metrics = sorted({m for n in names for m in datasets[n][how]})
         out[how] = {m: _mean([datasets[n][how][m] for n in names if m in datasets[n][how]]) for m in metrics}
+    if all(n in draws for n in names):
+        out["ci95"] = {how: bootstrap.intervals(bootstrap.group_draws([draws[n][how] for n in names]))
+                       for how in AGGREGATIONS}
     return out
+
+
+def _dataset_draws(task: str, per_template: Mapping[str, TemplateResult], resamples: int,
+                   seed: int) -> dict[str, Any] | None:
+    """Bootstrap draws of one dataset (``bootstrap.dataset_draws``), or None without per-instance values."""
+    if resamples < 1 or not all(r.instance_scores and r.ids for r in per_template.values()):
+        return None
+    return bootstrap.dataset_draws({t: r.instance_scores for t, r in per_template.items()},
+                                   {t: r.ids for t, r in per_template.items()}, resamples=resamples, seed=seed,
+                                   key=task)
 
 
 def aggregate(
@@ -81,16 +108,22 @@ def aggregate(
     registry: registry_lib.Registry | None = None,
     metadata: Mapping[str, Any] | None = None,
     missing_tasks: Sequence[str] = (),
+    resamples: int = bootstrap.DEFAULT_RESAMPLES,
+    seed: int = bootstrap.DEFAULT_SEED,
 ) -> dict[str, Any]:
     """Builds the ``scores.json`` structure from ``results[task][template]``.
 
+    ``resamples`` / ``seed``: the bootstrap intervals (module docstring; ``resamples=0``: none).
+
     Returns a dict with keys ``metadata``, ``default_aggregation`` ('max'), ``templates`` (evaluated, sorted),
     ``metrics``, ``datasets`` (task -> {skill, in_domain, dev, templates: {T: TemplateResult json}, max, mean,
-    default, n_overflow}), ``skills`` (skill -> {datasets, in_domain, max, mean}), ``overall``, ``in_domain``,
-    ``held_out``, ``dev`` (each {datasets, max, mean} or None), ``n_overflow`` (total) and ``missing_tasks``.
+    default, n_overflow, n_length}), ``skills`` (skill -> {datasets, in_domain, max, mean}), ``overall``,
+    ``in_domain``, ``held_out``, ``dev`` (each {datasets, max, mean} or None), ``n_overflow`` and ``n_length``
+    (totals) and ``missing_tasks``.
     """
     reg = registry or registry_lib.ALERT
     datasets: dict[str, dict[str, Any]] = {}
+    draws: dict[str, dict[str, Any]] = {}
     for task, per_template in results.items():
         if not per_template:
             continue
@@ -104,13 +137,20 @@ def aggregate(
             "max": _combine(scores, "max"),
             "mean": _combine(scores, "mean"),
             "n_overflow": int(sum(r.n_overflow for r in per_template.values())),
+            "n_length": int(sum(r.n_length for r in per_template.values())),
         }
         datasets[task]["default"] = dict(datasets[task]["max"])
+        d = _dataset_draws(task, per_template, resamples, seed)
+        if d is not None:
+            draws[task] = d
+            for t in datasets[task]["templates"]:
+                datasets[task]["templates"][t]["ci95"] = bootstrap.intervals(d["templates"][t])
+            datasets[task]["ci95"] = {how: bootstrap.intervals(d[how]) for how in AGGREGATIONS}
     registered = [n for n in reg.names if n in datasets]
     skills = {}
     for skill in reg.skills:
         names = [d.name for d in reg.datasets_for(skill) if d.name in datasets]
-        group = _group(datasets, names)
+        group = _group(datasets, names, draws)
         if group is not None:
             group["in_domain"] = skill in reg.in_domain_skills
             skills[skill] = group
@@ -121,11 +161,12 @@ def aggregate(
         "metrics": sorted({m for d in datasets.values() for m in d["max"]}),
         "datasets": datasets,
         "skills": skills,
-        "overall": _group(datasets, registered),
-        "in_domain": _group(datasets, [n for n in registered if datasets[n]["in_domain"]]),
-        "held_out": _group(datasets, [n for n in registered if not datasets[n]["in_domain"]]),
-        "dev": _group(datasets, [n for n in reg.dev_set if n in datasets]),
+        "overall": _group(datasets, registered, draws),
+        "in_domain": _group(datasets, [n for n in registered if datasets[n]["in_domain"]], draws),
+        "held_out": _group(datasets, [n for n in registered if not datasets[n]["in_domain"]], draws),
+        "dev": _group(datasets, [n for n in reg.dev_set if n in datasets], draws),
         "n_overflow": int(sum(d["n_overflow"] for d in datasets.values())),
+        "n_length": int(sum(d["n_length"] for d in datasets.values())),
         "missing_tasks": list(missing_tasks),
     }
 
@@ -134,9 +175,24 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}"
 
 
+def _report_metrics(scores: Mapping[str, Any]) -> list[str]:
+    """The metrics report.md and the figures show: ALERT's three (``scores.json`` holds all)."""
+    return [m for m in ALERT_METRICS if m in scores["metrics"]]
+
+
+def _cell(entry: Mapping[str, Any], how: str | None, metric: str) -> str:
+    """``mean [lo, hi]`` of ``entry[how][metric]`` (``entry['scores']`` when ``how`` is None) with its interval
+    from ``entry['ci95']`` when present."""
+    value = (entry["scores"] if how is None else entry[how]).get(metric)
+    ci = entry.get("ci95") or {}
+    ci = (ci if how is None else ci.get(how) or {}).get(metric)
+    return _fmt(value) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "")
+
+
 def render_markdown(scores: Mapping[str, Any]) -> str:
-    """``report.md``: summary groups, per-skill table, per-dataset table (max / mean / each template)."""
-    metrics = scores["metrics"]
+    """``report.md``: summary groups, per-skill table, per-dataset table (max / mean / each template), for ALERT's
+    three metrics, each score with its 95% bootstrap interval when ``scores`` has one (``mean [lo, hi]``)."""
+    metrics = _report_metrics(scores)
     templates = scores["templates"]
     meta = scores.get("metadata", {})
     lines = ["# ALERT evaluation report", ""]
@@ -147,6 +203,7 @@ def render_markdown(scores: Mapping[str, Any]) -> str:
     lines += [
         "- **default score**: max over templates (mean over templates shown alongside)",
         f"- **prompts that did not fit the context** (scored as empty predictions): {scores['n_overflow']}",
+        f"- **generations cut at max_new_tokens** (no EOS or stop string; all templates): {scores.get('n_length', 0)}",
     ]
     if scores.get("missing_tasks"):
         lines.append(f"- **tasks not evaluated (no task file)**: {', '.join(scores['missing_tasks'])}")
@@ -155,7 +212,7 @@ def render_markdown(scores: Mapping[str, Any]) -> str:
     for group in ("overall", "in_domain", "held_out", "dev"):
         g = scores.get(group)
         if g:
-            cells = [f"{_fmt(g['max'].get(m))} / {_fmt(g['mean'].get(m))}" for m in metrics]
+            cells = [f"{_cell(g, 'max', m)} / {_cell(g, 'mean', m)}" for m in metrics]
             lines.append(f"| {group} | {len(g['datasets'])} | " + " | ".join(cells) + " |")
     if scores["skills"]:
         lines += ["", "## Per skill (max over templates / mean over templates)", ""]
@@ -163,20 +220,20 @@ def render_markdown(scores: Mapping[str, Any]) -> str:
         lines += ["|---|---|---:|" + "---:|" * len(metrics)]
         for skill, g in scores["skills"].items():
             kind = "in-domain" if g["in_domain"] else "held-out"
-            cells = [f"{_fmt(g['max'].get(m))} / {_fmt(g['mean'].get(m))}" for m in metrics]
+            cells = [f"{_cell(g, 'max', m)} / {_cell(g, 'mean', m)}" for m in metrics]
             lines.append(f"| {skill} | {kind} | {len(g['datasets'])} | " + " | ".join(cells) + " |")
     for m in metrics:
         lines += ["", f"## Per dataset: {m}", ""]
-        lines += ["| dataset | skill | max | mean | " + " | ".join(templates) + " | n | overflow |"]
-        lines += ["|---|---|---:|---:|" + "---:|" * len(templates) + "---:|---:|"]
+        lines += ["| dataset | skill | max | mean | " + " | ".join(templates) + " | n | overflow | hit length |"]
+        lines += ["|---|---|---:|---:|" + "---:|" * len(templates) + "---:|---:|---:|"]
         for task, d in scores["datasets"].items():
-            per_t = [_fmt(d["templates"][t]["scores"].get(m)) if t in d["templates"] else "-" for t in templates]
+            per_t = [_cell(d["templates"][t], None, m) if t in d["templates"] else "-" for t in templates]
             n = max((d["templates"][t]["n"] for t in d["templates"]), default=0)
             skill = d["skill"] or ("dev" if d["dev"] else "-")
             lines.append(
-                f"| {task} | {skill} | {_fmt(d['max'].get(m))} | {_fmt(d['mean'].get(m))} | "
+                f"| {task} | {skill} | {_cell(d, 'max', m)} | {_cell(d, 'mean', m)} | "
                 + " | ".join(per_t)
-                + f" | {n} | {d['n_overflow']} |"
+                + f" | {n} | {d['n_overflow']} | {d.get('n_length', 0)} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -188,7 +245,7 @@ def _save(fig: Any, path: pathlib.Path) -> None:
 
 
 def write_figures(scores: Mapping[str, Any], folder: str | os.PathLike) -> list[pathlib.Path]:
-    """``skills.png`` (per-skill grouped bars, one bar per metric, max over templates) and one
+    """``skills.png`` (per-skill grouped bars, one bar per ALERT metric, max over templates) and one
     ``heatmap_<metric>.png`` per metric (dataset x template). Returns the written paths."""
     import matplotlib
 
@@ -199,7 +256,7 @@ def write_figures(scores: Mapping[str, Any], folder: str | os.PathLike) -> list[
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    metrics = scores["metrics"]
+    metrics = _report_metrics(scores)
     skills = scores["skills"]
     if skills and metrics:
         names = list(skills)
@@ -249,9 +306,9 @@ def write_figures(scores: Mapping[str, Any], folder: str | os.PathLike) -> list[
 
 def figure_names(scores: Mapping[str, Any]) -> list[str]:
     """File names :func:`write_figures` produces for ``scores``."""
-    names = ["skills.png"] if scores["skills"] and scores["metrics"] else []
+    names = ["skills.png"] if scores["skills"] and _report_metrics(scores) else []
     if scores["datasets"] and scores["templates"]:
-        names += [f"heatmap_{m}.png" for m in scores["metrics"]]
+        names += [f"heatmap_{m}.png" for m in _report_metrics(scores)]
     return names
 
 

@@ -30,7 +30,8 @@ Only process 0 writes files; every process decodes (the model is sharded over al
 
 :func:`evaluate` runs four named steps: :func:`resolve_eval_tasks` (registry, task specs, templates, task files read
 before any model is loaded), :func:`find_pending` (complete predictions files are reused), :func:`decode_pending`
-(load the model once, decode every pending task x template) and :func:`aggregate_and_report`.
+(load the model once, decode every pending task x template) and :func:`aggregate_and_report` (with bootstrap
+intervals, and the ``niv2/`` files of ``niv2_export``).
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ from alert_jax.data import registry as registry_lib
 from alert_jax.data import templates as templates_lib
 from alert_jax.eval import generate as gen_lib
 from alert_jax.eval import metrics as metrics_lib
+from alert_jax.eval import niv2_export, stops
 from alert_jax.eval import report as report_lib
-from alert_jax.eval import stops
 from alert_jax.eval.provenance import Provenance, device_summary, provenance_changes
 from alert_jax.io import loader
 from alert_jax.io.files import atomic_write_text
@@ -69,7 +70,7 @@ log = logging.getLogger("alert_jax.eval")
 _PREDICTION_KEYS = (
     "init_from", "tokenizer", "model.size", "model.dtype", "eval.max_instances", "eval.num_demos",
     "eval.max_new_tokens", "eval.context", "eval.stop_strings", "eval.temperature", "eval.top_p", "eval.on_overflow",
-    "seed",
+    "eval.append_options", "eval.max_options", "seed",
 )
 
 
@@ -90,9 +91,14 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
     at_least(cfg, "eval.max_new_tokens", 1, error=e)
     at_least(cfg, "eval.context", 0, error=e)  # 0 = the model's max_position_embeddings
     at_least(cfg, "eval.batch_size", 1, error=e)
+    at_least(cfg, "eval.bootstrap_resamples", 0, error=e)  # 0 = no intervals
+    at_least(cfg, "eval.bootstrap_seed", 0, error=e)
     at_least(cfg, "eval.temperature", 0, integer=False, error=e)
     in_range(cfg, "eval.top_p", 0, 1, low_open=True, error=e)
     one_of(cfg, "eval.on_overflow", ("empty", "error"), error=e)
+    at_least(cfg, "eval.max_options", 2, error=e)  # a label set needs 2 strings at least
+    if not isinstance(cfg.eval.append_options, bool):
+        raise e(f"eval.append_options={cfg.eval.append_options!r}: must be True or False")
     if int(cfg.eval.context) and int(cfg.eval.context) <= int(cfg.eval.max_new_tokens):
         raise e(f"eval.context={cfg.eval.context}: leaves no room for a prompt beside "
                 f"eval.max_new_tokens={cfg.eval.max_new_tokens}")
@@ -231,10 +237,13 @@ def read_predictions(path: pathlib.Path, expected_ids: Sequence[str]) -> list[di
 
 
 def summarize(records: Sequence[Mapping[str, Any]]) -> report_lib.TemplateResult:
-    """Per-template scores (``metrics.score_instances``) and counts from predictions records."""
-    scores = metrics_lib.score_instances([r["prediction"] for r in records], [r["references"] for r in records])
+    """Per-template scores, per-instance values and counts from predictions records (every metric recomputed from
+    ``prediction`` + ``references``, so records written before a metric existed are scored on it too)."""
+    values = metrics_lib.instance_scores([r["prediction"] for r in records], [r["references"] for r in records])
     return report_lib.TemplateResult(
-        scores=scores,
+        scores=metrics_lib.mean_scores(values),
+        ids=[str(r["id"]) for r in records],
+        instance_scores=values,
         n=len(records),
         n_overflow=sum(bool(r.get("overflow")) for r in records),
         n_truncated=sum(bool(r.get("demos_dropped") or r.get("input_chars_cut")) for r in records),
@@ -254,8 +263,10 @@ def run_template(
     num_demos: int | None = None,
     on_overflow: str = "empty",
     progress: Callable[[int], None] | None = None,
+    options: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Renders, decodes, post-processes and scores ``instances`` under ``template``; returns the records."""
+    """Renders (with the task's answer ``options``, if any), decodes, post-processes and scores ``instances`` under
+    ``template``; returns the records."""
 
     def count_tokens(text: str) -> int:
         return len(tokenizer.encode(text, add_bos=True))
@@ -263,7 +274,8 @@ def run_template(
     rendered = []
     for inst in instances:
         r = templates_lib.render(
-            template, task, inst, count_tokens=count_tokens, max_tokens=max_prompt_tokens, num_demos=num_demos
+            template, task, inst, count_tokens=count_tokens, max_tokens=max_prompt_tokens, num_demos=num_demos,
+            options=options,
         )
         if not r.fits:
             msg = (
@@ -339,6 +351,8 @@ class EvalTasks:
       templates: template names (``eval.templates``).
       tasks: task name -> the loaded :class:`~alert_jax.data.niv2.Task`.
       instances: task name -> the instances evaluated (the first ``eval.max_instances``).
+      options: task name -> its answer options (``Registry.answer_options``), None for a generation task or with
+        ``eval.append_options=False``.
     """
 
     registry: registry_lib.Registry
@@ -347,6 +361,7 @@ class EvalTasks:
     templates: list[str]
     tasks: dict[str, niv2.Task]
     instances: dict[str, list[niv2.Instance]]
+    options: dict[str, list[str] | None] = dataclasses.field(default_factory=dict)
 
 
 def resolve_eval_tasks(cfg: ml_collections.ConfigDict) -> EvalTasks:
@@ -384,7 +399,9 @@ def resolve_eval_tasks(cfg: ml_collections.ConfigDict) -> EvalTasks:
     tasks = {name: niv2.load_task(name, niv2_dir) for name in present}
     limit = int(e.max_instances)
     instances = {name: (t.instances[:limit] if limit > 0 else t.instances) for name, t in tasks.items()}
-    return EvalTasks(registry, present, missing, template_list, tasks, instances)
+    options = {name: registry.answer_options(t, int(e.max_options)) if e.append_options else None
+               for name, t in tasks.items()}
+    return EvalTasks(registry, present, missing, template_list, tasks, instances, options)
 
 
 def _predictions_path(workdir: pathlib.Path, task: str, template: str) -> pathlib.Path:
@@ -404,7 +421,7 @@ def find_pending(
     code_versions: dict[str, int] = {}
     for name in what.present:
         ids = _expected_ids(what.instances[name])
-        expected = provenance.record(what.tasks[name].digest)
+        expected = provenance.record(what.tasks[name].digest, what.options.get(name))
         for template in what.templates:
             path = _predictions_path(workdir, name, template)
             records = None if cfg.eval.overwrite else read_predictions(path, ids)
@@ -510,9 +527,9 @@ def decode_pending(
             what.tasks[name], what.instances[name], template, tokenizer=decoder.tokenizer,
             generator=decoder.generator, max_prompt_tokens=decoder.max_prompt_tokens, stop_strings=stop_strings,
             num_demos=None if int(e.num_demos) < 0 else int(e.num_demos), on_overflow=e.on_overflow,
-            progress=progress,
+            progress=progress, options=what.options.get(name),
         )
-        stamp = provenance.record(what.tasks[name].digest)
+        stamp = provenance.record(what.tasks[name].digest, what.options.get(name))
         for r in records:
             r["provenance"] = stamp
         if distributed.is_primary():
@@ -534,8 +551,8 @@ def aggregate_and_report(
     predictions_code_versions: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Step 4: the scores dict (``report.aggregate``) with its metadata (settings, ``provenance.metadata`` with the
-    evaluated tasks' digests, ``predictions_code_versions``); process 0 writes ``scores.json``, ``report.md`` and
-    (when something was decoded or the figures are stale) ``figures/``."""
+    evaluated tasks' digests, ``predictions_code_versions``); process 0 writes ``scores.json``, ``report.md``,
+    (when something was decoded or the figures are stale) ``figures/``, and ``niv2/`` (``niv2_export``)."""
     e = cfg.eval
     metadata = {
         "init_from": str(cfg.init_from),
@@ -548,14 +565,20 @@ def aggregate_and_report(
         "decoding": "greedy" if float(e.temperature) == 0 else f"temperature={e.temperature}, top_p={e.top_p}",
         "stop_strings": [s for s in e.stop_strings if s],
         "on_overflow": e.on_overflow,
+        "append_options": bool(e.append_options),
+        "max_options": int(e.max_options),
+        "answer_options": {name: what.options.get(name) for name in what.present},
         **provenance.metadata({name: what.tasks[name].digest for name in what.present}),
         "predictions_code_versions": sorted(predictions_code_versions),
         "run": dict(run),
     }
-    scores = report_lib.aggregate(results, registry=what.registry, metadata=metadata, missing_tasks=what.missing)
+    scores = report_lib.aggregate(results, registry=what.registry, metadata=metadata, missing_tasks=what.missing,
+                                  resamples=int(e.bootstrap_resamples), seed=int(e.bootstrap_seed))
     if distributed.is_primary():
         redraw = bool(e.figures) and (run["computed"] > 0 or not _same_scores(workdir, scores))
         report_lib.write_report(scores, workdir, figures=redraw)
+        paths = {(n, t): _predictions_path(workdir, n, t) for n in what.present for t in what.templates}
+        niv2_export.write_niv2_files(workdir / "niv2", what.tasks, what.templates, paths)
     return scores
 
 
