@@ -7,7 +7,9 @@
 
 Each run folder holds a ``scores.json`` (or ``eval/scores.json``) from ``launch/evaluate.py``; its size and variant
 come from the folder name (``SIZE-VARIANT``, as ``launch/sweep.py`` names them) or from ``--labels``. Writes
-``analysis.md``, ``analysis.json`` and ``figures/`` into ``--out`` (default: ``analysis/`` beside the first run).
+``analysis.md``, ``analysis.json`` and ``figures/`` into ``--out`` (default: ``analysis/`` beside the first run),
+with paired bootstrap intervals of OPT-CoT - OPT, OPT-FT - OPT and OPT-CoT - OPT-FT (overall and per skill) read from
+the runs' predictions files (``--bootstrap_resamples``, ``--bootstrap_seed``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ _EVALUATE_CHECKPOINTS = flags.DEFINE_bool(
 _REGISTRY = flags.DEFINE_string("registry", "", "eval.registry for the dev-set scoring ('' = ALERT, 'synthetic').")
 _TEMPLATES = flags.DEFINE_string("templates", "all", "Templates for the dev-set scoring.")
 _MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 128, "Generation budget for the dev-set scoring.")
+_RESAMPLES = flags.DEFINE_integer("bootstrap_resamples", 1000,
+                                  "Resamples of the paired bootstrap intervals of model differences.")
+_SEED = flags.DEFINE_integer("bootstrap_seed", 0, "Seed of the paired bootstrap.")
 
 
 def _eval_texts(runs: list[report.RunScores]) -> dict[str, list[str]]:
@@ -52,16 +57,18 @@ def _eval_texts(runs: list[report.RunScores]) -> dict[str, list[str]]:
     }
 
 
-def _finetune_texts() -> list[str]:
+def _finetune_texts() -> dict[str, list[str]]:
+    """Variant -> the text it was finetuned on (FT: prompts + answers; CoT: + rationales), one vocabulary each."""
+    from alert_jax.analysis import overlap
     from alert_jax.data import finetune
 
     if _CORPORA.value == ["synthetic"]:
         from alert_jax.data import synthetic
 
-        examples = synthetic.synthetic_corpus()
+        examples, definitions = synthetic.synthetic_corpus(), synthetic.CORPUS_DEFINITIONS
     else:
-        examples = finetune.read_corpora(_CORPORA.value, _FINETUNE_DIR.value, "train")
-    return [text for ex in examples for text in (ex.prompt, ex.rationale, ex.answer)]
+        examples, definitions = finetune.read_corpora(_CORPORA.value, _FINETUNE_DIR.value, "train"), None
+    return {variant: overlap.finetune_texts(examples, variant, definitions) for variant in overlap.FINETUNED_VARIANTS}
 
 
 def _checkpoint_records(run_dir: pathlib.Path) -> list[selection.CheckpointRecord]:
@@ -119,7 +126,8 @@ def main(argv: list[str]) -> None:
     elif _CORPORA.value:
         raise app.UsageError("vocabulary overlap needs both --niv2_dir and --finetune_corpora")
     print(f"analysing {len(runs)} runs: " + ", ".join(f"{r.size}-{r.variant}" for r in runs), flush=True)
-    report.write_analysis(runs, out, metrics=_METRICS.value, eval_texts=eval_texts, finetune_texts=finetune_texts)
+    report.write_analysis(runs, out, metrics=_METRICS.value, eval_texts=eval_texts, finetune_texts=finetune_texts,
+                          resamples=_RESAMPLES.value, seed=_SEED.value)
     if _CHECKPOINTS.value:
         lines = ["", "## Checkpoint selection", "", "| run | step | dev score | validation ppl |", "|---|---:|---:|---:|"]
         picks = {}

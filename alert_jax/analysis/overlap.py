@@ -4,6 +4,10 @@ The paper's question: do finetuned models gain most on evaluation datasets whose
 Vocabulary = the set of unigram types after the metrics' normalisation (lower-case, ASCII punctuation removed,
 whitespace collapsed; ``alert_jax.eval.metrics.normalize_answer``). The overlap ratio of an evaluation dataset is
 ``|V_eval ∩ V_finetune| / |V_eval|`` (the share of its types that finetuning saw); 0 for an empty dataset.
+
+Each finetuned variant has its own finetuning vocabulary, from the text it was trained on (:func:`finetune_texts`,
+``data.finetune.format_example``): OPT-FT saw prompts and answers only, OPT-CoT also the rationales. So an
+evaluation dataset whose words occur only in rationales overlaps with the CoT corpus and not with the FT one.
 """
 
 from __future__ import annotations
@@ -14,7 +18,12 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
+from alert_jax.data.examples import RationaleExample
+from alert_jax.data.finetune import format_example
 from alert_jax.eval.metrics import normalize_answer
+
+FINETUNED_VARIANTS = ("ft", "cot")
+"""The finetuned variants with a finetuning text (``format_example`` modes), as ``analysis.report`` names them."""
 
 
 def vocabulary(texts: Iterable[str]) -> set[str]:
@@ -23,6 +32,19 @@ def vocabulary(texts: Iterable[str]) -> set[str]:
     for text in texts:
         vocab.update(normalize_answer(text).split())
     return vocab
+
+
+def finetune_texts(examples: Iterable[RationaleExample], variant: str,
+                   definitions: Mapping[str, str] | None = None) -> list[str]:
+    """The text variant ``variant`` ('ft' or 'cot') was finetuned on, one string per example: the finetuning prompt
+    followed by the target (``format_example``; ``definitions``: source -> definition where training used its own,
+    e.g. ``synthetic.CORPUS_DEFINITIONS``). 'ft': definition, prompt and answer; 'cot': the same plus the
+    rationale."""
+    if variant not in FINETUNED_VARIANTS:
+        raise ValueError(f"finetune_texts: variant must be one of {FINETUNED_VARIANTS}, got {variant!r}")
+    defs = definitions or {}
+    return ["".join(format_example(ex, variant, definition=defs.get(ex.source)))  # type: ignore[arg-type]
+            for ex in examples]
 
 
 def overlap_ratio(eval_vocab: set[str], finetune_vocab: set[str]) -> float:

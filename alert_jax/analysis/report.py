@@ -7,8 +7,10 @@ A *run* is one evaluated model: its ``scores.json`` (written by ``launch/evaluat
 Outputs (``write_analysis``): ``analysis.json``, ``analysis.md`` and ``figures/`` with
 
 * ``scale_<metric>.png``: Figure-4-style bars of OPT / OPT-FT / OPT-CoT per size (overall default score);
-* ``templates_<metric>.png``: gain over the pretrained model per template (template memorization);
-* ``overlap_<metric>.png``: vocabulary overlap vs gain per dataset, when the texts are given.
+* ``templates_<metric>.png``: gain over the pretrained model per template (template memorization), with the mean
+  gain of the templates sharing each trait of the finetuning prompt vs the others, and which templates those are;
+* ``overlap_<metric>.png``: vocabulary overlap vs gain per dataset, when the texts are given (each finetuned
+  variant against its own finetuning text: ``analysis.overlap.finetune_texts``).
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from alert_jax.analysis import overlap as overlap_lib
+from alert_jax.analysis import paired as paired_lib
 from alert_jax.analysis import templates as templates_lib
-from alert_jax.data.templates import TEMPLATES
 
 VARIANTS = ("pretrained", "ft", "cot")
 VARIANT_LABELS = {"pretrained": "OPT", "ft": "OPT-FT", "cot": "OPT-CoT"}
+_VOCABULARY_OF = {"ft": "prompts + answers", "cot": "prompts + rationales + answers"}  # overlap.finetune_texts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,24 +113,30 @@ def _pairs(runs: Sequence[RunScores]) -> list[tuple[RunScores, RunScores]]:
     return [(base[r.size], r) for r in runs if r.variant != "pretrained" and r.size in base]
 
 
-def template_memorization(runs: Sequence[RunScores], metric: str) -> dict[str, templates_lib.TemplateGains]:
-    """'{size}-{variant}' -> per-template gains over the same size's pretrained run."""
-    like = [name for name, t in TEMPLATES.items() if t.resembles_finetuning]
+def template_memorization(
+    runs: Sequence[RunScores], metric: str, traits: templates_lib.Traits | None = None
+) -> dict[str, templates_lib.TemplateGains]:
+    """'{size}-{variant}' -> per-template gains over the same size's pretrained run, grouped by each trait the
+    templates share with the finetuning prompt (``traits``, default ``templates_lib.template_traits()``)."""
+    traits = templates_lib.template_traits() if traits is None else traits
     return {
         f"{tuned.size}-{tuned.variant}": templates_lib.template_gains(
-            base.template_scores(metric), tuned.template_scores(metric), like)
+            base.template_scores(metric), tuned.template_scores(metric), traits)
         for base, tuned in _pairs(runs)
     }
 
 
 def overlap_analysis(
-    runs: Sequence[RunScores], metric: str, eval_texts: Mapping[str, Iterable[str]], finetune_texts: Sequence[str]
+    runs: Sequence[RunScores], metric: str, eval_texts: Mapping[str, Iterable[str]],
+    finetune_texts: Mapping[str, Sequence[str]],
 ) -> dict[str, tuple[list[overlap_lib.OverlapRow], overlap_lib.Correlation]]:
-    """'{size}-{variant}' -> (per-dataset overlap and gain, their correlation)."""
+    """'{size}-{variant}' -> (per-dataset overlap and gain, their correlation); ``finetune_texts`` maps a variant
+    ('ft', 'cot') to the text it was finetuned on (``overlap.finetune_texts``), and each run is compared with its
+    own variant's text (runs of a variant without text are left out)."""
     return {
         f"{tuned.size}-{tuned.variant}": overlap_lib.overlap_vs_gain(
-            eval_texts, finetune_texts, base.dataset_scores(metric), tuned.dataset_scores(metric))
-        for base, tuned in _pairs(runs)
+            eval_texts, finetune_texts[tuned.variant], base.dataset_scores(metric), tuned.dataset_scores(metric))
+        for base, tuned in _pairs(runs) if tuned.variant in finetune_texts
     }
 
 
@@ -180,15 +189,53 @@ def _plot_templates(gains: Mapping[str, templates_lib.TemplateGains], metric: st
     _grouped_bars(names, series, f"{metric} gain over the pretrained model", path, figsize=(6, 3.8), zero_line=True)
 
 
+def _gains_json(g: templates_lib.TemplateGains) -> dict[str, Any]:
+    groups = {trait: dataclasses.asdict(gg) | {"gap": gg.gap} for trait, gg in g.groups.items()}
+    return {"per_template": g.per_template, "groups": groups, "unclassified": g.unclassified}
+
+
+def _group_lines(gains: Mapping[str, templates_lib.TemplateGains]) -> list[str]:
+    """Markdown: mean gain of the templates sharing each trait with the finetuning prompt vs the others, naming
+    the templates of each group."""
+    lines = ["", "Grouped by what the templates share with the finetuning prompt (data/templates.py):", "",
+             "| run | trait | sharing | gain | not sharing | gain | gap |", "|---|---|---|---:|---|---:|---:|"]
+    for label, g in gains.items():
+        lines += [f"| {label} | {gg.trait} | {', '.join(gg.sharing) or '-'} | {_fmt(gg.sharing_gain)} | "
+                  f"{', '.join(gg.other) or '-'} | {_fmt(gg.other_gain)} | {_fmt(gg.gap)} |"
+                  for gg in g.groups.values()]
+        if g.unclassified:
+            lines.append(f"| {label} | (no traits known) | {', '.join(g.unclassified)} | | | | |")
+    return lines
+
+
+def _difference_lines(diffs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
+    """Markdown: each comparison's difference ``d [lo, hi]`` overall and per skill (paired bootstrap, 95%)."""
+    if not diffs:
+        return []
+    groups = list(dict.fromkeys(g for by_cmp in diffs.values() for d in by_cmp.values() for g in d))
+    lines = ["", "### Model differences (max over templates; 95% paired bootstrap interval)", "",
+             "| size | difference | " + " | ".join(groups) + " |", "|---|---|" + "---:|" * len(groups)]
+    for size, by_cmp in diffs.items():
+        for name, d in by_cmp.items():
+            cells = [f"{_fmt(d[g]['diff'])} [{_fmt(d[g]['ci95'][0])}, {_fmt(d[g]['ci95'][1])}]" if g in d else "-"
+                     for g in groups]
+            lines.append(f"| {size} | {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_analysis(
     runs: Sequence[RunScores],
     out_dir: str | pathlib.Path,
     *,
     metrics: Sequence[str] = ("exact_match", "relaxed_match", "rougeL"),
     eval_texts: Mapping[str, Iterable[str]] | None = None,
-    finetune_texts: Sequence[str] | None = None,
+    finetune_texts: Mapping[str, Sequence[str]] | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Writes ``analysis.json``, ``analysis.md`` and ``figures/`` into ``out_dir``; returns the JSON content."""
+    """Writes ``analysis.json``, ``analysis.md`` and ``figures/`` into ``out_dir``; returns the JSON content.
+    ``finetune_texts``: variant -> finetuning text, see :func:`overlap_analysis`. ``resamples`` / ``seed``: the
+    paired bootstrap of the model differences (``analysis.paired``; runs with predictions files only)."""
     out_dir = pathlib.Path(out_dir)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"runs": [dataclasses.asdict(r) | {"scores": None} for r in runs], "metrics": {}}
@@ -196,8 +243,7 @@ def write_analysis(
     for metric in metrics:
         table = scale_table(runs, metric)
         gains = template_memorization(runs, metric)
-        entry: dict[str, Any] = {"scale": table, "templates": {k: dataclasses.asdict(g) | {"gap": g.gap}
-                                                               for k, g in gains.items()}}
+        entry: dict[str, Any] = {"scale": table, "templates": {k: _gains_json(g) for k, g in gains.items()}}
         lines += [f"## {metric}", "", "### Scale (overall, max over templates)", "",
                   "| size | " + " | ".join(VARIANT_LABELS[v] for v in VARIANTS) + " |", "|---|---:|---:|---:|"]
         lines += [f"| {s} | " + " | ".join(_fmt(row.get(v, math.nan)) for v in VARIANTS) + " |"
@@ -206,12 +252,10 @@ def write_analysis(
         if gains:
             names = sorted({t for g in gains.values() for t in g.per_template})
             lines += ["", "### Template memorization (gain over the pretrained model per template)", "",
-                      "| run | " + " | ".join(names) + " | finetuning-like | other | gap |",
-                      "|---|" + "---:|" * (len(names) + 3)]
-            for label, g in gains.items():
-                cells = [_fmt(g.per_template.get(t, math.nan)) for t in names]
-                lines.append(f"| {label} | " + " | ".join(cells)
-                             + f" | {_fmt(g.finetuning_like)} | {_fmt(g.other)} | {_fmt(g.gap)} |")
+                      "| run | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+            lines += [f"| {label} | " + " | ".join(_fmt(g.per_template.get(t, math.nan)) for t in names) + " |"
+                      for label, g in gains.items()]
+            lines += _group_lines(gains)
             _plot_templates(gains, metric, out_dir / "figures" / f"templates_{metric}.png")
         if eval_texts is not None and finetune_texts is not None:
             overlaps = overlap_analysis(runs, metric, eval_texts, finetune_texts)
@@ -219,12 +263,16 @@ def write_analysis(
                                 for k, (rows, c) in overlaps.items()}
             if overlaps:
                 lines += ["", "### Vocabulary overlap vs gain", "",
-                          "| run | datasets | Pearson r (p) | Spearman rho (p) |",
-                          "|---|---:|---:|---:|"]
+                          "| run | finetuning vocabulary | datasets | Pearson r (p) | Spearman rho (p) |",
+                          "|---|---|---:|---:|---:|"]
                 for label, (rows, c) in overlaps.items():
-                    lines.append(f"| {label} | {c.n} | {c.pearson_r:.3f} ({c.pearson_p:.3g}) | "
+                    vocab = _VOCABULARY_OF.get(label.rpartition("-")[2], "?")
+                    lines.append(f"| {label} | {vocab} | {c.n} | {c.pearson_r:.3f} ({c.pearson_p:.3g}) | "
                                  f"{c.spearman_rho:.3f} ({c.spearman_p:.3g}) |")
                 overlap_lib.plot_overlap_vs_gain(overlaps, str(out_dir / "figures" / f"overlap_{metric}.png"))
+        entry["differences"] = paired_lib.run_differences(
+            runs, [find_scores(r.path).parent for r in runs], metric, VARIANT_LABELS, resamples=resamples, seed=seed)
+        lines += _difference_lines(entry["differences"])
         result["metrics"][metric] = entry
         lines.append("")
     (out_dir / "analysis.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
