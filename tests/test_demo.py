@@ -86,18 +86,28 @@ def test_comparison_and_report_pick_the_right_numbers():
     assert comparison["datasets"][math_tasks[0]]["templates"]["T3"]["exact_match"]["opt-cot"] == 75.0
     # per-template mean over the 3 datasets
     assert comparison["templates_mean"]["T1"]["exact_match"]["opt-cot"] == pytest.approx((50 + 25 + 5) / 3)
-    assert comparison["effect"]["cot_beats_pretrained"] is True
+    # two bare means decide nothing: without paired intervals no claim is made
+    assert comparison["effect"]["cot_beats_pretrained"] is None
     line = comparison_lib.effect_line(comparison)
     assert line.startswith("CoT vs pretrained on mathematics: 50.0 vs 0.0")
     text = comparison_lib.render_report(comparison, {"preset": "test"})
-    assert "CoT beats the pretrained model: yes" in text
+    assert "CoT beats the pretrained model: not judged" in text
     assert f"| {math_tasks[0]} | mathematics | 0.0 / 40.0 / 75.0 | 0.0 / 0.0 / 50.0 |" in text  # max, then T1
     assert "| mathematics | in-domain | 0.0 | 40.0 | 50.0 |" in text
 
-    worse = comparison_lib.build_comparison({"opt": _scores_for(cot), "opt-ft": _scores_for(ft),
-                                             "opt-cot": _scores_for(opt)})
-    assert worse["effect"]["cot_beats_pretrained"] is False
-    assert "CoT beats the pretrained model: NO" in comparison_lib.render_report(worse, {})
+    def judged(lo: float) -> dict:
+        diffs = {"OPT-CoT - OPT": {"mathematics": {"diff": 50.0, "ci95": [lo, 60.0], "datasets": 2}},
+                 "OPT-CoT - OPT-FT": {"mathematics": {"diff": 10.0, "ci95": [-20.0, 35.0], "datasets": 2}}}
+        return comparison_lib.build_comparison({"opt": _scores_for(opt), "opt-ft": _scores_for(ft),
+                                                "opt-cot": _scores_for(cot)}, differences=diffs)
+
+    above, spans = judged(10.0), judged(-5.0)
+    assert above["effect"]["cot_beats_pretrained"] is True and spans["effect"]["cot_beats_pretrained"] is False
+    assert "OPT-CoT - OPT +50.0 [10.0, 60.0], OPT-CoT - OPT-FT +10.0 [-20.0, 35.0]" in comparison_lib.effect_line(above)
+    assert "CoT beats the pretrained model: yes" in comparison_lib.render_report(above, {})
+    spans_text = comparison_lib.render_report(spans, {})
+    assert "CoT beats the pretrained model: NO" in spans_text
+    assert "| mathematics | +50.0 [-5.0, 60.0] | +10.0 [-20.0, 35.0] |" in spans_text  # paired differences table
 
 
 def test_finished_stage_with_other_settings_is_refused(tmp_path):
@@ -150,6 +160,11 @@ def test_smoke_demo_end_to_end_and_resume(tmp_path):
     for m in comparison_lib.MODELS:
         assert set(scores["models"][m]["datasets"]) == {"synth_math_add_sub", "synth_math_two_step"}
     assert "CoT vs pretrained on mathematics:" in (tmp_path / "report.md").read_text()
+    # the paired difference's point estimate is the difference of the two models' skill scores; its interval holds it
+    effect = scores["comparison"]["effect"]
+    d = effect["differences"]["OPT-CoT - OPT"]
+    assert d["diff"] == pytest.approx(effect["opt-cot"] - effect["opt"]) and d["ci95"][0] <= d["diff"] <= d["ci95"][1]
+    assert effect["cot_beats_pretrained"] is (d["ci95"][0] > 0)
 
     again, _ = _run_demo(tmp_path, *SMOKE, timeout=300)
     assert _skipped_stages(again.stdout) == ALL_STAGES

@@ -13,7 +13,8 @@ import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["MODELS", "METRICS", "METRIC_NAMES", "build_comparison", "effect_line", "render_report", "write_figures"]
+__all__ = ["MODELS", "METRICS", "METRIC_NAMES", "build_comparison", "effect_line", "verdict", "render_report",
+           "write_figures"]
 
 # model key -> display name; evaluation and report order
 MODELS: dict[str, str] = {"opt": "OPT", "opt-ft": "OPT-FT", "opt-cot": "OPT-CoT"}
@@ -22,13 +23,20 @@ METRIC_NAMES = {"exact_match": "exact match", "relaxed_match": "relaxed match", 
 
 
 def build_comparison(per_model: Mapping[str, Mapping[str, Any]], *, effect_skill: str = "mathematics",
-                     effect_metric: str = "exact_match") -> dict[str, Any]:
+                     effect_metric: str = "exact_match",
+                     differences: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None) -> dict[str, Any]:
     """Side-by-side view of the runner's ``scores.json`` of each model (keys of :data:`MODELS`).
 
-    Returns ``{'skills': {skill: {metric: {model: score}}}, 'datasets': {task: {'skill', 'in_domain', 'max':
-    {metric: {model: score}}, 'templates': {T: {metric: {model: score}}}}}, 'templates': {T: {metric: {model: mean
-    over datasets}}}, 'groups': {overall|in_domain|held_out: {metric: {model: score}}}, 'effect': {...}}``. Scores are
-    x100; dataset and skill scores are the max over templates (the default aggregation).
+    Returns ``{'skills': {skill: {metric: {model: score}}}, 'skills_ci95': {skill: {metric: {model: [lo, hi]}}},
+    'datasets': {task: {'skill', 'in_domain', 'max': {metric: {model: score}}, 'templates': {T: {metric: {model:
+    score}}}}}, 'templates': {T: {metric: {model: mean over datasets}}}, 'groups': {overall|in_domain|held_out:
+    {metric: {model: score}}}, 'differences': ..., 'effect': {...}}``. Scores are x100; dataset and skill scores are
+    the max over templates (the default aggregation); ``skills_ci95`` holds the runner's bootstrap intervals.
+
+    ``differences``: paired bootstrap differences of ``effect_metric`` (``analysis.paired.paired_differences``),
+    ``{"OPT-CoT - OPT" | "OPT-FT - OPT" | "OPT-CoT - OPT-FT": {group: {"diff", "ci95", "datasets"}}}``. The effect's
+    ``cot_beats_pretrained`` is True only when the 95% interval of OPT-CoT - OPT on the effect skill lies above 0;
+    without ``differences`` it is None (no claim is made from two bare means).
     """
     models = [m for m in MODELS if m in per_model]
     first = per_model[models[0]]
@@ -48,6 +56,8 @@ def build_comparison(per_model: Mapping[str, Mapping[str, Any]], *, effect_skill
         return out
 
     skills = {s: by_model(lambda sc, s=s: sc["skills"][s]["max"]) for s in first["skills"]}
+    skills_ci95 = {s: {metric: {m: ((per_model[m]["skills"].get(s) or {}).get("ci95") or {}).get("max", {}).get(metric)
+                                for m in models} for metric in metrics} for s in first["skills"]}
     datasets = {}
     for task, d in first["datasets"].items():
         datasets[task] = {
@@ -66,25 +76,50 @@ def build_comparison(per_model: Mapping[str, Mapping[str, Any]], *, effect_skill
                 vals = [v for v in vals if v is not None]
                 template_means[tpl][metric][m] = sum(vals) / len(vals) if vals else None
     groups = {g: by_model(lambda sc, g=g: (sc.get(g) or {}).get("max")) for g in ("overall", "in_domain", "held_out")}
-    effect: dict[str, Any] = {"skill": effect_skill, "metric": effect_metric}
+    differences = {label: dict(groups_) for label, groups_ in (differences or {}).items()}
+    effect: dict[str, Any] = {"skill": effect_skill, "metric": effect_metric, "cot_beats_pretrained": None}
     if effect_skill in skills and effect_metric in metrics:
         effect.update(skills[effect_skill][effect_metric])
-        cot, pre = effect.get("opt-cot"), effect.get("opt")
-        effect["cot_beats_pretrained"] = cot is not None and pre is not None and cot > pre
-    return {"models": models, "metrics": metrics, "templates": templates, "skills": skills, "datasets": datasets,
-            "templates_mean": template_means, "groups": groups, "effect": effect}
+        effect["ci95"] = skills_ci95[effect_skill][effect_metric]
+        effect["differences"] = {label: d[effect_skill] for label, d in differences.items() if effect_skill in d}
+        cot_vs_pre = effect["differences"].get(f"{MODELS['opt-cot']} - {MODELS['opt']}")
+        if cot_vs_pre is not None:
+            effect["cot_beats_pretrained"] = bool(cot_vs_pre["ci95"][0] > 0)
+    return {"models": models, "metrics": metrics, "templates": templates, "skills": skills, "skills_ci95": skills_ci95,
+            "datasets": datasets, "templates_mean": template_means, "groups": groups, "differences": differences,
+            "effect": effect}
 
 
 def _f(x: float | None) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}"
 
 
+def _ci(ci: Any) -> str:
+    return f" [{_f(ci[0])}, {_f(ci[1])}]" if ci else ""
+
+
+def verdict(comparison: Mapping[str, Any]) -> str:
+    """Whether OPT-CoT beats OPT on the effect skill, judged by the 95% interval of their paired difference."""
+    beats = comparison["effect"].get("cot_beats_pretrained")
+    if beats is None:
+        return "not judged (no paired interval)"
+    return "yes (the 95% interval of the difference excludes 0)" if beats else "NO (the interval includes 0 or less)"
+
+
 def effect_line(comparison: Mapping[str, Any]) -> str:
-    """``'CoT vs pretrained on mathematics: X vs Y (...)'``."""
+    """``'CoT vs pretrained on mathematics: X [lo, hi] vs Y [lo, hi] (...)'`` with the paired differences' intervals
+    when the comparison has them."""
     e = comparison["effect"]
-    return (f"CoT vs pretrained on {e['skill']}: {_f(e.get('opt-cot'))} vs {_f(e.get('opt'))} "
-            f"({METRIC_NAMES.get(e['metric'], e['metric'])}, max over templates, mean over the skill's datasets; "
-            f"OPT-FT: {_f(e.get('opt-ft'))})")
+    ci = e.get("ci95") or {}
+    line = (f"CoT vs pretrained on {e['skill']}: {_f(e.get('opt-cot'))}{_ci(ci.get('opt-cot'))} vs "
+            f"{_f(e.get('opt'))}{_ci(ci.get('opt'))} ({METRIC_NAMES.get(e['metric'], e['metric'])}, max over "
+            f"templates, mean over the skill's datasets, 95% bootstrap intervals; "
+            f"OPT-FT: {_f(e.get('opt-ft'))}{_ci(ci.get('opt-ft'))})")
+    diffs = e.get("differences") or {}
+    if diffs:
+        line += "; paired differences: " + ", ".join(f"{label} {d['diff']:+.1f}{_ci(d['ci95'])}"
+                                                     for label, d in diffs.items())
+    return line
 
 
 def render_report(comparison: Mapping[str, Any], metadata: Mapping[str, Any]) -> str:
@@ -93,8 +128,7 @@ def render_report(comparison: Mapping[str, Any], metadata: Mapping[str, Any]) ->
     names = [MODELS[m] for m in models]
     e = comparison["effect"]
     lines = ["# ALERT demo: pretrained OPT vs OPT-FT vs OPT-CoT (synthetic data, tiny model)", ""]
-    verdict = "yes" if e.get("cot_beats_pretrained") else "NO"
-    lines += [f"**{effect_line(comparison)}** -- CoT beats the pretrained model: {verdict}.", ""]
+    lines += [f"**{effect_line(comparison)}** -- CoT beats the pretrained model: {verdict(comparison)}.", ""]
     for metric in metrics:
         if metric != e["metric"] and e["skill"] in comparison["skills"]:
             v = comparison["skills"][e["skill"]][metric]
@@ -112,9 +146,20 @@ def render_report(comparison: Mapping[str, Any], metadata: Mapping[str, Any]) ->
         for skill, v in comparison["skills"].items():
             kind = next((("in-domain" if d["in_domain"] else "held-out") for d in comparison["datasets"].values()
                          if d["skill"] == skill), "-")
-            lines.append(f"| {skill} | {kind} | " + " | ".join(_f(v[metric].get(m)) for m in models) + " |")
+            cis = comparison.get("skills_ci95", {}).get(skill, {}).get(metric, {})
+            lines.append(f"| {skill} | {kind} | "
+                         + " | ".join(_f(v[metric].get(m)) + _ci(cis.get(m)) for m in models) + " |")
         for g, v in comparison["groups"].items():
             lines.append(f"| **{g}** | | " + " | ".join(_f(v[metric].get(m)) for m in models) + " |")
+        if metric == e["metric"] and comparison.get("differences"):
+            lines += ["", "### Paired differences (same instances, 95% bootstrap interval)", ""]
+            labels = list(comparison["differences"])
+            lines += ["| group | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+            groups_ = dict.fromkeys(g for d in comparison["differences"].values() for g in d)
+            for g in groups_:
+                cells = [comparison["differences"][label].get(g) for label in labels]
+                lines.append(f"| {g} | " + " | ".join(f"{c['diff']:+.1f}{_ci(c['ci95'])}" if c else "-"
+                                                        for c in cells) + " |")
         lines += ["", "### Per template (mean over datasets)", ""]
         lines += ["| template | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
         for tpl in templates:

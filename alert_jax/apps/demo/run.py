@@ -384,6 +384,30 @@ def eval_stage(cfg: ml_collections.ConfigDict, paths: DemoPaths, model: str, out
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+DIFFERENCES = (("opt-cot", "opt"), ("opt-ft", "opt"), ("opt-cot", "opt-ft"))  # (model, minus model)
+
+
+def paired_model_differences(cfg: ml_collections.ConfigDict, paths: DemoPaths,
+                             per_model: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{"OPT-CoT - OPT": {group: {"diff", "ci95", "datasets"}}, ...}`` of ``report.effect_metric`` for the pairs
+    of :data:`DIFFERENCES`: paired bootstrap over the instances both models scored (``analysis.paired``), groups
+    ``overall``, ``in_domain``, ``held_out`` and each skill; resamples and seed of the evaluation config (none when
+    ``eval.bootstrap_resamples`` is 0)."""
+    from alert_jax.analysis import paired
+
+    ev = cfg.eval_config.eval
+    if int(ev.bootstrap_resamples) <= 0:
+        return {}
+    metric = str(cfg.report.effect_metric)
+    values = {m: paired.instance_values(paths.eval(m), per_model[m], metric) for m in MODELS}
+    first = per_model["opt"]
+    groups = {g: list(first[g]["datasets"]) for g in ("overall", "in_domain", "held_out") if first.get(g)}
+    groups |= {skill: list(g["datasets"]) for skill, g in first["skills"].items()}
+    return {f"{MODELS[a]} - {MODELS[b]}": paired.paired_differences(
+                values[a], values[b], groups, resamples=int(ev.bootstrap_resamples), seed=int(ev.bootstrap_seed))
+            for a, b in DIFFERENCES}
+
+
 def report_stage(cfg: ml_collections.ConfigDict, paths: DemoPaths, metadata: Mapping[str, Any]) -> dict[str, Any]:
     """Compares the three models' ``eval/<model>/scores.json`` (:mod:`alert_jax.apps.demo.comparison`) into
     ``scores.json``,
@@ -392,7 +416,8 @@ def report_stage(cfg: ml_collections.ConfigDict, paths: DemoPaths, metadata: Map
 
     per_model = {m: json.loads((paths.eval(m) / "scores.json").read_text(encoding="utf-8")) for m in MODELS}
     comparison = build_comparison(per_model, effect_skill=str(cfg.report.effect_skill),
-                                  effect_metric=str(cfg.report.effect_metric))
+                                  effect_metric=str(cfg.report.effect_metric),
+                                  differences=paired_model_differences(cfg, paths, per_model))
     combined = {"metadata": dict(metadata), "comparison": comparison, "models": per_model}
     atomic_write_text(paths.scores, json.dumps(combined, indent=2) + "\n")
     atomic_write_text(paths.report, render_report(comparison, metadata))
