@@ -120,6 +120,7 @@ def _reference_losses(model, tok, records: list[tuple[str, str]]) -> tuple[float
     return loss, count
 
 
+@pytest.mark.slow
 def test_train_reports_dev_loss_and_keeps_best_by_it(launch_env, tmp_path):  # launch_env: conftest.py (tokenizer)
     from alert_jax.io import checkpoint, tokenizers
     from alert_jax.train import loop

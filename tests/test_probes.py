@@ -187,6 +187,7 @@ def test_sigkill_three_times_resumes_bitwise(launch_env, tmp_path, reference):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_kill_during_checkpoint_write_leaves_no_wrong_step(launch_env, tmp_path, reference):
     workdir = tmp_path / "killed_in_write"
     ckpts = workdir / "checkpoints"
@@ -245,6 +246,7 @@ def disk_full(launch_env, tmp_path_factory, reference):
     return workdir, proc
 
 
+@pytest.mark.slow
 def test_disk_full_during_checkpoint_then_resume(launch_env, disk_full, reference):
     workdir, proc = disk_full
     ckpts = workdir / "checkpoints"

@@ -66,7 +66,8 @@ def test_stop_and_resume_is_exact(launch_env, tmp_path, straight):
     _assert_same_run(straight, split)
 
 
-@pytest.mark.parametrize("damage", [flip_byte, truncate_file], ids=["flipped_byte", "truncated"])
+@pytest.mark.parametrize("damage", [flip_byte, pytest.param(truncate_file, marks=pytest.mark.slow)],
+                         ids=["flipped_byte", "truncated"])
 def test_damaged_newest_step_falls_back_to_the_previous_one(launch_env, tmp_path, straight, damage):
     workdir = tmp_path / "damaged"
     ckpts = workdir / "checkpoints"

@@ -102,6 +102,7 @@ def get_config():
 '''
 
 
+@pytest.mark.slow
 def test_local_tiny_sweep_then_analyze(tmp_path, niv2_tasks_dir):
     """launch/sweep.py --launcher=local runs 2 tiny runs (train + evaluate); launch/analyze.py gathers them and
     scores every saved checkpoint of one on the dev set for checkpoint selection."""
