@@ -73,6 +73,11 @@ def get_config(arg: str = "tiny,cot") -> ml_collections.ConfigDict:
     # dev_loss / dev_ppl (+ per task) beside val_loss, which stays the corpora only.
     c.data.dev_eval_template = "T1"
     c.data.dev_eval_instances = 100  # first N instances per dev task (0 = all), like evaluation
+    # Dev-set score by generation (alert_jax/train/dev_score.py; the paper's checkpoint selection), every
+    # train.dev_every steps: greedy answers to the first N instances of each dev task (same template), exact match.
+    # Unlike dev_loss it does not penalise OPT-CoT for writing a rationale before the answer.
+    c.data.dev_generate_instances = 20
+    c.data.dev_generate_max_new_tokens = 256  # as eval.max_new_tokens (CoT targets' 99th percentile: 211 tokens)
     c.data.synthetic_seed = 0
     c.data.synthetic_train_examples = 2000
     c.data.synthetic_valid_examples = 200
@@ -111,9 +116,14 @@ def get_config(arg: str = "tiny,cot") -> ml_collections.ConfigDict:
     # Settings that change the optimisation (alert_jax/train/settings.py RESUME_LOCKED) are refused on resume unless
     # named here, comma-separated, e.g. 'train.num_steps' to train a finished run further.
     c.train.resume_overrides = ""
+    c.train.dev_every = 0  # > 0: dev-set score every N steps and at the last step; each scored step is checkpointed
     c.train.keep_checkpoints = 3  # latest k steps kept ...
-    c.train.keep_best = True  # ... plus the one with the lowest train.best_metric
-    c.train.best_metric = "val_loss"  # 'val_loss' (corpora validation splits) | 'dev_loss' (dev set; needs niv2_dir)
+    c.train.keep_best = True  # ... plus the best one by train.best_metric ...
+    c.train.keep_period = 0  # ... plus (> 0) every step that is a multiple of this: all selection candidates kept
+    # 'val_loss' (lowest; corpora validation splits) | 'dev_loss' (lowest; dev set, needs niv2_dir; teacher-forced
+    # " " + answer, biased against CoT) | 'dev_score' (highest; dev-set generation, needs train.dev_every > 0).
+    # Any kept step can be picked later: init_from='ckpt:DIR@best_dev_score' | '@best_val_loss' | '@latest'.
+    c.train.best_metric = "val_loss"
     c.train.async_checkpointing = True
     c.train.max_replicated_fraction = 0.02  # fail fast above this on fsdp/tensor meshes (param_sharding.py)
     c.train.measure_cpu_peak = True  # on CPU, measure a matmul peak once to quote MFU against

@@ -1,11 +1,15 @@
-"""Dev-set perplexity during finetuning (DESIGN.md section 5) and best-checkpoint selection by ``train.best_metric``.
+"""The dev set during finetuning (DESIGN.md section 5): perplexity, the score by generation, and checkpoint
+selection by ``train.best_metric`` and ``ckpt:DIR@SELECT``.
 
 * dev records from the real NIV2 dev-task files: T1 prompts, " " + first reference, first N instances, missing tasks;
 * a 3-step in-process run of ``loop.train_and_evaluate`` on the tiny config with hand-written dev task files: the
   reported ``dev_loss`` / ``dev_loss/<task>`` equal a numpy cross-entropy of the final parameters on the same
   records (built here by hand, one unpacked example at a time), and ``best_metric='dev_loss'`` keeps / locates the
   step with the lowest dev loss;
-* the Checkpointer ranks by the chosen key (val and dev disagree on purpose); unknown / unusable choices raise.
+* the Checkpointer ranks by the chosen key (val and dev disagree on purpose); unknown / unusable choices raise;
+  ``locate`` picks the best step by any stored metric or the latest; ``keep_period`` keeps every candidate;
+* the dev score by generation (``train/dev_score.py``) of a tiny run equals the evaluation runner's exact match of
+  the same checkpoint on the same dev instances, and ``best_metric='dev_score'`` keeps the highest-scoring step.
 """
 
 from __future__ import annotations
@@ -208,8 +212,91 @@ def test_unknown_or_unusable_best_metric_raises(tmp_path):
 
     cfg = _config(tmp_path)
     cfg.train.best_metric = "dev_acc"
-    with pytest.raises(ValueError, match=r"train\.best_metric='dev_acc'.*val_loss, dev_loss"):
+    with pytest.raises(ValueError, match=r"train\.best_metric='dev_acc'.*val_loss, dev_loss, dev_score"):
         loop.train_and_evaluate(cfg, tmp_path / "a")
     cfg.train.best_metric = "dev_loss"  # niv2_dir is empty: no dev set to select by
     with pytest.raises(ValueError, match=r"train\.best_metric='dev_loss' but no dev set"):
         loop.train_and_evaluate(cfg, tmp_path / "b")
+    cfg.train.best_metric = "dev_score"  # no train.dev_every: nothing would ever be scored
+    with pytest.raises(ValueError, match=r"train\.best_metric='dev_score' needs train\.dev_every > 0"):
+        loop.train_and_evaluate(cfg, tmp_path / "c")
+    cfg.train.dev_every = 1  # ... and no task files to score
+    with pytest.raises(ValueError, match=r"train\.best_metric='dev_score' but no dev set is scored"):
+        loop.train_and_evaluate(cfg, tmp_path / "d")
+
+
+def test_locate_picks_the_best_step_by_any_stored_metric_or_the_latest(tmp_path):
+    import ml_collections
+
+    from alert_jax.io import checkpoint, loader
+
+    state = {"w": jax.numpy.arange(4.0)}
+    metrics = {1: {"val_loss": 4.0, "dev_score": 10.0}, 2: {"val_loss": 3.0, "dev_score": 60.0},
+               3: {"val_loss": 1.0, "dev_score": 30.0}, 4: {"val_loss": 2.0}}
+    root = tmp_path / "ckpts"
+    cfg = ml_collections.ConfigDict({"train": {"best_metric": "val_loss"}})
+    ckpt = checkpoint.Checkpointer(root, keep=1, keep_period=1, async_save=False)  # keep_period 1: every step kept
+    ckpt.write_extras(cfg)
+    for step, m in metrics.items():
+        ckpt.save(step, state, cfg, metrics=m)
+    ckpt.close()
+    assert sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) == [1, 2, 3, 4]
+    root = root.absolute()
+    picks = {s: checkpoint.locate(root, s)[1] for s in ("best", "best_val_loss", "best_dev_score", "latest")}
+    assert picks == {"best": 3, "best_val_loss": 3, "best_dev_score": 2, "latest": 4}
+    assert checkpoint.step_metrics(root, 2) == metrics[2]
+    assert loader.checkpoint_identity(f"ckpt:{root}@best_dev_score") == (str(root), 2)
+    spec = loader.InitFrom.parse(f"ckpt:{root}@latest")
+    assert (spec.location, spec.select, str(spec)) == (str(root), "latest", f"ckpt:{root}@latest")
+    assert str(loader.InitFrom.parse(f"ckpt:{root}")) == f"ckpt:{root}"
+    with pytest.raises(loader.CheckpointError, match="unknown checkpoint selection 'best_bleu'"):
+        loader.InitFrom.parse(f"ckpt:{root}@best_bleu")
+    with pytest.raises(checkpoint.CheckpointNotFoundError, match="stored 'dev_loss'"):
+        checkpoint.locate(root, "best_dev_loss")  # no step stored it: refused, never a silent fallback
+
+    # Ranked by dev_score (highest best), keep=1: the latest and the highest-scoring step survive.
+    ranked = tmp_path / "by_dev_score"
+    ckpt = checkpoint.Checkpointer(ranked, keep=1, best_metric="dev_score", async_save=False)
+    for step, m in metrics.items():
+        if "dev_score" in m:
+            ckpt.save(step, state, cfg, metrics=m)
+    ckpt.save(4, state, cfg, metrics={"val_loss": 2.0, "dev_score": 0.0})
+    ckpt.wait()
+    assert sorted(ckpt.all_steps()) == [2, 4] and ckpt.best_step() == 2
+    ckpt.close()
+
+
+@pytest.mark.slow
+def test_dev_score_by_generation_equals_evaluation_of_the_checkpoint(launch_env, tmp_path):
+    from alert_jax.eval import runner
+    from alert_jax.io import checkpoint
+    from alert_jax.train import loop
+    from configs import evaluate as eval_config
+
+    tasks = _write_dev_tasks(tmp_path / "tasks")
+    cfg = _config(tmp_path, niv2_dir=str(tasks), dev_generate_instances=2, dev_generate_max_new_tokens=4)
+    cfg.tokenizer = launch_env["tokenizer"]
+    cfg.train.update(dev_every=2, best_metric="dev_score", keep_checkpoints=1, checkpoint_every=0)
+    workdir = tmp_path / "run"
+    summary = loop.train_and_evaluate(cfg, workdir)
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    dev = {r["step"]: r for r in rows if r["kind"] == "dev_score"}
+    assert sorted(dev) == [2, 3]  # every 2 steps and at the last one; each scored step was checkpointed
+    assert set(summary["last_dev_score"]) >= {"dev_score", *(f"dev_score/{t}" for t in DEV_TASKS)}
+    for r in dev.values():
+        assert r["dev_score"] == pytest.approx(np.mean([r[f"dev_score/{t}"] for t in DEV_TASKS]))
+    best = max(dev, key=lambda s: (dev[s]["dev_score"], s))  # ties: the latest step
+    ckpts = (workdir / "checkpoints").absolute()
+    assert checkpoint.locate(ckpts, "best_dev_score") == (ckpts, best) == checkpoint.locate(ckpts)
+    assert checkpoint.step_metrics(ckpts, 3)["dev_score"] == pytest.approx(dev[3]["dev_score"])
+
+    # The evaluation runner on the last step, same instances, template, options and budget: the same exact match.
+    ev = eval_config.get_config("tiny")
+    ev.init_from, ev.data.niv2_dir = f"ckpt:{ckpts}@latest", str(tasks)
+    ev.eval.update(tasks="dev", templates="T1", max_instances=2, max_new_tokens=4, figures=False,
+                   bootstrap_resamples=0)
+    scores = runner.evaluate(ev, tmp_path / "eval")
+    assert scores["metadata"]["checkpoint_step"] == 3
+    for t in DEV_TASKS:
+        assert scores["datasets"][t]["templates"]["T1"]["scores"]["exact_match"] == pytest.approx(
+            dev[3][f"dev_score/{t}"])

@@ -449,19 +449,20 @@ def find_pending(
     return results, pending, code_versions
 
 
-def decode_options(cfg: ml_collections.ConfigDict, tokenizer: Any) -> gen_lib.DecodeOptions:
-    """The decoding behaviour ``cfg.eval`` asks for, with this tokenizer's special ids and stop tables."""
-    e = cfg.eval
-    stop_strings = tuple(s for s in e.stop_strings if s)
+def decode_options(tokenizer: Any, *, max_new_tokens: int, stop_strings: Sequence[str], temperature: float = 0.0,
+                   top_p: float = 1.0) -> gen_lib.DecodeOptions:
+    """Decoding options with this tokenizer's special ids and stop tables (``eval.*`` settings, or the training
+    loop's dev score)."""
+    stop_strings = tuple(s for s in stop_strings if s)
     return gen_lib.DecodeOptions(
-        max_new_tokens=int(e.max_new_tokens),
+        max_new_tokens=int(max_new_tokens),
         eos_id=int(tokenizer.eos_id),
         pad_id=int(tokenizer.pad_id),
         stop_sequences=stops.stop_token_sequences(stop_strings, tokenizer.encode),
         # Stops merged into tokens (".\n\n", "\n" + "\nInput"): one decode of the vocabulary per run.
         stop_pieces=stops.stop_piece_tables(stop_strings, tokenizer) if stop_strings else None,
-        temperature=float(e.temperature),
-        top_p=float(e.top_p),
+        temperature=float(temperature),
+        top_p=float(top_p),
     )
 
 
@@ -496,7 +497,9 @@ def make_decoder(
         raise EvalConfigError(f"eval.max_new_tokens={e.max_new_tokens} leaves no room for a prompt in {context} tokens")
     buckets = [int(b) for b in str(e.buckets).split(",") if b.strip()] if e.buckets else None
     generator = gen_lib.Generator(
-        model, decode_options(cfg, tokenizer), batch_size=int(e.batch_size), mesh=mesh, buckets=buckets,
+        model, decode_options(tokenizer, max_new_tokens=int(e.max_new_tokens), stop_strings=e.stop_strings,
+                              temperature=float(e.temperature), top_p=float(e.top_p)),
+        batch_size=int(e.batch_size), mesh=mesh, buckets=buckets,
         max_prompt_len=max_prompt, seed=int(cfg.seed), per_layer_weights=bool(e.unstack_layers),
     )
     return Decoder(tokenizer, generator, context, max_prompt)

@@ -8,12 +8,14 @@ Layout of a checkpoint directory (``<workdir>/checkpoints``)::
       <step>/state/        TrainState (step, params, opt_state, rng), one array file set per leaf, sharded writes
       <step>/data/         grain iterator state, one JSON file per process (process_<i>-of-<n>.json)
       <step>/config/       the config as JSON
-      <step>/metrics/      {'val_loss': ..., 'dev_loss': ...} when the step was evaluated (drives "keep the best")
+      <step>/metrics/      {'val_loss', 'dev_loss', 'dev_score', ...} when the step was evaluated ("keep the best")
       <step>/integrity.json  size and digest of every other file of the step (the seal, see below)
       damaged/<step>[-k]/  steps that failed verification or restore, moved aside for inspection (never restored)
 
-Retention: the latest ``keep`` steps plus the step with the lowest ``best_metric`` (``keep_best``; the training
-config's ``train.best_metric``, 'val_loss' by default; :func:`locate` reads it from ``config.json``). All processes call
+Retention: the latest ``keep`` steps, the best step by ``best_metric`` (``keep_best``; the training config's
+``train.best_metric``, 'val_loss' by default: lowest, except ``dev_score``: highest; :func:`locate` reads it from
+``config.json``) and, with ``keep_period`` > 0, every step that is a multiple of it. :func:`locate` can also pick the
+best step by another stored metric or the latest (``SELECTIONS``, ``ckpt:DIR@best_dev_score``). All processes call
 ``save``/``restore`` (orbax coordinates); only process 0 writes the config/tokenizer files. Restores go straight into
 the target shardings given by an abstract tree of ``jax.ShapeDtypeStruct`` s (see ``train.state.abstract_state``).
 Loading a model from a checkpoint (``init_from='ckpt:DIR'``) is ``io.loader``'s job; sealing and verifying a step's
@@ -62,6 +64,9 @@ CONFIG_FILE = "config.json"
 TOKENIZER_DIR = "tokenizer"
 CHECKPOINTS_SUBDIR = "checkpoints"
 DEFAULT_BEST_METRIC = "val_loss"
+HIGHER_IS_BETTER = frozenset({"dev_score"})  # stored metrics ranked highest-first; the others (losses) lowest-first
+# locate(select=...): 'best' = the run's train.best_metric; 'best_<metric>' = that stored metric; 'latest'
+SELECTIONS = ("best", "best_val_loss", "best_dev_loss", "best_dev_score", "latest")
 DAMAGED_SUBDIR = "damaged"
 _ORBAX_TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's temporary step folder: <step>.orbax-checkpoint-tmp
 
@@ -172,14 +177,16 @@ class Checkpointer:
     Args:
       directory: the checkpoints folder (created).
       keep: how many of the latest steps to keep.
-      keep_best: also keep the step with the lowest ``best_metric``.
+      keep_best: also keep the best step by ``best_metric``.
       async_save: write arrays in a background thread (``wait()`` before reading them back or exiting).
-      best_metric: the key of the ``metrics`` passed to :meth:`save` that ranks steps ("best" = lowest); steps
-        saved earlier without it (e.g. under another setting) rank last.
+      best_metric: the key of the ``metrics`` passed to :meth:`save` that ranks steps ("best" = lowest, or highest
+        for :data:`HIGHER_IS_BETTER`); steps saved earlier without it (e.g. under another setting) rank last.
+      keep_period: > 0: also keep every step that is a multiple of it (every selection candidate of a run that
+        evaluates at such steps).
     """
 
     def __init__(self, directory: str | os.PathLike, *, keep: int = 3, keep_best: bool = True, async_save: bool = True,
-                 best_metric: str = DEFAULT_BEST_METRIC):
+                 best_metric: str = DEFAULT_BEST_METRIC, keep_period: int = 0):
         orbax_noise.install()
         self.directory = pathlib.Path(directory).absolute()
         self.best_metric = str(best_metric)
@@ -189,6 +196,8 @@ class Checkpointer:
         self._lock = threading.Lock()
         rank = _metric_fn(self.best_metric)
         policies: list[Any] = [ocm.LatestN(n=max(int(keep), 1))]
+        if int(keep_period) > 0:
+            policies.append(ocm.EveryNSteps(interval_steps=int(keep_period)))
         if keep_best:
             policies.append(
                 ocm.BestN(get_metric_fn=rank, reverse=True, n=1, keep_checkpoints_without_metrics=False)
@@ -220,7 +229,7 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def best_step(self) -> int | None:
-        """Step with the lowest ``best_metric`` (the latest step when none was evaluated)."""
+        """The best step by ``best_metric`` (the latest step when none was evaluated)."""
         return self.manager.best_step()
 
     def all_steps(self) -> list[int]:
@@ -488,13 +497,16 @@ class Checkpointer:
 
 
 def _metric_fn(name: str) -> Any:
-    """Ranking function over a step's saved metrics: ``metrics[name]``; +inf (never best) when it lacks ``name``."""
+    """Ranking function over a step's saved metrics, lowest = best: ``metrics[name]`` (negated for
+    :data:`HIGHER_IS_BETTER`); +inf (never best) when it lacks ``name`` or the value is not finite."""
+    sign = -1.0 if name in HIGHER_IS_BETTER else 1.0
 
     def rank(metrics: Any) -> float:
         try:
-            return float(metrics[name])
-        except (KeyError, TypeError):
+            value = sign * float(metrics[name])
+        except (KeyError, TypeError, ValueError):
             return float("inf")
+        return value if math.isfinite(value) else float("inf")
 
     return rank
 
@@ -526,13 +538,20 @@ def _restore_params(manager: ocp.CheckpointManager, step: int, abstract_params: 
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def locate(path: str | os.PathLike) -> tuple[pathlib.Path, int]:
-    """``(checkpoints folder, step)`` for a workdir, a checkpoints folder (best step, else latest) or one step folder.
+def locate(path: str | os.PathLike, select: str = "best") -> tuple[pathlib.Path, int]:
+    """``(checkpoints folder, step)`` for a workdir, a checkpoints folder or one step folder.
 
-    Steps moved to ``damaged/`` by :meth:`Checkpointer.restore_newest_good` are not candidates (only ``<step>``
-    folders directly in the checkpoints folder are). Raises :class:`CheckpointNotFoundError` naming the path when
-    there is none.
+    In a checkpoints folder ``select`` picks the step (:data:`SELECTIONS`): ``'best'`` = the best by the run's
+    ``train.best_metric``, else the latest; ``'best_val_loss'`` / ``'best_dev_loss'`` (lowest) or
+    ``'best_dev_score'`` (highest) among the kept steps that stored that metric (ties: the latest step, the one
+    retention keeps);
+    ``'latest'``. A step folder is itself, whatever ``select``. Steps moved to ``damaged/`` by
+    :meth:`Checkpointer.restore_newest_good` are not candidates. Raises :class:`CheckpointNotFoundError` naming the
+    path when there is no step, or no kept step stored the metric ``select`` asks for.
     """
+    if select not in SELECTIONS:
+        raise CheckpointNotFoundError(f"checkpoint selection {select!r} for {path}: expected one of "
+                                      f"{', '.join(SELECTIONS)}")
     p = pathlib.Path(path).expanduser().absolute()
     if (p / CHECKPOINTS_SUBDIR).is_dir():
         p = p / CHECKPOINTS_SUBDIR
@@ -546,13 +565,33 @@ def locate(path: str | os.PathLike) -> tuple[pathlib.Path, int]:
         aside = sorted(c.name for c in damaged.iterdir()) if damaged.is_dir() else []
         note = f" ({len(aside)} damaged step(s) set aside in {damaged}: {', '.join(aside)})" if aside else ""
         raise CheckpointNotFoundError(f"no alert_jax checkpoint steps (folders <step>/{STATE_ITEM}) in {p}{note}")
-    mgr = ocp.CheckpointManager(
-        p, options=ocp.CheckpointManagerOptions(best_fn=_metric_fn(saved_best_metric(p)), best_mode="min",
-                                                read_only=True, create=False)
-    )
-    step = mgr.best_step()
-    mgr.close()
-    return p, int(step if step is not None else steps[-1])
+    if select == "latest":
+        return p, steps[-1]
+    if select == "best":
+        mgr = ocp.CheckpointManager(
+            p, options=ocp.CheckpointManagerOptions(best_fn=_metric_fn(saved_best_metric(p)), best_mode="min",
+                                                    read_only=True, create=False)
+        )
+        step = mgr.best_step()
+        mgr.close()
+        return p, int(step if step is not None else steps[-1])
+    metric = select.removeprefix("best_")
+    rank = _metric_fn(metric)
+    ranked = sorted((rank(step_metrics(p, s)), -s) for s in steps)  # ties: the latest step, as retention keeps
+    if not ranked or not math.isfinite(ranked[0][0]):
+        raise CheckpointNotFoundError(f"checkpoint selection {select!r}: no kept step in {p} stored {metric!r} "
+                                      f"(steps {', '.join(map(str, steps))}; dev_score needs train.dev_every > 0)")
+    return p, -ranked[0][1]
+
+
+def step_metrics(root: str | os.PathLike, step: int) -> dict[str, float]:
+    """The metrics stored with ``step`` in the checkpoints folder ``root`` (``{}`` when it was not evaluated)."""
+    f = pathlib.Path(root) / str(step) / "metrics" / "metrics"
+    try:
+        data = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: float(v) for k, v in data.items() if isinstance(v, (int, float))} if isinstance(data, dict) else {}
 
 
 def load_config(path: str | os.PathLike) -> ml_collections.ConfigDict:

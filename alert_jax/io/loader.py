@@ -6,7 +6,9 @@
 * ``hf:PATH_OR_HUB_ID`` -- a Hugging Face OPT checkpoint folder (or a file in it) or a Hub id (``io.convert``);
 * ``metaseq:FILE`` -- a consolidated metaseq checkpoint, whose architecture must be the configured one;
 * ``ckpt:DIR`` -- an alert-jax training workdir, its ``checkpoints/`` folder (the best step, else the latest) or
-  one step folder (``io.checkpoint``); only the parameters are read.
+  one step folder (``io.checkpoint``); only the parameters are read. ``ckpt:DIR@SELECT`` picks the step of a
+  checkpoints folder another way (``io.checkpoint.SELECTIONS``: ``@best_dev_score``, ``@best_val_loss``,
+  ``@best_dev_loss``, ``@latest``).
 
 **Which config wins** (:func:`resolve_config`): the architecture comes from the checkpoint wherever it records one
 (``config.json`` for ``hf:``, the saved app config for ``ckpt:``); a configured architecture that differs is named in
@@ -41,15 +43,18 @@ INIT_KINDS: tuple[str, ...] = ("hf", "metaseq", "ckpt")
 
 @dataclasses.dataclass(frozen=True)
 class InitFrom:
-    """A parsed ``init_from`` setting: ``kind`` ('' = random init, 'hf', 'metaseq', 'ckpt') and ``location``."""
+    """A parsed ``init_from`` setting: ``kind`` ('' = random init, 'hf', 'metaseq', 'ckpt'), ``location`` and, for
+    ``ckpt``, the step ``select`` ion (``io.checkpoint.SELECTIONS``; 'best' unless the spec ends in ``@SELECT``)."""
 
     kind: str
     location: str
+    select: str = "best"
 
     @classmethod
     def parse(cls, spec: str) -> InitFrom:
-        """``'hf:facebook/opt-1.3b'`` -> ``InitFrom('hf', 'facebook/opt-1.3b')``; ``''`` -> random init.
-        Raises :class:`~alert_jax.io.weight_files.CheckpointError` naming the setting for anything else."""
+        """``'hf:facebook/opt-1.3b'`` -> ``InitFrom('hf', 'facebook/opt-1.3b')``; ``'ckpt:runs/a@latest'`` ->
+        ``InitFrom('ckpt', 'runs/a', 'latest')``; ``''`` -> random init. Raises
+        :class:`~alert_jax.io.weight_files.CheckpointError` naming the setting for anything else."""
         spec = str(spec or "").strip()
         if not spec:
             return cls("", "")
@@ -58,10 +63,17 @@ class InitFrom:
             raise CheckpointError(
                 f"init_from={spec!r}: expected '' (random init), 'hf:PATH_OR_HUB_ID', 'metaseq:FILE' or 'ckpt:DIR'"
             )
+        if kind == "ckpt" and "@" in location:
+            path, _, select = location.rpartition("@")
+            if select not in checkpoint.SELECTIONS:
+                raise CheckpointError(f"init_from={spec!r}: unknown checkpoint selection {select!r}; expected one "
+                                      f"of {', '.join('@' + s for s in checkpoint.SELECTIONS)}")
+            return cls(kind, path, select)
         return cls(kind, location)
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.location}" if self.kind else ""
+        suffix = f"@{self.select}" if self.kind == "ckpt" and self.select != "best" else ""
+        return f"{self.kind}:{self.location}{suffix}" if self.kind else ""
 
 
 @dataclasses.dataclass
@@ -99,7 +111,7 @@ def _ckpt_location(init_from: InitFrom) -> tuple[pathlib.Path, int]:
         raise checkpoint.CheckpointNotFoundError(
             f"init_from={str(init_from)!r}: checkpoint directory {init_from.location!r} does not exist"
         )
-    return checkpoint.locate(init_from.location)
+    return checkpoint.locate(init_from.location, init_from.select)
 
 
 def resolve_config(init_from: str | InitFrom, config: OPTConfig) -> OPTConfig:
@@ -123,7 +135,7 @@ def checkpoint_identity(init_from: str | InitFrom) -> tuple[str, int | None]:
     absolute and normalised (``os.path.abspath``).
 
     * ``ckpt:`` -- the absolute checkpoints folder and the step :func:`load_model` restores (``checkpoint.locate``:
-      the named step folder, else the best step, else the latest);
+      the named step folder, else the step the selection picks: the best, else the latest, by default);
     * ``hf:`` -- the absolute local folder; a Hub id resolves to its cache snapshot (named by the Hub revision),
       fetching ``config.json`` only; step None;
     * ``metaseq:`` -- the absolute file path; step None;

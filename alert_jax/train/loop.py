@@ -51,7 +51,7 @@ from alert_jax.data import pipeline
 from alert_jax.io.workdir import remove_if_empty, workdir_lock
 from alert_jax.parallel import distributed
 from alert_jax.parallel.distributed import print_primary
-from alert_jax.train import flops, settings
+from alert_jax.train import dev_score, flops, settings
 from alert_jax.train.metrics import MetricsWriter, progress_line, train_record
 from alert_jax.train.records import Corpora
 from alert_jax.train.run import NoGoodCheckpointError, TrainRun, setup_run
@@ -97,7 +97,8 @@ def evaluate(eval_step: Any, params: Any, eval_sets: Mapping[str, Any], mesh: ja
 
 
 def _selection_metrics(metrics: Mapping[str, float], best_metric: str) -> dict[str, float] | None:
-    """The losses stored with a checkpoint (``val_loss``, ``dev_loss``); None when the selection metric is absent."""
+    """The metrics stored with a checkpoint (``val_loss``, ``dev_loss``, ``dev_score``); None when the selection
+    metric is absent."""
     kept = {k: float(metrics[k]) for k in settings.BEST_METRICS if k in metrics}
     return kept if best_metric in kept else None
 
@@ -160,18 +161,23 @@ class LogHook:
 
 
 class EvalCheckpointHook:
-    """Validation every ``train.eval_every`` steps and checkpoints every ``train.checkpoint_every`` steps (both at
-    the last step); a checkpoint of an evaluated step carries its selection losses. Their time is kept out of the
-    throughput of the next log."""
+    """Validation every ``train.eval_every`` steps, the dev-set score every ``train.dev_every`` steps (when dev
+    tasks are scored) and checkpoints every ``train.checkpoint_every`` steps and at every dev-scored step (a
+    selection candidate); all at the last step. A checkpoint of an evaluated step carries its selection metrics.
+    Their time is kept out of the throughput of the next log."""
 
     def __call__(self, trainer: Trainer, step: int, last: bool) -> None:
         t = trainer.t
-        eval_now, ckpt_now = _due(step, int(t.eval_every), last), _due(step, int(t.checkpoint_every), last)
+        eval_now = _due(step, int(t.eval_every), last)
+        dev_now = trainer.run.dev_generation is not None and _due(step, int(t.dev_every), last)
+        ckpt_now = dev_now or _due(step, int(t.checkpoint_every), last)
         if not (eval_now or ckpt_now):
             return
         trainer.check_pending()  # also waits for this step, whose time belongs to training
         paused = time.perf_counter()
         metrics = trainer.evaluate(step) if eval_now else {}
+        if dev_now:
+            metrics = {**metrics, **trainer.score_dev(step)}
         if ckpt_now:
             trainer.save(step, _selection_metrics(metrics, trainer.run.ckpt.best_metric))
         trainer.interval_start += time.perf_counter() - paused
@@ -213,7 +219,7 @@ class Trainer:
             cpu_peak = flops.measure_matmul_peak(512)
         self.peak = flops.peak_flops(device, cpu_peak=cpu_peak)
         self.step_flops = flops.train_step_flops(run.model_cfg, run.global_batch, run.seq_len)
-        self.summary: dict[str, Any] = {"losses": {}, "last_eval": {}, "checkpoint_steps": []}
+        self.summary: dict[str, Any] = {"losses": {}, "last_eval": {}, "last_dev_score": {}, "checkpoint_steps": []}
         self.last_saved = run.resume_step
         self.start_step = 0
         self.interval: list[dict[str, jax.Array]] = []
@@ -247,6 +253,19 @@ class Trainer:
                 parts.append(f"{prefix}_loss {metrics[f'{prefix}_loss']:.4f} ppl {metrics[f'{prefix}_ppl']:.2f} "
                              f"({per})")
         print_primary(f"step {step}: {' | '.join(parts)}")
+        return metrics
+
+    def score_dev(self, step: int) -> dict[str, float]:
+        """The dev-set score by generation (``train.dev_score``) of the current params, logged."""
+        r = self.run
+        t0 = time.perf_counter()
+        metrics = dev_score.dev_scores(r.dev_generation, r.parts, r.state.params, r.tokenizer, r.mesh,
+                                       seed=int(r.cfg.seed))
+        metrics["dev_score_time_s"] = time.perf_counter() - t0
+        self.writer.write(step, "dev_score", metrics)
+        self.summary["last_dev_score"] = metrics
+        per = ", ".join(f"{k.split('/', 1)[1]} {v:.1f}" for k, v in metrics.items() if k.startswith("dev_score/"))
+        print_primary(f"step {step}: dev_score {metrics['dev_score']:.1f} ({per})")
         return metrics
 
     def check_pending(self) -> None:

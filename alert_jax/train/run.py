@@ -41,6 +41,7 @@ from alert_jax.train import optimizer as opt_lib
 from alert_jax.train import settings
 from alert_jax.train import state as state_lib
 from alert_jax.train import step as step_lib
+from alert_jax.train.dev_score import DevGenerationSet, load_dev_generation
 from alert_jax.train.records import Corpora, load_corpora, load_dev_sets
 from alert_jax.train.settings import TrainConfigError
 
@@ -74,11 +75,15 @@ def batching(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Batchin
 
 
 def _check_best_metric(cfg: ml_collections.ConfigDict, best_metric: str, corpora: Corpora,
-                       dev_records: Mapping[str, Any]) -> None:
-    """``dev_loss`` selection needs dev sets (an error otherwise); ``val_loss`` without validation sets keeps no best
-    checkpoint (a note)."""
+                       dev_records: Mapping[str, Any], dev_generation: DevGenerationSet | None) -> None:
+    """``dev_loss`` / ``dev_score`` selection needs dev sets (an error otherwise); ``val_loss`` without validation
+    sets keeps no best checkpoint (a note)."""
     if not bool(cfg.train.keep_best):
         return
+    if best_metric == "dev_score" and dev_generation is None:
+        raise TrainConfigError("train.best_metric='dev_score' but no dev set is scored (data.niv2_dir is empty or "
+                               "holds no dev task file, or data.dev_eval_template=''); set data.niv2_dir or "
+                               "train.best_metric='val_loss'")
     if best_metric == "dev_loss" and not dev_records:
         raise TrainConfigError("train.best_metric='dev_loss' but no dev set is evaluated (data.niv2_dir is empty, "
                                "holds no dev task file, or data.dev_eval_template=''); set data.niv2_dir or "
@@ -92,7 +97,7 @@ def _checkpointer(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> ckpt
     t = cfg.train
     return ckpt_lib.Checkpointer(workdir / ckpt_lib.CHECKPOINTS_SUBDIR, keep=int(t.keep_checkpoints),
                                  keep_best=bool(t.keep_best), async_save=bool(t.async_checkpointing),
-                                 best_metric=str(t.best_metric))
+                                 best_metric=str(t.best_metric), keep_period=int(t.keep_period))
 
 
 def _adopt_saved_architecture(cfg: ml_collections.ConfigDict, workdir: pathlib.Path, step: int) -> None:
@@ -202,6 +207,8 @@ class TrainRun:
     resume_step: int | None
     global_batch: int
     seq_len: int
+    tokenizer: Any = None
+    dev_generation: DevGenerationSet | None = None  # the dev-set score's tasks (train.dev_every > 0)
 
 
 def _resume_point(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> ckpt_lib.Checkpointer | None:
@@ -243,7 +250,9 @@ def setup_run(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, corpor
     corpora = load_corpora(cfg) if corpora is None else corpora
     dev_records, dev_note = load_dev_sets(cfg)
     print_primary(dev_note)
-    _check_best_metric(cfg, str(cfg.train.best_metric), corpora, dev_records)
+    dev_generation, dev_generation_note = load_dev_generation(cfg)
+    print_primary(dev_generation_note)
+    _check_best_metric(cfg, str(cfg.train.best_metric), corpora, dev_records, dev_generation)
     texts = [p + t for p, t in corpora.train[: int(cfg.data.tokenizer_train_texts)]]
     tokenizer = resolve_tokenizer(cfg, workdir, texts, model_cfg.arch.vocab_size)
 
@@ -291,4 +300,5 @@ def setup_run(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, corpor
                                             dropout_rng_impl=str(t_cfg.dropout_rng_impl)),
         eval_step=step_lib.make_eval_step(parts, mesh, optim.shardings.params),
         inputs=inputs, ckpt=ckpt, resume_step=resume_step, global_batch=sizes.global_batch, seq_len=seq_len,
+        tokenizer=tokenizer, dev_generation=dev_generation,
     )

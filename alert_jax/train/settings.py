@@ -27,7 +27,7 @@ from alert_jax.parallel.sharding import resolve_mesh_shape
 from alert_jax.train.optimizer import WEIGHT_DECAY_MASKS
 from alert_jax.train.step import DROPOUT_RNG_IMPLS
 
-BEST_METRICS = ("val_loss", "dev_loss")  # train.best_metric choices
+BEST_METRICS = ("val_loss", "dev_loss", "dev_score")  # train.best_metric choices (io.checkpoint ranks them)
 MODES = ("ft", "cot")
 
 # Settings whose change on resume changes the optimisation; a prefix covers every key below it.
@@ -105,12 +105,17 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
                 "train.keep_checkpoints", "data.pack_chunk_examples", "data.num_threads"):
         at_least(cfg, key, 1)
     for key in ("train.eval_batch_size", "train.eval_every", "train.checkpoint_every", "train.stop_at_step",
-                "data.max_eval_examples", "data.dev_eval_instances", "data.tokenizer_train_texts"):
+                "train.dev_every", "train.keep_period", "data.max_eval_examples", "data.dev_eval_instances",
+                "data.tokenizer_train_texts"):
         at_least(cfg, key, 0)
+    for key in ("data.dev_generate_instances", "data.dev_generate_max_new_tokens"):
+        at_least(cfg, key, 1)
     at_least(cfg, "data.seq_len", 2)
     in_range(cfg, "train.max_replicated_fraction", 0, 1)
     one_of(cfg, "mode", MODES)
     one_of(cfg, "train.best_metric", BEST_METRICS)
+    if str(cfg.train.best_metric) == "dev_score" and bool(cfg.train.keep_best) and int(cfg.train.dev_every) <= 0:
+        raise TrainConfigError("train.best_metric='dev_score' needs train.dev_every > 0 (steps between dev scores)")
     one_of(cfg, "train.dropout_rng_impl", DROPOUT_RNG_IMPLS)
     try:
         model = model_config_from(cfg)

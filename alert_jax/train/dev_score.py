@@ -1,0 +1,107 @@
+"""Dev-set score by generation during finetuning: ALERT's checkpoint selection (DESIGN.md section 5).
+
+The paper picks the checkpoint with the best score on the dev tasks. Every ``train.dev_every`` steps (and at the last
+step) the current parameters generate answers for the registry's dev tasks found in ``data.niv2_dir`` -- the first
+``data.dev_generate_instances`` instances of each, rendered with ``data.dev_eval_template`` (T1 = the finetuning
+prompt layout) and the task's answer options, greedy, at most ``data.dev_generate_max_new_tokens`` new tokens, cut at
+a blank line -- through the evaluation's own code (``eval.runner.run_template``: the same rendering, decoding,
+answer extraction and exact match). Logged and stored with the step's checkpoint:
+
+* ``dev_score/<task>``: exact match x100 of the extracted answer, mean over the task's instances;
+* ``dev_score``: the mean over the dev tasks (each task weighs the same).
+
+Unlike ``dev_loss`` (teacher-forced ``" " + answer`` right after the prompt, which penalises a model that learned to
+write a rationale first), the score reads the answer wherever the model puts it, so it ranks OPT-FT and OPT-CoT
+checkpoints alike. Select by it with ``train.best_metric='dev_score'`` (higher is better) or, after training,
+``init_from='ckpt:DIR@best_dev_score'`` (``io.checkpoint.locate``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import ml_collections
+
+from alert_jax.data import niv2
+from alert_jax.data import registry as registry_lib
+from alert_jax.eval import generate as gen_lib
+from alert_jax.eval import runner
+from alert_jax.models.opt import ModelParts
+
+STOP_STRINGS = ("\n\n",)  # a blank line ends an answer, as in evaluation (configs/evaluate.py eval.stop_strings)
+MAX_OPTIONS = 10  # answer options listed for tasks with at most this many distinct outputs (eval.max_options)
+
+
+@dataclasses.dataclass
+class DevGenerationSet:
+    """What the dev score generates on: per dev task (registry order) its instances and answer options.
+
+    ``max_new_tokens``: the generation budget; ``batch_size``: rows per decode call; ``template``: the NIV2 template.
+    """
+
+    template: str
+    tasks: dict[str, niv2.Task]
+    instances: dict[str, list[niv2.Instance]]
+    options: dict[str, list[str] | None]
+    max_new_tokens: int
+    batch_size: int
+
+
+def load_dev_generation(cfg: ml_collections.ConfigDict) -> tuple[DevGenerationSet | None, str]:
+    """``(dev generation set or None, one log line)`` of a training config.
+
+    None when ``train.dev_every`` is 0, ``data.dev_eval_template`` is '' or ``data.niv2_dir`` is empty or holds no
+    dev task file (the line says which). Task files are read here, before training starts, so a malformed one fails
+    the run at once (``niv2.TaskFileError`` naming the file).
+    """
+    d = cfg.data
+    if int(cfg.train.dev_every) <= 0:
+        return None, "dev-set score off (train.dev_every=0)"
+    template = str(d.dev_eval_template)
+    if not template or not str(d.niv2_dir):
+        return None, "dev-set score off: train.dev_every needs data.niv2_dir and data.dev_eval_template"
+    reg = registry_lib.ALERT
+    present, missing = registry_lib.available(reg, d.niv2_dir, list(reg.dev_set))
+    if not present:
+        return None, f"dev-set score off: no dev task file ({', '.join(missing)}) in {d.niv2_dir}"
+    n = int(d.dev_generate_instances)
+    tasks = {name: niv2.load_task(name, d.niv2_dir) for name in present}
+    dev = DevGenerationSet(
+        template=template, tasks=tasks, instances={name: t.instances[:n] for name, t in tasks.items()},
+        options={name: reg.answer_options(t, MAX_OPTIONS) for name, t in tasks.items()},
+        max_new_tokens=int(d.dev_generate_max_new_tokens),
+        batch_size=int(cfg.train.eval_batch_size) or int(cfg.train.batch_size),
+    )
+    note = (f"dev-set score every {cfg.train.dev_every} steps ({template}, greedy, first {n} instances of "
+            f"{', '.join(present)})")
+    if missing:
+        note += f"; skipped, no task file in {d.niv2_dir}: {', '.join(missing)}"
+    return dev, note
+
+
+def dev_scores(dev: DevGenerationSet, parts: ModelParts, params: Any, tokenizer: Any,
+               mesh: jax.sharding.Mesh, seed: int = 0) -> dict[str, float]:
+    """``{"dev_score", "dev_score/<task>"}`` (x100) of the parameters ``params`` (the train state's pure dict).
+
+    A prompt that cannot fit ``max_position_embeddings - max_new_tokens`` tokens even without its input scores as
+    an empty prediction, as in evaluation.
+    """
+    model = parts.build(params)
+    context = int(model.config.arch.max_position_embeddings)
+    max_prompt = context - dev.max_new_tokens
+    if max_prompt < 1:
+        raise ValueError(f"data.dev_generate_max_new_tokens={dev.max_new_tokens} leaves no room for a prompt in "
+                         f"the model's {context} positions")
+    options = runner.decode_options(tokenizer, max_new_tokens=dev.max_new_tokens, stop_strings=STOP_STRINGS)
+    generator = gen_lib.Generator(model, options, batch_size=dev.batch_size, mesh=mesh, max_prompt_len=max_prompt,
+                                  seed=seed, per_layer_weights=False)
+    out: dict[str, float] = {}
+    for name, task in dev.tasks.items():
+        records = runner.run_template(task, dev.instances[name], dev.template, tokenizer=tokenizer,
+                                      generator=generator, max_prompt_tokens=max_prompt, stop_strings=STOP_STRINGS,
+                                      options=dev.options[name])
+        out[f"dev_score/{name}"] = sum(r["scores"]["exact_match"] for r in records) / max(1, len(records))
+    out["dev_score"] = sum(out.values()) / len(out)
+    return out
