@@ -4,7 +4,8 @@
     python launch/sweep.py --config=configs/sweep.py:tiny --launcher=local     # CPU-sized sweep
 
 Each run is one workdir ``{root}/{size}-{variant}``: ``ft``/``cot`` runs finetune (launch/train.py) and then evaluate
-their checkpoint (launch/evaluate.py); ``pretrained`` runs only evaluate the initial weights.
+their dev-selected checkpoint (launch/evaluate.py; ``checkpoint_select``); ``pretrained`` runs only evaluate the
+initial weights.
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     # Overrides passed to both apps as --config.KEY=VALUE (e.g. {"data.finetune_dir": "/data/finetune"}).
     c.train_overrides = ml_collections.ConfigDict()
     c.eval_overrides = ml_collections.ConfigDict()
+    # Which checkpoint of a finetuning run is evaluated (io.checkpoint.SELECTIONS). 'best_dev_score' (the paper's
+    # selection): training scores the dev tasks by generation every dev_every steps, keeps the best-scoring step
+    # (train.best_metric='dev_score') and evaluation loads ckpt:RUN/checkpoints@best_dev_score. It needs the NIV2
+    # task files in training too: data.niv2_dir from train_overrides, else from eval_overrides.
+    # 'best' (the run's own train.best_metric) | 'best_val_loss' | 'latest' train without dev scores.
+    c.checkpoint_select = "best_dev_score"
+    c.dev_every = 200
 
     if preset == "paper":
         c.sizes = ("1.3b", "13b")
@@ -27,6 +35,8 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
         c.init_from = "hf:facebook/opt-{size}"
         c.hosts = ("1.3b:1", "13b:4")  # "size:processes" (one process per host); unlisted sizes: 1
         c.gpus_per_host = 8
+        # The NIV2 task files on the cluster (evaluation, and the dev-set score during training).
+        c.eval_overrides.data = ml_collections.ConfigDict({"niv2_dir": "/data/natural-instructions"})
     elif preset == "tiny":
         # From scratch on CPU: there is no pretrained tiny OPT to evaluate, so only the finetuned variants run
         # (each trains a SentencePiece tokenizer on the synthetic corpus and stores it with its checkpoints).

@@ -221,9 +221,9 @@ def test_aggregate_rules():
     assert row_b.endswith("| 5 | 2 | 3 |")  # n, overflow, hit length
 
 
-def _save_step(directory, step, cfg, *, seed, tokenizer_dir, mesh):
-    """Saves a random tiny model (``seed``) as ``step`` in the checkpoints folder ``directory``, with the app config
-    and the tokenizer beside the steps, as a training run does; returns the model."""
+def _save_step(directory, step, cfg, *, seed, tokenizer_dir, mesh, metrics=None):
+    """Saves a random tiny model (``seed``) as ``step`` in the checkpoints folder ``directory``, with the app config,
+    the tokenizer beside the steps and the selection ``metrics``, as a training run does; returns the model."""
     import optax
 
     from alert_jax.io import checkpoint
@@ -234,7 +234,7 @@ def _save_step(directory, step, cfg, *, seed, tokenizer_dir, mesh):
     tx = optax.sgd(0.1)
     train_state = state_lib.create_train_state(params, tx, state_lib.state_shardings(parts, tx, mesh), seed=0)
     ckpt = checkpoint.Checkpointer(directory, async_save=False)
-    ckpt.save(step, train_state, cfg)
+    ckpt.save(step, train_state, cfg, metrics=metrics)
     ckpt.write_extras(cfg, tokenizers.load_tokenizer(str(tokenizer_dir)))  # config.json + tokenizer/ beside the steps
     ckpt.close()
     return model
@@ -416,3 +416,30 @@ def test_changed_task_file_or_missing_provenance_recomputes(model_dir, niv2_task
     assert fourth["metadata"]["predictions_code_versions"] == ["0.0.1+git.other"]
     assert fourth["metadata"]["code_version"] == provenance.code_version()
     assert "another code version (0.0.1+git.other: 1" in caplog.text
+
+
+def test_sweep_evaluates_the_dev_selected_step(model_dir, niv2_tasks_dir, tmp_path):
+    """The sweep's evaluation command of a finetuned run loads the step with the best dev score (2 here), not the
+    latest (4) nor the best validation loss (4), and scores.json names it."""
+    from alert_jax.apps import sweep
+    from configs import sweep as sweep_config
+
+    cfg = _cfg()
+    cfg.model.max_position_embeddings = MAX_POS
+    root = tmp_path / "sweep"
+    for step, (val_loss, dev_score) in {2: (3.0, 50.0), 3: (2.0, 20.0), 4: (1.0, 10.0)}.items():
+        _save_step(root / "tiny-ft" / "checkpoints", step, cfg, seed=step, tokenizer_dir=model_dir,
+                   mesh=_one_device_mesh(), metrics={"val_loss": val_loss, "dev_score": dev_score})
+    sc = sweep_config.get_config("tiny")
+    sc.root, sc.variants = str(root), ("ft",)
+    sc.eval_overrides = {"data": {"niv2_dir": str(niv2_tasks_dir)},
+                         "eval": {"tasks": TASK, "templates": "T1", "max_instances": 2, "max_new_tokens": NEW,
+                                  "buckets": str(MAX_POS - NEW)}}
+    (run,) = sweep.expand_runs(sc)
+    evaluate = run.commands[-1]
+    proc = subprocess.run([sys.executable, *evaluate[1:]], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env=subprocess_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((root / "tiny-ft" / "eval" / "scores.json").read_text())["metadata"]
+    assert meta["checkpoint_step"] == 2 and meta["init_from"].endswith("checkpoints@best_dev_score")
+    assert sweep.evaluated_checkpoint(run).endswith("-> step 2")

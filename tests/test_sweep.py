@@ -22,7 +22,15 @@ def test_expand_runs_covers_sizes_and_variants():
     train, evaluate = ft.commands
     assert train[1] == "launch/train.py" and "--config=configs/finetune.py:13b,ft" in train
     assert "--config.init_from=hf:facebook/opt-13b" in train
-    assert f"--config.init_from=ckpt:{ft.workdir}/checkpoints" in evaluate
+    # the paper's selection: training scores the dev tasks and keeps the best step; evaluation loads that step
+    assert cfg.checkpoint_select == "best_dev_score"
+    assert {"--config.data.niv2_dir=/data/natural-instructions", f"--config.train.dev_every={cfg.dev_every}",
+            "--config.train.best_metric=dev_score"} <= set(train)
+    assert f"--config.init_from=ckpt:{ft.workdir}/checkpoints@best_dev_score" in evaluate
+    cfg.checkpoint_select = "latest"
+    train, evaluate = {r.name: r for r in sweep.expand_runs(cfg)}["13b-ft"].commands
+    assert not any("dev_every" in f or "best_metric" in f for f in train)
+    assert f"--config.init_from=ckpt:{ft.workdir}/checkpoints@latest" in evaluate
     (only,) = by_name["1p3b-pretrained"].commands
     assert only[1] == "launch/evaluate.py" and "--config.init_from=hf:facebook/opt-1.3b" in only
 
@@ -35,6 +43,13 @@ def test_bad_sweep_settings_are_named():
     cfg = sweep_config.get_config("paper")
     cfg.hosts = ("13b=4",)
     with pytest.raises(ValueError, match="13b=4"):
+        sweep.expand_runs(cfg)
+    cfg = sweep_config.get_config("paper")
+    cfg.checkpoint_select = "best_accuracy"
+    with pytest.raises(ValueError, match="checkpoint_select='best_accuracy'"):
+        sweep.expand_runs(cfg)
+    cfg = sweep_config.get_config("tiny")  # no task files named: the dev score cannot run
+    with pytest.raises(ValueError, match="data.niv2_dir"):
         sweep.expand_runs(cfg)
 
 
@@ -95,6 +110,8 @@ def get_config():
     c.train_overrides = {{"train": {{"num_steps": 4, "eval_every": 2, "checkpoint_every": 2, "log_every": 2,
                                      "batch_size": 4}},
                           "data": {{"synthetic_train_examples": 100, "synthetic_valid_examples": 20}}}}
+    c.dev_every = 2
+    c.train_overrides["data"].update({{"dev_generate_instances": 2, "dev_generate_max_new_tokens": 4}})
     c.eval_overrides = {{"data": {{"niv2_dir": {niv2!r}}},
                          "eval": {{"tasks": "task1388_cb_entailment,task1385_anli_r1_entailment", "templates": "T1,T4",
                                    "max_instances": 2, "max_new_tokens": 4}}}}
@@ -119,7 +136,12 @@ def test_local_tiny_sweep_then_analyze(tmp_path, niv2_tasks_dir):
     for variant in ("ft", "cot"):
         scores = json.loads((root / f"tiny-{variant}" / "eval" / "scores.json").read_text())
         assert set(scores["datasets"]) == {"task1388_cb_entailment", "task1385_anli_r1_entailment"}
-        assert (root / f"tiny-{variant}" / "metrics.jsonl").is_file()
+        rows = [json.loads(line) for line in (root / f"tiny-{variant}" / "metrics.jsonl").read_text().splitlines()]
+        dev = {r["step"]: r["dev_score"] for r in rows if r["kind"] == "dev_score"}
+        assert sorted(dev) == [2, 4]  # every train.dev_every steps and at the end
+        chosen = max(dev, key=lambda s: (dev[s], s))  # highest dev score, the latest step on ties
+        assert scores["metadata"]["checkpoint_step"] == chosen
+        assert scores["metadata"]["init_from"].endswith("@best_dev_score")
 
     out = tmp_path / "analysis"
     subprocess.run(

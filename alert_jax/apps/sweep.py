@@ -1,8 +1,9 @@
 """Expands a sweep config (configs/sweep.py) into runs and renders them for a launcher.
 
 A :class:`SweepRun` is one workdir and the list of app commands that fill it: ``ft``/``cot`` runs call
-``launch/train.py`` then ``launch/evaluate.py`` on the resulting checkpoint; ``pretrained`` runs evaluate the initial
-weights only. Launchers:
+``launch/train.py`` then ``launch/evaluate.py`` on the checkpoint ``checkpoint_select`` picks (by default the
+step with the best dev-set score, which training then computes every ``dev_every`` steps and keeps; the evaluation's
+``scores.json`` names the step); ``pretrained`` runs evaluate the initial weights only. Launchers:
 
 * ``local``: run the commands here, one run after another (subprocesses; output streamed).
 * ``slurm``: one sbatch script per run from the template ``slurm/job.sbatch`` (``srun``: one process per host).
@@ -16,6 +17,7 @@ The templates live beside the launchers (``launch/``); ``launch/sweep.py`` passe
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pathlib
 import shlex
@@ -73,6 +75,7 @@ def _hosts_per_size(entries: Sequence[str]) -> dict[str, int]:
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
     """Raises :class:`SweepConfigError` naming the first setting that cannot work."""
+    from alert_jax.io.checkpoint import SELECTIONS
     from alert_jax.models.sizes import SIZES
 
     unknown = [v for v in cfg.variants if v not in VARIANTS]
@@ -94,6 +97,31 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         raise SweepConfigError(f"gke.max_restarts={cfg.gke.max_restarts}: must be >= 0")
     if not str(cfg.root) or not str(cfg.python):
         raise SweepConfigError("root and python must be non-empty")
+    if str(cfg.checkpoint_select) not in SELECTIONS:
+        raise SweepConfigError(f"checkpoint_select={cfg.checkpoint_select!r}: must be one of {', '.join(SELECTIONS)}")
+    if str(cfg.checkpoint_select) == "best_dev_score" and set(cfg.variants) - {"pretrained"}:
+        if int(cfg.dev_every) < 1:
+            raise SweepConfigError(f"dev_every={cfg.dev_every}: must be >= 1 with checkpoint_select='best_dev_score'")
+        if not _niv2_dir(cfg):
+            raise SweepConfigError("checkpoint_select='best_dev_score' scores the dev tasks during training: set "
+                                   "train_overrides or eval_overrides 'data.niv2_dir' to the NIV2 task files")
+
+
+def _niv2_dir(cfg: ml_collections.ConfigDict) -> str:
+    """``data.niv2_dir`` of the training overrides, else of the evaluation overrides, else ''."""
+    for overrides in (cfg.train_overrides, cfg.eval_overrides):
+        data = overrides.get("data") if hasattr(overrides, "get") else None
+        if data is not None and str(data.get("niv2_dir", "")):
+            return str(data["niv2_dir"])
+    return ""
+
+
+def _selection_flags(cfg: ml_collections.ConfigDict) -> list[str]:
+    """Training flags the checkpoint selection needs (before the user's overrides, which win)."""
+    if str(cfg.checkpoint_select) != "best_dev_score":
+        return []
+    return [f"--config.data.niv2_dir={_niv2_dir(cfg)}", f"--config.train.dev_every={int(cfg.dev_every)}",
+            "--config.train.best_metric=dev_score"]
 
 
 def expand_runs(cfg: ml_collections.ConfigDict) -> list[SweepRun]:
@@ -115,9 +143,12 @@ def expand_runs(cfg: ml_collections.ConfigDict) -> list[SweepRun]:
             else:
                 train = [cfg.python, "launch/train.py", f"--config=configs/finetune.py:{size},{variant}",
                          f"--workdir={workdir}"]
-                train += [f"--config.init_from={init_from}"] + _flag_overrides(cfg.train_overrides)
+                train += [f"--config.init_from={init_from}", *_selection_flags(cfg)]
+                train += _flag_overrides(cfg.train_overrides)
                 commands.append(tuple(train))
-                evaluate.append(f"--config.init_from=ckpt:{workdir}/checkpoints")
+                select = str(cfg.checkpoint_select)
+                evaluate.append(f"--config.init_from=ckpt:{workdir}/checkpoints"
+                                + (f"@{select}" if select != "best" else ""))
             commands.append(tuple(evaluate))
             runs.append(SweepRun(name, size, variant, workdir, hosts, tuple(commands)))
     return runs
@@ -194,4 +225,16 @@ def run_local(runs: Sequence[SweepRun], cwd: str | os.PathLike) -> int:
                 return exits.STOPPED
             if result.returncode:
                 raise RuntimeError(f"run {run.name} failed (exit {result.returncode}): {shlex.join(cmd)}")
+        print(f"[sweep] {run.name}: {evaluated_checkpoint(run)}", flush=True)
     return exits.DONE
+
+
+def evaluated_checkpoint(run: SweepRun) -> str:
+    """Which weights the run's evaluation used, from its ``eval/scores.json`` metadata (checkpoint path and step)."""
+    try:
+        meta = json.loads((pathlib.Path(run.workdir) / "eval" / "scores.json").read_text()).get("metadata", {})
+    except (OSError, ValueError):
+        return "no eval/scores.json"
+    step = meta.get("checkpoint_step")
+    where = meta.get("init_from", "")
+    return f"evaluated {where}" + (f" -> step {step}" if step is not None else "")
