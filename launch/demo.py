@@ -3,6 +3,7 @@
     python launch/demo.py --workdir=/tmp/alert-demo                                   # ~8-10 min on 2 CPU cores
     python launch/demo.py --config=configs/demo.py:reduced --workdir=/tmp/alert-demo-small     # ~1-2 min
     python launch/demo.py --workdir=DIR --config.finetune.num_steps=500 --config.eval.max_instances=50
+    python launch/demo.py --workdir=/tmp/alert-demo-seed1 --seed=1   # another training seed, same synthetic data
 
 Writes ``report.md`` (OPT vs OPT-FT vs OPT-CoT per skill, dataset, template and metric; the first line states
 "CoT vs pretrained on mathematics: X vs Y"), ``scores.json`` and ``figures/`` in the workdir, plus every stage's
@@ -28,6 +29,8 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", str(REPO_ROOT / "configs" / "demo.py"), "Demo config: configs/demo.py[:default|reduced]."
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder; reused to resume (finished stages are skipped).")
+_SEED = flags.DEFINE_integer("seed", None, "Sets config.seed (model init, data order and dropout of every stage); "
+                             "the synthetic data keeps config.demo.data_seed.")
 flags.mark_flag_as_required("workdir")
 
 
@@ -36,6 +39,8 @@ def main(argv: list[str]) -> int:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.ERROR)  # orbax's read-only-manager notices are not actionable here
     cfg = _CONFIG.value
+    if _SEED.value is not None:
+        cfg.seed = _SEED.value
     if cfg.compilation_cache:
         # XLA executables persist in the workdir: FT and CoT share their train step, and a resumed run its programs.
         import jax

@@ -30,8 +30,9 @@ def build_comparison(per_model: Mapping[str, Mapping[str, Any]], *, effect_skill
     Returns ``{'skills': {skill: {metric: {model: score}}}, 'skills_ci95': {skill: {metric: {model: [lo, hi]}}},
     'datasets': {task: {'skill', 'in_domain', 'max': {metric: {model: score}}, 'templates': {T: {metric: {model:
     score}}}}}, 'templates': {T: {metric: {model: mean over datasets}}}, 'groups': {overall|in_domain|held_out:
-    {metric: {model: score}}}, 'differences': ..., 'effect': {...}}``. Scores are x100; dataset and skill scores are
-    the max over templates (the default aggregation); ``skills_ci95`` holds the runner's bootstrap intervals.
+    {metric: {model: score}}}, 'groups_ci95': (as skills_ci95), 'differences': ..., 'effect': {...}}``. Scores are
+    x100; dataset and skill scores are the max over templates (the default aggregation); ``skills_ci95`` and
+    ``groups_ci95`` hold the runner's bootstrap intervals of those.
 
     ``differences``: paired bootstrap differences of ``effect_metric`` (``analysis.paired.paired_differences``),
     ``{"OPT-CoT - OPT" | "OPT-FT - OPT" | "OPT-CoT - OPT-FT": {group: {"diff", "ci95", "datasets"}}}``. The effect's
@@ -76,6 +77,8 @@ def build_comparison(per_model: Mapping[str, Mapping[str, Any]], *, effect_skill
                 vals = [v for v in vals if v is not None]
                 template_means[tpl][metric][m] = sum(vals) / len(vals) if vals else None
     groups = {g: by_model(lambda sc, g=g: (sc.get(g) or {}).get("max")) for g in ("overall", "in_domain", "held_out")}
+    groups_ci95 = {g: {metric: {m: (((per_model[m].get(g) or {}).get("ci95") or {}).get("max") or {}).get(metric)
+                                for m in models} for metric in metrics} for g in groups}
     differences = {label: dict(groups_) for label, groups_ in (differences or {}).items()}
     effect: dict[str, Any] = {"skill": effect_skill, "metric": effect_metric, "cot_beats_pretrained": None}
     if effect_skill in skills and effect_metric in metrics:
@@ -86,7 +89,8 @@ def build_comparison(per_model: Mapping[str, Mapping[str, Any]], *, effect_skill
         if cot_vs_pre is not None:
             effect["cot_beats_pretrained"] = bool(cot_vs_pre["ci95"][0] > 0)
     return {"models": models, "metrics": metrics, "templates": templates, "skills": skills, "skills_ci95": skills_ci95,
-            "datasets": datasets, "templates_mean": template_means, "groups": groups, "differences": differences,
+            "datasets": datasets, "templates_mean": template_means, "groups": groups, "groups_ci95": groups_ci95,
+            "differences": differences,
             "effect": effect}
 
 
@@ -150,7 +154,8 @@ def render_report(comparison: Mapping[str, Any], metadata: Mapping[str, Any]) ->
             lines.append(f"| {skill} | {kind} | "
                          + " | ".join(_f(v[metric].get(m)) + _ci(cis.get(m)) for m in models) + " |")
         for g, v in comparison["groups"].items():
-            lines.append(f"| **{g}** | | " + " | ".join(_f(v[metric].get(m)) for m in models) + " |")
+            cis = comparison.get("groups_ci95", {}).get(g, {}).get(metric, {})
+            lines.append(f"| **{g}** | | " + " | ".join(_f(v[metric].get(m)) + _ci(cis.get(m)) for m in models) + " |")
         if metric == e["metric"] and comparison.get("differences"):
             lines += ["", "### Paired differences (same instances, 95% bootstrap interval)", ""]
             labels = list(comparison["differences"])
