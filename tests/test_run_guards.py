@@ -124,7 +124,7 @@ def get_config():
         "hosts": ("tiny:1",), "gpus_per_host": 0,
         "train_overrides": {{"train": {{"num_steps": 4, "stop_at_step": 2, "log_every": 1, "eval_every": 0}},
                             "tokenizer": {tokenizer!r}, "data": {{"synthetic_train_examples": 200}}}},
-        "eval_overrides": {{}},
+        "eval_overrides": {{}}, "checkpoint_select": "latest", "dev_every": 0,
         "slurm": {{"partition": "p", "time": "1:00:00", "account": "", "coordinator_port": 12345}},
         "tpu": {{"name": "t", "zone": "z", "project": "", "repo_dir": "~"}},
         "gke": {{"image": "i", "namespace": "n", "gpu_resource": "g", "coordinator_port": 12345, "max_restarts": 1}},

@@ -24,6 +24,7 @@ NIV2 rounds its means to 4 decimals; :func:`score_instances` does not round.
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections.abc import Sequence
@@ -48,7 +49,12 @@ METRICS = ALERT_METRICS + ("rougeL_answer", "niv2_exact_match")  # all five, in 
 
 _PUNCT = frozenset(string.punctuation)
 _ANSWER_IS = re.compile(r"\banswer is\b", re.IGNORECASE)
-_SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+@functools.cache
+def _scorer() -> rouge_scorer.RougeScorer:
+    # Built on first use: its constructor logs a line, which importing this module (every launcher does) must not.
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
 def normalize_answer(s: str) -> str:
@@ -107,7 +113,7 @@ def relaxed_match(answer: str, references: Sequence[str]) -> float:
 def rouge_l(prediction: str, references: Sequence[str]) -> float:
     """Max over references of the ROUGE-L F-measure (rouge_score, stemming, default tokenizer), in [0, 1]."""
     _check_refs(references)
-    return max(_SCORER.score(target=r, prediction=prediction)["rougeL"].fmeasure for r in references)
+    return max(_scorer().score(target=r, prediction=prediction)["rougeL"].fmeasure for r in references)
 
 
 def instance_scores(
