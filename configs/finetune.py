@@ -73,6 +73,9 @@ def get_config(arg: str = "tiny,cot") -> ml_collections.ConfigDict:
     # dev_loss / dev_ppl (+ per task) beside val_loss, which stays the corpora only.
     c.data.dev_eval_template = "T1"
     c.data.dev_eval_instances = 100  # first N instances per dev task (0 = all), like evaluation
+    # Dev prompts (loss and score) list a classification task's answer options as evaluation does (eval.max_options):
+    # tasks with 2..N distinct outputs; 0 = no options.
+    c.data.dev_max_options = 10
     # Dev-set score by generation (alert_jax/train/dev_score.py; the paper's checkpoint selection), every
     # train.dev_every steps: greedy answers to the first N instances of each dev task (same template), exact match.
     # Unlike dev_loss it does not penalise OPT-CoT for writing a rationale before the answer.

@@ -28,6 +28,13 @@ from alert_jax.train import records as records_lib
 T1 = "Definition: {definition}\n\nInput: {input}\nOutput:"  # written out here, independently of templates.py
 
 
+def _with_options(text: str, outputs: set[str]) -> str:
+    """``text`` + the options line evaluation appends to a classification task's input (2 to 10 distinct outputs,
+    sorted), else ``text`` unchanged."""
+    labels = sorted(o.strip() for o in outputs if o.strip())
+    return text + "\nOptions: " + ", ".join(labels) if 2 <= len(labels) <= 10 else text
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Records from the real task files
 # ---------------------------------------------------------------------------------------------------------------------
@@ -45,11 +52,15 @@ def test_dev_records_from_real_task_files(niv2_tasks_dir):
             task = niv2.load_task(niv2_tasks_dir / f"{name}.json")
             assert len(records) == min(n, len(task.instances))
             first = task.instances[0]
-            assert records[0][0] == templates.render("T1", task, first).text
-            assert records[0][0] == T1.format(definition=task.definition.strip(), input=first.input.strip())
+            outputs = {o for inst in task.instances for o in inst.outputs} | {e.output for e in task.positive_examples}
+            options = registry.ALERT.answer_options(task, 10)
+            assert records[0][0] == templates.render("T1", task, first, options=options).text
+            assert records[0][0] == T1.format(definition=task.definition.strip(),
+                                              input=_with_options(first.input.strip(), outputs))
             assert records[0][1] == " " + first.outputs[0].strip()
             last = task.instances[len(records) - 1]
-            assert records[-1] == (templates.render("T1", task, last).text, " " + last.outputs[0].strip())
+            assert records[-1] == (templates.render("T1", task, last, options=options).text,
+                                   " " + last.outputs[0].strip())
     everything = records_lib.dev_records(niv2_tasks_dir, max_instances=0)
     assert all(len(r) == len(niv2.load_task(niv2_tasks_dir / f"{t}.json").instances)
                for t, r in everything.records.items())
@@ -155,7 +166,9 @@ def test_train_reports_dev_loss_and_keeps_best_by_it(launch_env, tmp_path):  # l
     tok = tokenizers.load_tokenizer(str(ckpts / "tokenizer"))
     total_loss, total_count = 0.0, 0
     for name, (definition, pairs) in DEV_TASKS.items():
-        records = [(T1.format(definition=definition, input=x), " " + y.strip()) for x, y in pairs[:2]]
+        outputs = {y for _, y in pairs} | {"other"}  # every instance's outputs: [y, "other"]
+        records = [(T1.format(definition=definition, input=_with_options(x, outputs)), " " + y.strip())
+                   for x, y in pairs[:2]]
         loss, count = _reference_losses(model, tok, records)
         assert last[f"dev_loss/{name}"] == pytest.approx(loss / count, rel=2e-4)
         assert last[f"dev_ppl/{name}"] == pytest.approx(np.exp(loss / count), rel=5e-4)

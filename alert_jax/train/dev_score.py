@@ -3,9 +3,10 @@
 The paper picks the checkpoint with the best score on the dev tasks. Every ``train.dev_every`` steps (and at the last
 step) the current parameters generate answers for the registry's dev tasks found in ``data.niv2_dir`` -- the first
 ``data.dev_generate_instances`` instances of each, rendered with ``data.dev_eval_template`` (T1 = the finetuning
-prompt layout) and the task's answer options, greedy, at most ``data.dev_generate_max_new_tokens`` new tokens, cut at
-a blank line -- through the evaluation's own code (``eval.runner.run_template``: the same rendering, decoding,
-answer extraction and exact match). Logged and stored with the step's checkpoint:
+prompt layout) and the task's answer options (``data.dev_max_options``), greedy, at most
+``data.dev_generate_max_new_tokens`` new tokens, cut at a blank line -- through the evaluation's own code
+(``eval.runner.run_template``: the same rendering, decoding, answer extraction and exact match). Logged and
+stored with the step's checkpoint:
 
 * ``dev_score/<task>``: exact match x100 of the extracted answer, mean over the task's instances;
 * ``dev_score``: the mean over the dev tasks (each task weighs the same).
@@ -29,9 +30,9 @@ from alert_jax.data import registry as registry_lib
 from alert_jax.eval import generate as gen_lib
 from alert_jax.eval import runner
 from alert_jax.models.opt import ModelParts
+from alert_jax.train import records as records_lib
 
 STOP_STRINGS = ("\n\n",)  # a blank line ends an answer, as in evaluation (configs/evaluate.py eval.stop_strings)
-MAX_OPTIONS = 10  # answer options listed for tasks with at most this many distinct outputs (eval.max_options)
 
 
 @dataclasses.dataclass
@@ -70,7 +71,7 @@ def load_dev_generation(cfg: ml_collections.ConfigDict) -> tuple[DevGenerationSe
     tasks = {name: niv2.load_task(name, d.niv2_dir) for name in present}
     dev = DevGenerationSet(
         template=template, tasks=tasks, instances={name: t.instances[:n] for name, t in tasks.items()},
-        options={name: reg.answer_options(t, MAX_OPTIONS) for name, t in tasks.items()},
+        options={name: records_lib.dev_options(reg, t, int(d.dev_max_options)) for name, t in tasks.items()},
         max_new_tokens=int(d.dev_generate_max_new_tokens),
         batch_size=int(cfg.train.eval_batch_size) or int(cfg.train.batch_size),
     )

@@ -7,10 +7,10 @@ Dev-set records. DESIGN.md section 5 validates finetuning runs on each corpus's 
 measured the same way: the mean cross-entropy of the target tokens given the prompt. Per dev task whose file is in
 ``niv2_dir``, for its first ``max_instances`` instances in file order (like evaluation, which scores the first N):
 
-* prompt = ``templates.render(template, task, instance).text`` (no context fitting: the packer truncates an
-  over-long example from the left, as for the corpora). The default template T1 (``Definition: ...\\n\\nInput:
-  ...\\nOutput:``) is the fixed finetuning prompt of ``data/finetune.py``, so dev perplexity measures the
-  finetuning format on unseen tasks.
+* prompt = ``templates.render(template, task, instance, options=...).text`` with the task's answer options as
+  evaluation lists them (:func:`dev_options`; no context fitting: the packer truncates an over-long example from the
+  left, as for the corpora). The default template T1 (``Definition: ...\\n\\nInput: ...\\nOutput:``) is the fixed
+  finetuning prompt of ``data/finetune.py``, so dev perplexity measures the finetuning format on unseen tasks.
 * target = ``" " + outputs[0].strip()``: the instance's first reference, spaced like the finetuning targets
   (``format_example`` targets start with one space after ``Output:``).
 
@@ -96,7 +96,7 @@ def load_dev_sets(cfg: ml_collections.ConfigDict) -> tuple[dict[str, list[tuple[
         return {}, ("no dev-set validation: data.niv2_dir is empty (set it, or ALERT_JAX_NIV2_DIR, to the NIV2 task "
                     "files to also report dev_loss)")
     instances = int(d.dev_eval_instances)
-    dev = dev_records(d.niv2_dir, template=template, max_instances=instances)
+    dev = dev_records(d.niv2_dir, template=template, max_instances=instances, max_options=int(d.dev_max_options))
     counts = ", ".join(f"{name} {len(recs)}" for name, recs in dev.records.items()) or "none"
     note = f"dev set ({template}, first {instances or 'all'} instances per task): {counts}"
     if dev.missing:
@@ -112,9 +112,17 @@ class DevRecords:
     missing: list[str]
 
 
-def instance_record(template: str | templates.Template, task: niv2.Task, instance: niv2.Instance) -> tuple[str, str]:
-    """``(prompt, target)`` of one instance: the rendered prompt and ``" "`` + its first reference (stripped)."""
-    return templates.render(template, task, instance).text, " " + instance.outputs[0].strip()
+def dev_options(registry: registry_lib.Registry | None, task: niv2.Task, max_options: int) -> list[str] | None:
+    """The answer options a dev prompt lists: the registry's (``Registry.answer_options``), None when
+    ``max_options`` is 0."""
+    return (registry or registry_lib.ALERT).answer_options(task, max_options) if max_options > 0 else None
+
+
+def instance_record(template: str | templates.Template, task: niv2.Task, instance: niv2.Instance,
+                    options: Sequence[str] | None = None) -> tuple[str, str]:
+    """``(prompt, target)`` of one instance: the rendered prompt (with ``options``) and ``" "`` + its first
+    reference (stripped)."""
+    return templates.render(template, task, instance, options=options).text, " " + instance.outputs[0].strip()
 
 
 def dev_records(
@@ -124,12 +132,14 @@ def dev_records(
     max_instances: int = 100,
     tasks: Sequence[str] | None = None,
     registry: registry_lib.Registry | None = None,
+    max_options: int = 10,
 ) -> DevRecords:
     """Perplexity records of the dev tasks found in ``niv2_dir`` (a task folder or an NIV2 checkout).
 
     ``tasks`` defaults to ``registry.dev_set`` (``registry`` defaults to the ALERT registry); ``max_instances`` = 0
-    takes every instance. An unknown ``template`` raises ValueError naming the valid ones; a ``niv2_dir`` that is
-    not a folder raises FileNotFoundError; a malformed task file raises :class:`niv2.TaskFileError`.
+    takes every instance; ``max_options``: :func:`dev_options` (0 = none). An unknown ``template`` raises
+    ValueError naming the valid ones; a ``niv2_dir`` that is not a folder raises FileNotFoundError; a malformed task
+    file raises :class:`niv2.TaskFileError`.
     """
     tmpl = templates.get_template(template)
     if max_instances < 0:
@@ -140,5 +150,6 @@ def dev_records(
     for name in present:
         task = niv2.load_task(name, niv2_dir)
         chosen = task.instances[:max_instances] if max_instances else task.instances
-        records[name] = [instance_record(tmpl, task, inst) for inst in chosen]
+        options = dev_options(registry, task, max_options)
+        records[name] = [instance_record(tmpl, task, inst, options) for inst in chosen]
     return DevRecords(records=records, missing=missing)
