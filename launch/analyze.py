@@ -39,7 +39,8 @@ _EVALUATE_CHECKPOINTS = flags.DEFINE_bool(
     "steps are reused). Needs --niv2_dir.")
 _REGISTRY = flags.DEFINE_string("registry", "", "eval.registry for the dev-set scoring ('' = ALERT, 'synthetic').")
 _TEMPLATES = flags.DEFINE_string("templates", "all", "Templates for the dev-set scoring.")
-_MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 128, "Generation budget for the dev-set scoring.")
+_MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", None, "Generation budget for the dev-set scoring "
+                                       "(default: configs/evaluate.py eval.max_new_tokens).")
 _RESAMPLES = flags.DEFINE_integer("bootstrap_resamples", 1000,
                                   "Resamples of the paired bootstrap intervals of model differences.")
 _SEED = flags.DEFINE_integer("bootstrap_seed", 0, "Seed of the paired bootstrap.")
@@ -108,7 +109,8 @@ def _evaluate_checkpoints(run_dir: pathlib.Path) -> None:
         cfg.eval.registry = _REGISTRY.value
         cfg.eval.templates = _TEMPLATES.value
         cfg.eval.max_instances = _MAX_INSTANCES.value
-        cfg.eval.max_new_tokens = _MAX_NEW_TOKENS.value
+        if _MAX_NEW_TOKENS.value is not None:
+            cfg.eval.max_new_tokens = _MAX_NEW_TOKENS.value
         cfg.eval.figures = False
         print(f"[selection {i}/{len(steps)}] {run_dir.name} step {step}: dev-set scoring", flush=True)
         runner.evaluate(cfg, run_dir / "selection" / f"step_{step}")

@@ -281,9 +281,13 @@ def test_locate_picks_the_best_step_by_any_stored_metric_or_the_latest(tmp_path)
 
 @pytest.mark.slow
 def test_dev_score_by_generation_equals_evaluation_of_the_checkpoint(launch_env, tmp_path):
+    import dataclasses
+
     from alert_jax.eval import runner
-    from alert_jax.io import checkpoint
-    from alert_jax.train import loop
+    from alert_jax.io import checkpoint, tokenizers
+    from alert_jax.models import opt
+    from alert_jax.parallel.sharding import make_mesh
+    from alert_jax.train import dev_score, loop
     from configs import evaluate as eval_config
 
     tasks = _write_dev_tasks(tmp_path / "tasks")
@@ -313,3 +317,35 @@ def test_dev_score_by_generation_equals_evaluation_of_the_checkpoint(launch_env,
     for t in DEV_TASKS:
         assert scores["datasets"][t]["templates"]["T1"]["scores"]["exact_match"] == pytest.approx(
             dev[3][f"dev_score/{t}"])
+
+    # Not only equal scores (a random model scores 0 on both sides): the same generations, and a score that moves.
+    model, _ = restore_checkpoint(ckpts / "3")
+    parts, params = opt.split_model(model)
+    dev_set, _ = dev_score.load_dev_generation(cfg)
+    tok = tokenizers.load_tokenizer(str(ckpts / "tokenizer"))
+    mesh = make_mesh((1, 1, 1), devices=jax.devices()[:1])
+    predicted = dev_score.dev_predictions(dev_set, parts, params, tok, mesh)
+    for t in DEV_TASKS:
+        evaluated = [json.loads(line) for line in (tmp_path / "eval" / "predictions" / t / "T1.jsonl").read_text()
+                     .splitlines()]
+        assert [r["prediction"] for r in predicted[t]] == [r["prediction"] for r in evaluated]
+    # The first instance of each task now accepts exactly what the model answers (same prompts: the options were
+    # fixed when the set was loaded), so its exact match is 100 and the task's score follows the other instance.
+    hit = {t: [dataclasses.replace(predicted_inst, outputs=[r["answer"]]) if i == 0 else predicted_inst
+               for i, (predicted_inst, r) in enumerate(zip(dev_set.instances[t], predicted[t]))] for t in DEV_TASKS}
+    rescored = dev_score.dev_scores(dataclasses.replace(dev_set, instances=hit), parts, params, tok, mesh)
+    for t in DEV_TASKS:
+        second = predicted[t][1]
+        expected = (100.0 + 100.0 * (second["answer"].strip() in {o.strip() for o in second["references"]})) / 2
+        assert rescored[f"dev_score/{t}"] == pytest.approx(expected) and expected >= 50.0
+
+
+def test_dev_generation_budget_longer_than_the_context_is_refused_before_training(launch_env, tmp_path):
+    from alert_jax.train import loop
+
+    cfg = _config(tmp_path, niv2_dir=str(_write_dev_tasks(tmp_path / "tasks")), dev_generate_max_new_tokens=128)
+    cfg.tokenizer = launch_env["tokenizer"]
+    cfg.train.dev_every = 1
+    with pytest.raises(ValueError, match=r"data.dev_generate_max_new_tokens=128 leaves no room .* 128 positions"):
+        loop.train_and_evaluate(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -1,12 +1,12 @@
 """Paired bootstrap intervals of model differences: OPT-CoT - OPT, OPT-FT - OPT, OPT-CoT - OPT-FT per size.
 
 Per-instance values come from each run's predictions files (``predictions/<task>/<template>.jsonl`` beside its
-``scores.json``), matched by task, template and instance id; a record without the metric in its ``scores`` (written
-before the metric existed) is scored from its ``prediction`` + ``references``. For each dataset both runs are
+``scores.json``), matched by task, template and instance id, each scored from its ``prediction`` + ``references``
+as the evaluation runner scores them for ``scores.json`` (``metrics.instance_scores``). For each dataset both runs are
 resampled with the same indices (``eval.bootstrap.dataset_draws``: seeded by the seed and the dataset name, on the
 instances both runs scored under every template both evaluated); each resample's difference is the difference of the
 two runs' aggregates computed as ``scores.json``'s (max over templates per dataset, mean over the group's datasets).
-Groups: ``overall`` (the first run's ``overall`` datasets) and each skill.
+Groups (:func:`groups_of`): ``overall``, ``in_domain``, ``held_out`` and each skill of the first run's scores.
 
 Result per comparison and group: ``{"diff": point estimate, "ci95": [lo, hi], "datasets": number used}``.
 """
@@ -37,15 +37,10 @@ def instance_values(folder: pathlib.Path, scores: Mapping[str, Any], metric: str
             path = folder / "predictions" / task / f"{template}.jsonl"
             if not path.is_file():
                 continue
-            values = {}
-            for line in path.read_text(encoding="utf-8").splitlines():
-                if not line.strip():
-                    continue
-                r = json.loads(line)
-                stored = (r.get("scores") or {}).get(metric)
-                values[str(r["id"])] = float(stored) if stored is not None else \
-                    metrics_lib.instance_scores([r["prediction"]], [r["references"]])[metric][0]
-            out.setdefault(task, {})[template] = values
+            records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            scored = metrics_lib.instance_scores([r["prediction"] for r in records],
+                                                 [r["references"] for r in records])[metric]
+            out.setdefault(task, {})[template] = {str(r["id"]): v for r, v in zip(records, scored)}
     return out
 
 
@@ -85,23 +80,37 @@ def paired_differences(a: Values, b: Values, groups: Mapping[str, Sequence[str]]
     return out
 
 
+def groups_of(scores: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Group -> dataset names of a ``scores.json``: ``overall``, ``in_domain``, ``held_out`` (those evaluated) and
+    each skill."""
+    out = {g: list(scores[g]["datasets"]) for g in ("overall", "in_domain", "held_out") if scores.get(g)}
+    return out | {skill: list(g.get("datasets", [])) for skill, g in (scores.get("skills") or {}).items()}
+
+
+def compare_variants(values: Mapping[str, Values], groups: Mapping[str, Sequence[str]], labels: Mapping[str, str], *,
+                     resamples: int = bootstrap.DEFAULT_RESAMPLES,
+                     seed: int = bootstrap.DEFAULT_SEED) -> dict[str, dict[str, dict[str, Any]]]:
+    """``'OPT-CoT - OPT'`` (``labels``: variant -> name) -> :func:`paired_differences`, for each pair of
+    :data:`COMPARISONS` whose two variants are in ``values`` (variant -> per-instance values) and share instances."""
+    out = {}
+    for left, right in COMPARISONS:
+        if left in values and right in values:
+            diffs = paired_differences(values[left], values[right], groups, resamples=resamples, seed=seed)
+            if diffs:
+                out[f"{labels[left]} - {labels[right]}"] = diffs
+    return out
+
+
 def run_differences(runs: Sequence[Any], folders: Sequence[pathlib.Path], metric: str, labels: Mapping[str, str], *,
                     resamples: int = bootstrap.DEFAULT_RESAMPLES,
                     seed: int = bootstrap.DEFAULT_SEED) -> dict[str, dict[str, dict[str, Any]]]:
-    """size -> ``'OPT-CoT - OPT'`` (``labels``: variant -> name) -> :func:`paired_differences`, for the comparisons
-    whose two runs of that size (``runs[i]``: ``size``, ``variant``, ``scores``; its ``scores.json`` in
-    ``folders[i]``) both have predictions files."""
-    by_label = {(r.size, r.variant): (r, pathlib.Path(f)) for r, f in zip(runs, folders)}
+    """size -> :func:`compare_variants` of that size's runs (``runs[i]``: ``size``, ``variant``, ``scores``; its
+    ``scores.json`` in ``folders[i]``), grouped by the first run of the size (:func:`groups_of`)."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for size in dict.fromkeys(r.size for r in runs):
-        for left, right in COMPARISONS:
-            if (size, left) not in by_label or (size, right) not in by_label:
-                continue
-            (ra, fa), (rb, fb) = by_label[(size, left)], by_label[(size, right)]
-            va, vb = instance_values(fa, ra.scores, metric), instance_values(fb, rb.scores, metric)
-            groups = {"overall": list((ra.scores.get("overall") or {}).get("datasets", []))}
-            groups |= {skill: list(g.get("datasets", [])) for skill, g in (ra.scores.get("skills") or {}).items()}
-            diffs = paired_differences(va, vb, groups, resamples=resamples, seed=seed)
-            if diffs:
-                out.setdefault(size, {})[f"{labels[left]} - {labels[right]}"] = diffs
+        of_size = [(r, pathlib.Path(f)) for r, f in zip(runs, folders) if r.size == size]
+        values = {r.variant: instance_values(f, r.scores, metric) for r, f in of_size}
+        diffs = compare_variants(values, groups_of(of_size[0][0].scores), labels, resamples=resamples, seed=seed)
+        if diffs:
+            out[size] = diffs
     return out

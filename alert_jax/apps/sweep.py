@@ -110,9 +110,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
 def _niv2_dir(cfg: ml_collections.ConfigDict) -> str:
     """``data.niv2_dir`` of the training overrides, else of the evaluation overrides, else ''."""
     for overrides in (cfg.train_overrides, cfg.eval_overrides):
-        data = overrides.get("data") if hasattr(overrides, "get") else None
-        if data is not None and str(data.get("niv2_dir", "")):
-            return str(data["niv2_dir"])
+        found = str((overrides.get("data") or {}).get("niv2_dir", ""))
+        if found:
+            return found
     return ""
 
 

@@ -176,11 +176,9 @@ class Registry:
                         f"registry entry {i} {d}: needs keys 'name' and 'skill' (optional 'in_domain', 'options'); "
                         f"unknown keys: {sorted(unknown)}"
                     )
-                options = d.get("options")
                 datasets.append(Dataset(name=str(d["name"]), skill=str(d["skill"]),
                                         in_domain=bool(d.get("in_domain", True)),
-                                        options=options if options is None or isinstance(options, str)
-                                        else tuple(options)))
+                                        options=d.get("options")))
             else:
                 raise ValueError(f"registry entry {i}: expected a dict or 'skill:task' string, got {type(e).__name__}")
         if isinstance(dev_set, str):

@@ -20,6 +20,7 @@ checkpoints alike. Select by it with ``train.best_metric='dev_score'`` (higher i
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -31,6 +32,7 @@ from alert_jax.eval import generate as gen_lib
 from alert_jax.eval import runner
 from alert_jax.models.opt import ModelParts
 from alert_jax.train import records as records_lib
+from alert_jax.train.settings import TrainConfigError
 
 STOP_STRINGS = ("\n\n",)  # a blank line ends an answer, as in evaluation (configs/evaluate.py eval.stop_strings)
 
@@ -82,27 +84,40 @@ def load_dev_generation(cfg: ml_collections.ConfigDict) -> tuple[DevGenerationSe
     return dev, note
 
 
-def dev_scores(dev: DevGenerationSet, parts: ModelParts, params: Any, tokenizer: Any,
-               mesh: jax.sharding.Mesh, seed: int = 0) -> dict[str, float]:
-    """``{"dev_score", "dev_score/<task>"}`` (x100) of the parameters ``params`` (the train state's pure dict).
+def check_fits(dev: DevGenerationSet, max_position_embeddings: int) -> None:
+    """Raises ``TrainConfigError`` when the generation budget leaves no room for a prompt in the model's context
+    (checked when the run is set up, not at the first dev score)."""
+    if dev.max_new_tokens >= max_position_embeddings:
+        raise TrainConfigError(f"data.dev_generate_max_new_tokens={dev.max_new_tokens} leaves no room for a prompt in "
+                               f"the model's {max_position_embeddings} positions; lower it or set train.dev_every=0")
 
-    A prompt that cannot fit ``max_position_embeddings - max_new_tokens`` tokens even without its input scores as
-    an empty prediction, as in evaluation.
-    """
+
+@functools.lru_cache(maxsize=4)
+def _decode_options(tokenizer: Any, max_new_tokens: int) -> gen_lib.DecodeOptions:
+    # One per run: building the stop tables decodes the whole vocabulary.
+    return runner.decode_options(tokenizer, max_new_tokens=max_new_tokens, stop_strings=STOP_STRINGS)
+
+
+def dev_predictions(dev: DevGenerationSet, parts: ModelParts, params: Any, tokenizer: Any,
+                    mesh: jax.sharding.Mesh, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
+    """Task -> the evaluation runner's predictions records (``runner.run_template``) of the parameters ``params``
+    (the train state's pure dict) on the dev instances. A prompt that cannot fit ``max_position_embeddings -
+    max_new_tokens`` tokens even without its input scores as an empty prediction, as in evaluation."""
     model = parts.build(params)
-    context = int(model.config.arch.max_position_embeddings)
-    max_prompt = context - dev.max_new_tokens
-    if max_prompt < 1:
-        raise ValueError(f"data.dev_generate_max_new_tokens={dev.max_new_tokens} leaves no room for a prompt in "
-                         f"the model's {context} positions")
-    options = runner.decode_options(tokenizer, max_new_tokens=dev.max_new_tokens, stop_strings=STOP_STRINGS)
-    generator = gen_lib.Generator(model, options, batch_size=dev.batch_size, mesh=mesh, max_prompt_len=max_prompt,
-                                  seed=seed, per_layer_weights=False)
-    out: dict[str, float] = {}
-    for name, task in dev.tasks.items():
-        records = runner.run_template(task, dev.instances[name], dev.template, tokenizer=tokenizer,
+    max_prompt = int(model.config.arch.max_position_embeddings) - dev.max_new_tokens
+    generator = gen_lib.Generator(model, _decode_options(tokenizer, dev.max_new_tokens), batch_size=dev.batch_size,
+                                  mesh=mesh, max_prompt_len=max_prompt, seed=seed, per_layer_weights=False)
+    return {name: runner.run_template(task, dev.instances[name], dev.template, tokenizer=tokenizer,
                                       generator=generator, max_prompt_tokens=max_prompt, stop_strings=STOP_STRINGS,
                                       options=dev.options[name])
-        out[f"dev_score/{name}"] = sum(r["scores"]["exact_match"] for r in records) / max(1, len(records))
+            for name, task in dev.tasks.items()}
+
+
+def dev_scores(dev: DevGenerationSet, parts: ModelParts, params: Any, tokenizer: Any,
+               mesh: jax.sharding.Mesh, seed: int = 0) -> dict[str, float]:
+    """``{"dev_score", "dev_score/<task>"}`` (x100) of :func:`dev_predictions`: each task's mean exact match, and
+    their mean."""
+    out = {f"dev_score/{name}": sum(r["scores"]["exact_match"] for r in records) / max(1, len(records))
+           for name, records in dev_predictions(dev, parts, params, tokenizer, mesh, seed).items()}
     out["dev_score"] = sum(out.values()) / len(out)
     return out

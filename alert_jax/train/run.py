@@ -41,7 +41,7 @@ from alert_jax.train import optimizer as opt_lib
 from alert_jax.train import settings
 from alert_jax.train import state as state_lib
 from alert_jax.train import step as step_lib
-from alert_jax.train.dev_score import DevGenerationSet, load_dev_generation
+from alert_jax.train.dev_score import DevGenerationSet, check_fits, load_dev_generation
 from alert_jax.train.records import Corpora, load_corpora, load_dev_sets
 from alert_jax.train.settings import TrainConfigError
 
@@ -260,6 +260,8 @@ def setup_run(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, corpor
     if resume_step is None:
         model_cfg, params = init_params(cfg, model_cfg, mesh)
     _record_architecture(cfg, model_cfg)
+    if dev_generation is not None:
+        check_fits(dev_generation, model_cfg.arch.max_position_embeddings)
     if tokenizer.vocab_size > model_cfg.arch.vocab_size:
         raise TrainConfigError(f"tokenizer has {tokenizer.vocab_size} ids but the model's vocabulary is "
                          f"{model_cfg.arch.vocab_size} (model.size={cfg.model.size}); use a matching tokenizer")

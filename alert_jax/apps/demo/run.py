@@ -384,14 +384,14 @@ def eval_stage(cfg: ml_collections.ConfigDict, paths: DemoPaths, model: str, out
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-DIFFERENCES = (("opt-cot", "opt"), ("opt-ft", "opt"), ("opt-cot", "opt-ft"))  # (model, minus model)
+VARIANT_OF = {"opt": "pretrained", "opt-ft": "ft", "opt-cot": "cot"}  # demo model -> analysis.paired variant
 
 
 def paired_model_differences(cfg: ml_collections.ConfigDict, paths: DemoPaths,
                              per_model: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{"OPT-CoT - OPT": {group: {"diff", "ci95", "datasets"}}, ...}`` of ``report.effect_metric`` for the pairs
-    of :data:`DIFFERENCES`: paired bootstrap over the instances both models scored (``analysis.paired``), groups
-    ``overall``, ``in_domain``, ``held_out`` and each skill; resamples and seed of the evaluation config (none when
+    """``{"OPT-CoT - OPT": {group: {"diff", "ci95", "datasets"}}, ...}`` of ``report.effect_metric``: the paired
+    bootstrap of ``analysis.paired.compare_variants`` over the instances both models scored, grouped as the
+    pretrained model's ``scores.json``; resamples and seed of the evaluation config (none when
     ``eval.bootstrap_resamples`` is 0)."""
     from alert_jax.analysis import paired
 
@@ -399,13 +399,10 @@ def paired_model_differences(cfg: ml_collections.ConfigDict, paths: DemoPaths,
     if int(ev.bootstrap_resamples) <= 0:
         return {}
     metric = str(cfg.report.effect_metric)
-    values = {m: paired.instance_values(paths.eval(m), per_model[m], metric) for m in MODELS}
-    first = per_model["opt"]
-    groups = {g: list(first[g]["datasets"]) for g in ("overall", "in_domain", "held_out") if first.get(g)}
-    groups |= {skill: list(g["datasets"]) for skill, g in first["skills"].items()}
-    return {f"{MODELS[a]} - {MODELS[b]}": paired.paired_differences(
-                values[a], values[b], groups, resamples=int(ev.bootstrap_resamples), seed=int(ev.bootstrap_seed))
-            for a, b in DIFFERENCES}
+    values = {VARIANT_OF[m]: paired.instance_values(paths.eval(m), per_model[m], metric) for m in MODELS}
+    return paired.compare_variants(values, paired.groups_of(per_model["opt"]),
+                                   {VARIANT_OF[m]: name for m, name in MODELS.items()},
+                                   resamples=int(ev.bootstrap_resamples), seed=int(ev.bootstrap_seed))
 
 
 def report_stage(cfg: ml_collections.ConfigDict, paths: DemoPaths, metadata: Mapping[str, Any]) -> dict[str, Any]:
