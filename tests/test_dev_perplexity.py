@@ -257,7 +257,7 @@ def test_locate_picks_the_best_step_by_any_stored_metric_or_the_latest(tmp_path)
     root = root.absolute()
     picks = {s: checkpoint.locate(root, s)[1] for s in ("best", "best_val_loss", "best_dev_score", "latest")}
     assert picks == {"best": 3, "best_val_loss": 3, "best_dev_score": 2, "latest": 4}
-    assert checkpoint.step_metrics(root, 2) == metrics[2]
+    assert checkpoint.stored_metrics(root)[2] == metrics[2]
     assert loader.checkpoint_identity(f"ckpt:{root}@best_dev_score") == (str(root), 2)
     spec = loader.InitFrom.parse(f"ckpt:{root}@latest")
     assert (spec.location, spec.select, str(spec)) == (str(root), "latest", f"ckpt:{root}@latest")
@@ -305,7 +305,7 @@ def test_dev_score_by_generation_equals_evaluation_of_the_checkpoint(launch_env,
     best = max(dev, key=lambda s: (dev[s]["dev_score"], s))  # ties: the latest step
     ckpts = (workdir / "checkpoints").absolute()
     assert checkpoint.locate(ckpts, "best_dev_score") == (ckpts, best) == checkpoint.locate(ckpts)
-    assert checkpoint.step_metrics(ckpts, 3)["dev_score"] == pytest.approx(dev[3]["dev_score"])
+    assert checkpoint.stored_metrics(ckpts)[3]["dev_score"] == pytest.approx(dev[3]["dev_score"])
 
     # The evaluation runner on the last step, same instances, template, options and budget: the same exact match.
     ev = eval_config.get_config("tiny")

@@ -567,31 +567,24 @@ def locate(path: str | os.PathLike, select: str = "best") -> tuple[pathlib.Path,
         raise CheckpointNotFoundError(f"no alert_jax checkpoint steps (folders <step>/{STATE_ITEM}) in {p}{note}")
     if select == "latest":
         return p, steps[-1]
-    if select == "best":
-        mgr = ocp.CheckpointManager(
-            p, options=ocp.CheckpointManagerOptions(best_fn=_metric_fn(saved_best_metric(p)), best_mode="min",
-                                                    read_only=True, create=False)
-        )
-        step = mgr.best_step()
-        mgr.close()
-        return p, int(step if step is not None else steps[-1])
-    metric = select.removeprefix("best_")
-    rank = _metric_fn(metric)
-    ranked = sorted((rank(step_metrics(p, s)), -s) for s in steps)  # ties: the latest step, as retention keeps
-    if not ranked or not math.isfinite(ranked[0][0]):
-        raise CheckpointNotFoundError(f"checkpoint selection {select!r}: no kept step in {p} stored {metric!r} "
-                                      f"(steps {', '.join(map(str, steps))}; dev_score needs train.dev_every > 0)")
-    return p, -ranked[0][1]
+    metric = saved_best_metric(p) if select == "best" else select.removeprefix("best_")
+    stored, rank = stored_metrics(p), _metric_fn(metric)
+    value, newest_first = min((rank(stored.get(s, {})), -s) for s in steps)  # ties: the latest, as retention keeps
+    if math.isfinite(value):
+        return p, -newest_first
+    if select == "best":  # a run that never evaluated (or not by its best_metric): its latest step
+        return p, steps[-1]
+    raise CheckpointNotFoundError(f"checkpoint selection {select!r}: no kept step in {p} stored {metric!r} "
+                                  f"(steps {', '.join(map(str, steps))}; dev_score needs train.dev_every > 0)")
 
 
-def step_metrics(root: str | os.PathLike, step: int) -> dict[str, float]:
-    """The metrics stored with ``step`` in the checkpoints folder ``root`` (``{}`` when it was not evaluated)."""
-    f = pathlib.Path(root) / str(step) / "metrics" / "metrics"
+def stored_metrics(root: str | os.PathLike) -> dict[int, dict[str, float]]:
+    """Step -> the metrics saved with it (``{}`` when it was not evaluated) in the checkpoints folder ``root``."""
+    mgr = ocp.CheckpointManager(pathlib.Path(root), options=ocp.CheckpointManagerOptions(read_only=True, create=False))
     try:
-        data = json.loads(f.read_text())
-    except (OSError, ValueError):
-        return {}
-    return {k: float(v) for k, v in data.items() if isinstance(v, (int, float))} if isinstance(data, dict) else {}
+        return {int(s): dict(mgr.metrics(s) or {}) for s in mgr.all_steps()}
+    finally:
+        mgr.close()
 
 
 def load_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
