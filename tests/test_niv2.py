@@ -208,6 +208,35 @@ def test_top_level_must_be_object(tmp_path):
         niv2.load_task(path)
 
 
+def test_download_command_fetches_the_registry_tasks(tmp_path, capsys):
+    """``python -m alert_jax.data.registry download``: 'dev' fetches exactly the dev set, validated; a rerun keeps
+    the files; 'all' = evaluation datasets + dev set; a missing remote file exits 1 naming its URL; a bad spec exits
+    2 and writes nothing."""
+    remote = tmp_path / "remote"
+    for name in registry.DEV_SET:
+        _write(remote, name, _task(2))
+    cache = tmp_path / "cache"
+    argv = ["download", "--tasks=dev", f"--base_url={remote.as_uri()}", str(cache)]
+    assert registry.main(argv) == 0
+    assert sorted(p.stem for p in cache.iterdir()) == sorted(registry.DEV_SET)
+    assert niv2.load_task(cache / f"{registry.DEV_SET[0]}.json").instances[1].outputs == ["w1"]
+    out = capsys.readouterr().out
+    assert f"[3/3] {cache / registry.DEV_SET[2]}.json (fetched)" in out and "(3 fetched, 0 already there)" in out
+    (remote / f"{registry.DEV_SET[0]}.json").unlink()  # a rerun must not ask for files it has
+    assert registry.main(argv) == 0 and "(0 fetched, 3 already there)" in capsys.readouterr().out
+
+    assert registry.download_spec("all") == [*registry.ALERT.names, *registry.DEV_SET]
+    assert registry.download_spec("alert") == list(registry.ALERT.names)
+    first = registry.ALERT.names[0]
+    assert registry.main(["download", "--tasks=alert", f"--base_url={remote.as_uri()}", str(cache)]) == 1
+    assert f"{remote.as_uri()}/{first}.json" in capsys.readouterr().err
+    assert not (cache / f"{first}.json").exists()
+
+    empty = tmp_path / "empty"
+    assert registry.main(["download", "--tasks=no_such_skill", f"--base_url={remote.as_uri()}", str(empty)]) == 2
+    assert "--tasks" in capsys.readouterr().err and not empty.exists()
+
+
 # ------------------------------------------------------------------------------------------------ downloader
 
 

@@ -11,14 +11,26 @@ ignored), a task name, or a comma-separated mix; they resolve to an ordered list
 
 Answer options: a dataset may declare its label set (``Dataset.options``); otherwise it is computed from the task file
 (``niv2.answer_options``). :meth:`Registry.answer_options` applies that rule.
+
+Fetching the registry's task files (from the natural-instructions repository, validated, into a folder)::
+
+    python -m alert_jax.data.registry download --tasks=alert DIR     # the 20 evaluation datasets
+    python -m alert_jax.data.registry download --tasks=dev DIR       # the 3 dev-set tasks
+    python -m alert_jax.data.registry download --tasks=all DIR       # both (23 files)
+
+``--tasks`` also takes any task spec (skills, task names, comma-separated); ``--base_url`` points at a mirror or a
+local checkout (``file:///.../natural-instructions/tasks``). Exit codes: 0 done; 1 a download failed (network or
+HTTP error, the URL named); 2 a bad spec or an invalid task file (nothing invalid is written).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import os
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -35,6 +47,8 @@ __all__ = [
     "Registry",
     "available",
     "datasets_for",
+    "download_spec",
+    "main",
     "resolve_tasks",
 ]
 
@@ -311,3 +325,60 @@ def available(
     wanted = list(dict.fromkeys(tasks if tasks is not None else (*reg.names, *reg.dev_set)))
     have = set(niv2.list_tasks(niv2_dir))
     return [t for t in wanted if t in have], [t for t in wanted if t not in have]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Downloading the registry's task files
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def download_spec(spec: str, registry: Registry | None = None) -> list[str]:
+    """The task names a download ``spec`` names: ``'alert'`` = the evaluation datasets, ``'dev'`` = the dev set,
+    ``'all'`` = both (unlike :func:`resolve_tasks`, where ``'all'`` means the evaluation datasets only: a download
+    wants every file a run may read); anything else is a :func:`resolve_tasks` spec, NIV2 names outside the registry
+    included."""
+    reg = registry or ALERT
+    tokens = [t.strip() for t in spec.split(",") if t.strip()]
+    words = {"alert": "all", "all": "all,dev"}
+    return reg.resolve([words.get(t.lower(), t) for t in tokens], allow_unregistered=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m alert_jax.data.registry download --tasks=SPEC DIR``: fetch the named task files into ``DIR``,
+    one line of progress per file; returns the exit code (module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m alert_jax.data.registry", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    dl = commands.add_parser("download", help="fetch the registry's NIV2 task files into DIR")
+    dl.add_argument("dir", help="folder to write <task>.json files into (created; files already there are kept)")
+    dl.add_argument("--tasks", default="all", help="'alert', 'dev', 'all' (default) or a task spec")
+    dl.add_argument("--base_url", default=niv2.DEFAULT_BASE_URL, help="where <task>.json files are served")
+    dl.add_argument("--overwrite", action="store_true", help="fetch files that are already in DIR again")
+    dl.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    args = parser.parse_args(argv)
+    prog = f"{parser.prog} {args.command}"
+    try:
+        names = download_spec(args.tasks)
+    except ValueError as e:
+        print(f"{prog}: error: --tasks={args.tasks!r}: {e} Here 'alert' also names the evaluation datasets and 'all'"
+              " names them with the dev set.", file=sys.stderr)
+        return 2
+    folder = os.path.expanduser(args.dir)
+    fetched = 0
+    for i, name in enumerate(names, 1):
+        present = os.path.isfile(os.path.join(folder, f"{name}.json")) and not args.overwrite
+        try:
+            (path,) = niv2.download_tasks([name], folder, args.base_url, timeout=args.timeout, overwrite=args.overwrite)
+        except niv2.DownloadError as e:
+            print(f"{prog}: error: {e} ({i - 1} of {len(names)} files done)", file=sys.stderr)
+            return 1
+        except niv2.TaskFileError as e:
+            print(f"{prog}: error: {e}", file=sys.stderr)
+            return 2
+        fetched += not present
+        print(f"[{i}/{len(names)}] {path} ({'kept' if present else 'fetched'})", flush=True)
+    print(f"{len(names)} task files in {folder} ({fetched} fetched, {len(names) - fetched} already there)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
