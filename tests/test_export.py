@@ -25,6 +25,7 @@ from alert_jax.models import sizes
 
 TASKS = ("task080_piqa_answer_generation", "task1152_bard_analogical_reasoning_causation")
 NEW = 8
+MAX_POS = 256
 STOPS = ("\n\n",)
 
 
@@ -59,7 +60,7 @@ def _finetune(tmp_path, niv2_tasks_dir):
     cfg = finetune.get_config("tiny,cot")
     cfg.tokenizer = f"bpe:{tmp_path / 'bpe'}"
     cfg.model.vocab_size = tok.vocab_size  # every id the model can emit is a token (decodes alike on both sides)
-    cfg.model.max_position_embeddings = 256
+    cfg.model.max_position_embeddings = MAX_POS
     cfg.data.update(synthetic_train_examples=200, synthetic_valid_examples=16, max_eval_examples=16, niv2_dir="")
     cfg.optimizer.update(learning_rate=3e-3, warmup_steps=1)
     cfg.train.update(num_steps=3, batch_size=8, log_every=1, eval_every=0, checkpoint_every=0, keep_checkpoints=1,
@@ -76,8 +77,9 @@ def _evaluate(workdir, niv2_tasks_dir, out):
     cfg = eval_config.get_config("tiny")
     cfg.init_from = f"ckpt:{workdir}"
     cfg.data.niv2_dir = str(niv2_tasks_dir)
+    cfg.model.max_position_embeddings = MAX_POS  # the run's (the checkpoint's architecture wins anyway)
     cfg.eval.update(tasks=",".join(TASKS), templates="T1", max_instances=3, num_demos=0, max_new_tokens=NEW,
-                    stop_strings=STOPS, figures=False, bootstrap_resamples=0)
+                    stop_strings=STOPS, buckets=str(MAX_POS - NEW), figures=False, bootstrap_resamples=0)
     runner.evaluate(cfg, out)
     return {task: [json.loads(line) for line in (out / "predictions" / task / "T1.jsonl").read_text().splitlines()]
             for task in TASKS}
@@ -219,6 +221,23 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
         errors = capsys.readouterr().err.strip().splitlines()
         assert len(errors) == 1 and errors[0].startswith("export: error:") and expected in errors[0], errors
     assert (busy / "keep.txt").is_file() and not any((tmp_path / d).exists() for d in "abcd")
+
+
+def test_sentencepiece_or_missing_tokenizer_is_refused_before_writing(model_dir, tmp_path):
+    """conftest's ``model_dir``: an HF folder with a SentencePiece tokenizer; a copy without it has no tokenizer."""
+    import shutil
+
+    from alert_jax.io import export
+
+    with pytest.raises(export.ExportError, match="SentencePiece model has no Hugging Face tokenizer"):
+        export.export(f"hf:{model_dir}", tmp_path / "sp")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(model_dir / f, bare / f)
+    with pytest.raises(export.ExportError, match="carries no tokenizer; pass --tokenizer=bpe:DIR"):
+        export.export(f"hf:{bare}", tmp_path / "none")
+    assert not (tmp_path / "sp").exists() and not (tmp_path / "none").exists()
 
 
 def test_launcher_exits_2_on_bad_input(tmp_path):

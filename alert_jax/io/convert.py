@@ -23,6 +23,10 @@ one view under these canonical HF names (safetensors, sharded safetensors, ``.bi
 :mod:`alert_jax.io.weight_files`' job; this module holds the table above, the checks, the assembly and the
 entry points (``from_hf``, ``to_hf``, ``from_metaseq``); ``io.loader`` parses ``init_from`` and calls them.
 
+Writing (``to_hf``) goes through the same table the other way, one tensor at a time (``hf_tensor_getter`` gathers
+a single HF tensor from a possibly sharded model), into sharded safetensors planned and written by
+:mod:`alert_jax.io.safetensors_shards`; :mod:`alert_jax.io.export` adds the tokenizer and generation config.
+
 Loading checks every weight before anything is allocated: a missing, unexpected or mis-shaped weight raises
 :class:`CheckpointError` naming it (and both shapes). Arrays are placed one parameter at a time, directly with
 their sharding on ``mesh`` (``jax.make_array_from_callback``: each process builds only its own shards).

@@ -81,14 +81,15 @@ def check_dtype(dtype: str) -> str:
     return dtype
 
 
-def check_tokenizer(tokenizer: tokenizers.Tokenizer | None, init_from: str) -> tokenizers.BPETokenizer:
-    """The tokenizer if an export can write it (byte-level BPE), else :class:`ExportError` saying what to pass."""
+def check_tokenizer(tokenizer: tokenizers.Tokenizer | None, origin: str) -> tokenizers.BPETokenizer:
+    """The tokenizer if an export can write it (byte-level BPE), else :class:`ExportError` saying what to pass;
+    ``origin`` names where it came from in the message."""
     if tokenizer is None:
-        raise ExportError(f"init_from={init_from!r} carries no tokenizer; pass --tokenizer=bpe:DIR (e.g. OPT's "
-                          "vocab.json + merges.txt)")
+        raise ExportError(f"{origin} carries no tokenizer; pass --tokenizer=bpe:DIR (e.g. OPT's vocab.json + "
+                          "merges.txt)")
     if not isinstance(tokenizer, tokenizers.BPETokenizer):
         raise ExportError(
-            f"the tokenizer of init_from={init_from!r} is {tokenizer!r}: a SentencePiece model has no Hugging Face "
+            f"the tokenizer of {origin} is {tokenizer!r}: a SentencePiece model has no Hugging Face "
             "tokenizer that reproduces its ids, so it cannot be exported; export a run trained with a byte-level BPE "
             "tokenizer (--tokenizer=bpe:DIR)")
     return tokenizer
@@ -111,7 +112,7 @@ def export_model(
     check_dtype(dtype)
     max_bytes = safetensors_shards.parse_size(max_shard_size)
     path = check_out_dir(out, overwrite)
-    tok = check_tokenizer(tokenizer, "<given>")
+    tok = check_tokenizer(tokenizer, "the model to export")
     if tok.vocab_size > model.config.arch.vocab_size:
         raise ExportError(f"the tokenizer has {tok.vocab_size} ids but the model's vocabulary is "
                           f"{model.config.arch.vocab_size}")
@@ -165,7 +166,7 @@ def export(
         with warnings.catch_warnings():  # ``base``'s architecture is a placeholder: the checkpoint's always wins
             warnings.simplefilter("ignore")
             config = loader.resolve_config(spec, base)
-    check_tokenizer(loader.find_tokenizer(spec, tokenizer), init_from)
+    check_tokenizer(loader.find_tokenizer(spec, tokenizer), f"init_from={init_from!r}")
     loaded = loader.load_model(spec, config, make_mesh((1, -1, 1)), tokenizer=tokenizer)
     log.info("loaded %s (step %s) from %s", init_from, loaded.step, loaded.source)
     return export_model(loaded.model, loaded.tokenizer, out, dtype=dtype, max_shard_size=max_shard_size,
