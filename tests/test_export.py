@@ -90,13 +90,14 @@ def test_export_of_finetuned_run_generates_like_alert_jax(niv2_tasks_dir, tmp_pa
     import transformers
 
     from alert_jax.eval import stops
-    from alert_jax.io import export
 
     workdir, tok = _finetune(tmp_path, niv2_tasks_dir)
     predictions = _evaluate(workdir, niv2_tasks_dir, tmp_path / "eval")
     out = tmp_path / "hf"
-    written = []
-    export.export(f"ckpt:{workdir}", out, max_shard_size="300KB", progress=lambda i, n, p: written.append((i, n)))
+    proc = _launch(f"--init_from=ckpt:{workdir}", f"--out={out}", "--max_shard_size=300KB")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = [tuple(map(int, line.split()[2].split("/"))) for line in proc.stdout.splitlines()
+               if line.startswith("export: shard ")]
 
     # Sharded: every file under the limit, the index names each tensor's file and the tensor bytes.
     index = json.loads((out / shards_lib.INDEX_FILE).read_text())
@@ -135,6 +136,53 @@ def test_export_of_finetuned_run_generates_like_alert_jax(niv2_tasks_dir, tmp_pa
             compared += 1
     assert compared >= 4, "too few prompts fit the context to compare"
     assert any(r["prediction"] for records in predictions.values() for r in records)  # not all trivially empty
+
+
+def _small_bpe(vocab_size: int):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from alert_jax.io import tokenizers
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+                                  show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator(["the cat sat on the mat", "So the answer is 7."] * 20, trainer)
+    return tokenizers.BPETokenizer(backend)
+
+
+def test_bfloat16_export_and_overwrite(tmp_path):
+    """bfloat16 shards hold the float32 weights rounded (as torch rounds them); --overwrite replaces every shard of
+    the earlier export (none left behind when the new one has fewer)."""
+    import torch
+    import transformers
+    from safetensors.numpy import load_file
+
+    from alert_jax.io import export
+    from alert_jax.models import opt
+
+    model = opt.create_model(sizes.get_model_config("tiny", vocab_size=300, dropout=0.0, attention_dropout=0.0), None,
+                             rngs_seed=0)
+    tok = _small_bpe(300)
+    out = tmp_path / "bf16"
+    export.export_model(model, tok, out, dtype="float32", max_shard_size="80KB")
+    assert len(list(out.glob("model-*.safetensors"))) > 4
+    with pytest.raises(export.ExportError, match="not empty; pass --overwrite"):
+        export.export_model(model, tok, out, dtype="bfloat16")
+    export.export_model(model, tok, out, dtype="bfloat16", max_shard_size="5GB", overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["config.json", "generation_config.json", "model.safetensors", "special_tokens_map.json", "tokenizer.json",
+         "tokenizer_config.json"])
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == tok.eos_id == 2
+    stored = load_file(str(out / "model.safetensors"))
+    for name, value in convert.to_hf_state_dict(model).items():  # float32
+        expected = torch.tensor(value).to(torch.bfloat16).view(torch.int16).numpy()
+        np.testing.assert_array_equal(stored[name].view(np.int16), expected, err_msg=name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf = transformers.OPTForCausalLM.from_pretrained(out, dtype=torch.bfloat16)
+    assert hf.model.decoder.layers[1].fc1.weight.dtype == torch.bfloat16
 
 
 def _expected_params(a: sizes.Architecture) -> int:
@@ -240,12 +288,16 @@ def test_sentencepiece_or_missing_tokenizer_is_refused_before_writing(model_dir,
     assert not (tmp_path / "sp").exists() and not (tmp_path / "none").exists()
 
 
+def _launch(*flags: str) -> subprocess.CompletedProcess:
+    """``launch/export.py`` in a subprocess (one CPU device)."""
+    cmd = [sys.executable, str(REPO_ROOT / "launch" / "export.py"), *flags]
+    return subprocess.run(cmd, cwd=REPO_ROOT, env=subprocess_env(pythonpath=True), capture_output=True, text=True,
+                          timeout=300)
+
+
 def test_launcher_exits_2_on_bad_input(tmp_path):
     """The command line itself (flags -> export -> exit code); the other refusals are checked in-process above."""
-    cmd = [sys.executable, str(REPO_ROOT / "launch" / "export.py"), f"--init_from=ckpt:{tmp_path / 'missing'}",
-           f"--out={tmp_path / 'out'}", "--dtype=bfloat16"]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=subprocess_env(pythonpath=True), capture_output=True, text=True,
-                          timeout=120)
+    proc = _launch(f"--init_from=ckpt:{tmp_path / 'missing'}", f"--out={tmp_path / 'out'}", "--dtype=bfloat16")
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("export: error:")]
     assert len(errors) == 1 and "does not exist" in errors[0], proc.stderr[-2000:]

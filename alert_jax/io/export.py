@@ -31,8 +31,10 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from alert_jax.io import loader, safetensors_shards, tokenizers
+from alert_jax.io import convert, loader, safetensors_shards, tokenizers
 from alert_jax.models.sizes import DTYPES, OPTConfig, get_model_config
+from alert_jax.parallel import distributed
+from alert_jax.parallel.sharding import make_mesh
 
 if TYPE_CHECKING:
     from alert_jax.models.opt import OPT
@@ -106,9 +108,6 @@ def export_model(
     progress: Callable[[int, int, pathlib.Path], None] | None = None,
 ) -> pathlib.Path:
     """Writes ``model`` (an ``OPT``) and ``tokenizer`` into the folder ``out`` (module docstring); returns it."""
-    from alert_jax.io import convert
-    from alert_jax.parallel import distributed
-
     check_dtype(dtype)
     max_bytes = safetensors_shards.parse_size(max_shard_size)
     path = check_out_dir(out, overwrite)
@@ -145,10 +144,8 @@ def export(
     weight is read. Raises :class:`ExportError`, ``CheckpointError``, ``CheckpointNotFoundError`` or
     ``TokenizerLoadError`` naming the setting.
     """
-    from alert_jax.parallel.sharding import make_mesh
-
     check_dtype(dtype)
-    safetensors_shards.parse_size(max_shard_size)
+    max_bytes = safetensors_shards.parse_size(max_shard_size)
     check_out_dir(out, overwrite)
     spec = loader.InitFrom.parse(init_from)
     if not spec.kind:
@@ -167,6 +164,8 @@ def export(
             warnings.simplefilter("ignore")
             config = loader.resolve_config(spec, base)
     check_tokenizer(loader.find_tokenizer(spec, tokenizer), f"init_from={init_from!r}")
+    # A limit below the largest tensor fails here, from the shapes alone, not after the weights are loaded.
+    safetensors_shards.plan_shards(convert.hf_tensor_specs(config, dtype), max_bytes)
     loaded = loader.load_model(spec, config, make_mesh((1, -1, 1)), tokenizer=tokenizer)
     log.info("loaded %s (step %s) from %s", init_from, loaded.step, loaded.source)
     return export_model(loaded.model, loaded.tokenizer, out, dtype=dtype, max_shard_size=max_shard_size,
