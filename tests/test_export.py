@@ -166,7 +166,18 @@ def test_bfloat16_export_and_overwrite(tmp_path):
     tok = _small_bpe(300)
     out = tmp_path / "bf16"
     export.export_model(model, tok, out, dtype="float32", max_shard_size="80KB")
-    assert len(list(out.glob("model-*.safetensors"))) > 4
+    shards = sorted(out.glob("model-*.safetensors"))
+    assert len(shards) > 4
+    # The same model read back sharded over 8 devices (fsdp) exports to the same bytes: gathered tensor by tensor.
+    import jax
+
+    from alert_jax.parallel.sharding import make_mesh
+
+    sharded = convert.from_hf(out, mesh=make_mesh((1, 8, 1), devices=jax.devices()[:8]))
+    assert not sharded.layers.fc1_kernel[...].sharding.is_fully_replicated
+    export.export_model(sharded, tok, tmp_path / "again", dtype="float32", max_shard_size="80KB")
+    for f in shards + [out / shards_lib.INDEX_FILE]:
+        assert (tmp_path / "again" / f.name).read_bytes() == f.read_bytes(), f.name
     with pytest.raises(export.ExportError, match="not empty; pass --overwrite"):
         export.export_model(model, tok, out, dtype="bfloat16")
     export.export_model(model, tok, out, dtype="bfloat16", max_shard_size="5GB", overwrite=True)
