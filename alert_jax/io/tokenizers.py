@@ -21,6 +21,8 @@ Round-trip guarantee, ``decode(encode(text)) == text``:
 
 Loading: :func:`load_tokenizer` takes ``'bpe:PATH'``, ``'sp:PATH'`` or a plain path (auto-detected);
 :func:`save_tokenizer` writes a directory that :func:`load_tokenizer` reads back (checkpoints carry their tokenizer).
+:meth:`BPETokenizer.save_hf` writes the files with which ``transformers.AutoTokenizer`` encodes alike (the Hugging
+Face export, ``io.export``); SentencePiece models have no such files.
 """
 
 from __future__ import annotations
