@@ -103,6 +103,7 @@ def test_export_of_finetuned_run_generates_like_alert_jax(niv2_tasks_dir, tmp_pa
     index = json.loads((out / shards_lib.INDEX_FILE).read_text())
     files = sorted(set(index["weight_map"].values()))
     assert len(files) >= 3 and written == [(i + 1, len(files)) for i in range(len(files))]
+    assert sorted(p.name for p in out.glob("model*.safetensors")) == files
     assert all((out / f).stat().st_size <= 300_000 for f in files)
     from safetensors import safe_open
 
