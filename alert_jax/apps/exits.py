@@ -34,6 +34,8 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from alert_jax.data.finetune import CorpusNotFoundError
     from alert_jax.data.niv2 import TaskFileError
     from alert_jax.eval.runner import EvalConfigError
+    from alert_jax.io.export import ExportError
+    from alert_jax.io.safetensors_shards import ShardPlanError
     from alert_jax.io.tokenizers import TokenizerLoadError
     from alert_jax.io.weight_files import CheckpointError
     from alert_jax.io.workdir import WorkdirError
@@ -41,7 +43,8 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from alert_jax.train.settings import TrainConfigError
 
     return (TrainConfigError, DemoError, CorpusFormatError, CorpusNotFoundError, TaskFileError, EvalConfigError,
-            TokenizerLoadError, CheckpointError, WorkdirError, InsufficientShardingError, FileNotFoundError)
+            TokenizerLoadError, CheckpointError, WorkdirError, InsufficientShardingError, ExportError, ShardPlanError,
+            FileNotFoundError)
 
 
 def run_app(app: str, fn: Callable[[], object]) -> int:

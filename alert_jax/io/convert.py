@@ -23,6 +23,10 @@ one view under these canonical HF names (safetensors, sharded safetensors, ``.bi
 :mod:`alert_jax.io.weight_files`' job; this module holds the table above, the checks, the assembly and the
 entry points (``from_hf``, ``to_hf``, ``from_metaseq``); ``io.loader`` parses ``init_from`` and calls them.
 
+Writing (``to_hf``) goes through the same table the other way, one tensor at a time (``hf_tensor_getter`` gathers
+a single HF tensor from a possibly sharded model), into sharded safetensors planned and written by
+:mod:`alert_jax.io.safetensors_shards`; :mod:`alert_jax.io.export` adds the tokenizer and generation config.
+
 Loading checks every weight before anything is allocated: a missing, unexpected or mis-shaped weight raises
 :class:`CheckpointError` naming it (and both shapes). Arrays are placed one parameter at a time, directly with
 their sharding on ``mesh`` (``jax.make_array_from_callback``: each process builds only its own shards).
@@ -43,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from alert_jax.io.safetensors_shards import TensorSpec, parse_size, plan_shards, write_shards
 from alert_jax.io.weight_files import WEIGHT_FILES, CheckpointError, TensorSource, metaseq_source, open_hf_weights
 from alert_jax.models.opt import OPT, abstract_model
 from alert_jax.models.sizes import Architecture, OPTConfig, Runtime
@@ -278,8 +283,9 @@ def load_hf_config(path: str | os.PathLike) -> OPTConfig:
         raise CheckpointError(f"{file}: {e}") from e
 
 
-def hf_config_dict(config: OPTConfig, dtype: str = "float32") -> dict[str, Any]:
-    """The ``config.json`` transformers' ``OPTForCausalLM`` expects for ``config``."""
+def hf_config_dict(config: OPTConfig, dtype: str = "float32", *, bos_token_id: int = 2, eos_token_id: int = 2,
+                   pad_token_id: int = 1) -> dict[str, Any]:
+    """The ``config.json`` transformers' ``OPTForCausalLM`` expects for ``config`` (special ids default to OPT's)."""
     return {
         "architectures": ["OPTForCausalLM"],
         "model_type": "opt",
@@ -301,9 +307,9 @@ def hf_config_dict(config: OPTConfig, dtype: str = "float32") -> dict[str, Any]:
         "layer_norm_elementwise_affine": True,
         "tie_word_embeddings": True,
         "use_cache": True,
-        "pad_token_id": 1,
-        "bos_token_id": 2,
-        "eos_token_id": 2,
+        "pad_token_id": pad_token_id,
+        "bos_token_id": bos_token_id,
+        "eos_token_id": eos_token_id,
         "dtype": dtype,
     }
 
@@ -375,38 +381,74 @@ def from_hf(path_or_hub_id: str | os.PathLike, *, mesh: jax.sharding.Mesh | None
     return _build(config, source, mesh, str(directory / "config.json"))
 
 
-def to_hf_state_dict(model: OPT, dtype: str | None = None) -> dict[str, np.ndarray]:
-    """``{'model.decoder...': numpy array}`` in HF layout (LM head omitted: tied). Every process must call it
-    for a model sharded across processes."""
-    config = model.config
-    rules = _rules(config)
-    out: dict[str, np.ndarray] = {}
-    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        rule = rules[tuple(str(p) for p in path)]
-        array = distributed.host_array(var[...])
-        if dtype is not None:
-            array = array.astype(jnp.dtype(dtype))
+def hf_tensor_specs(config: OPTConfig, dtype: str) -> list[TensorSpec]:
+    """The tensors an ``OPTForCausalLM`` file holds for ``config`` (``model.``-prefixed names, LM head omitted: tied),
+    in HF's order (embeddings, final layer norm, then layer by layer), each in ``dtype``."""
+    shapes = expected_hf_shapes(config)
+    return [TensorSpec("model." + name, shapes[name], dtype) for name in sorted(shapes, key=_natural_key)]
+
+
+def hf_tensor_getter(model: OPT) -> Callable[[str], np.ndarray]:
+    """``get(name)``: one tensor of :func:`hf_tensor_specs` as a host numpy array in the param dtype, gathered on its
+    own (a stacked layer param is sliced to its layer on the devices first), so host memory holds one tensor at a
+    time. Every process must make the same calls for a model sharded across processes."""
+    rules = _rules(model.config)
+    params = {tuple(str(p) for p in path): var for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    where: dict[str, tuple[tuple[str, ...], int | None]] = {}
+    for key, rule in rules.items():
         if rule.stacked:
-            for i in range(config.arch.num_layers):
-                out["model." + rule.hf.format(i=i)] = np.ascontiguousarray(rule.to_hf(array[i]))
+            where.update({"model." + rule.hf.format(i=i): (key, i) for i in range(model.config.arch.num_layers)})
         else:
-            out["model." + rule.hf] = np.ascontiguousarray(rule.to_hf(array))
-    return out
+            where["model." + rule.hf] = (key, None)
+
+    def get(name: str) -> np.ndarray:
+        key, layer = where[name]
+        value = params[key][...]
+        array = distributed.host_array(value if layer is None else value[layer])
+        return np.ascontiguousarray(rules[key].to_hf(array))
+
+    return get
 
 
-def to_hf(model: OPT, path: str | os.PathLike, *, dtype: str | None = None) -> pathlib.Path:
-    """Writes ``config.json`` + ``model.safetensors`` loadable by ``transformers.OPTForCausalLM.from_pretrained``.
-    ``dtype`` (e.g. 'float16') converts on the way out; default keeps the param dtype. Only process 0 writes."""
-    from safetensors.numpy import save_file
+def to_hf_state_dict(model: OPT, dtype: str | None = None) -> dict[str, np.ndarray]:
+    """``{'model.decoder...': numpy array}`` in HF layout (LM head omitted: tied), all in host memory at once (small
+    models; :func:`to_hf` writes big ones a tensor at a time). Every process must call it for a model sharded across
+    processes."""
+    get = hf_tensor_getter(model)
+    out_dtype = np.dtype(jnp.dtype(dtype)) if dtype is not None else None
+    return {t.name: get(t.name) if out_dtype is None else get(t.name).astype(out_dtype)
+            for t in hf_tensor_specs(model.config, dtype or model.config.runtime.param_dtype)}
 
-    tensors = to_hf_state_dict(model, dtype)
+
+def to_hf(
+    model: OPT,
+    path: str | os.PathLike,
+    *,
+    dtype: str | None = None,
+    max_shard_size: str | int = "5GB",
+    special_ids: Mapping[str, int] | None = None,
+    progress: Callable[[int, int, pathlib.Path], None] | None = None,
+) -> pathlib.Path:
+    """Writes ``config.json`` and the weights (``model.safetensors``, or shards of at most ``max_shard_size`` with
+    ``model.safetensors.index.json``: :mod:`alert_jax.io.safetensors_shards`) loadable by
+    ``transformers.OPTForCausalLM.from_pretrained``, one tensor in host memory at a time.
+
+    ``dtype`` ('float32', 'bfloat16', 'float16') converts on the way out; default keeps the param dtype.
+    ``special_ids``: ``bos_token_id`` / ``eos_token_id`` / ``pad_token_id`` for ``config.json`` (default OPT's).
+    ``progress(i, n, path)`` after each shard. Every process gathers; only process 0 writes."""
+    out_dtype = dtype or model.config.runtime.param_dtype
+    shards = plan_shards(hf_tensor_specs(model.config, out_dtype), parse_size(max_shard_size))
+    get = hf_tensor_getter(model)
     directory = pathlib.Path(path).expanduser()
     if jax.process_index() != 0:
+        for shard in shards:  # the same gathers as process 0, in the same order
+            for t in shard.tensors:
+                get(t.name)
         return directory
     directory.mkdir(parents=True, exist_ok=True)
-    out_dtype = dtype or model.config.runtime.param_dtype
-    (directory / "config.json").write_text(json.dumps(hf_config_dict(model.config, out_dtype), indent=2) + "\n")
-    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    config = hf_config_dict(model.config, out_dtype, **dict(special_ids or {}))
+    write_shards(directory, shards, get, progress=progress)
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return directory
 
 

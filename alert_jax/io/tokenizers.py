@@ -21,6 +21,8 @@ Round-trip guarantee, ``decode(encode(text)) == text``:
 
 Loading: :func:`load_tokenizer` takes ``'bpe:PATH'``, ``'sp:PATH'`` or a plain path (auto-detected);
 :func:`save_tokenizer` writes a directory that :func:`load_tokenizer` reads back (checkpoints carry their tokenizer).
+:meth:`BPETokenizer.save_hf` writes the files with which ``transformers.AutoTokenizer`` encodes alike (the Hugging
+Face export, ``io.export``); SentencePiece models have no such files.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Protocol, runtime_checkable
 
 import sentencepiece as spm
 import tokenizers as hf_tokenizers
-from tokenizers import decoders, models, pre_tokenizers
+from tokenizers import decoders, models, pre_tokenizers, processors
 
 __all__ = [
     "Tokenizer",
@@ -215,6 +217,32 @@ class BPETokenizer(_Common):
         meta = {"kind": "bpe", "file": BPE_JSON_FILE, "bos_token": self.bos_token, "eos_token": self.eos_token,
                 "pad_token": self.pad_token, "bos_id": self.bos_id, "eos_id": self.eos_id, "pad_id": self.pad_id}
         (d / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+    def save_hf(self, directory: str | os.PathLike, *, model_max_length: int) -> list[pathlib.Path]:
+        """Write the files with which ``transformers.AutoTokenizer.from_pretrained(directory)`` gives the same ids as
+        :meth:`encode` with ``add_bos=True`` (and the same special ids): ``tokenizer.json`` (this backend as is, the
+        special tokens marked special, a post-processor that prepends ``bos_token``), ``tokenizer_config.json``
+        (``PreTrainedTokenizerFast``, ``add_bos_token``, no clean-up of spaces on decode) and
+        ``special_tokens_map.json``. One difference stays: transformers reads a special-token string inside the text
+        (``"</s>"``) as the special id, as OPT's own Hugging Face tokenizer does; :meth:`encode` reads it literally."""
+        d = pathlib.Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        backend = hf_tokenizers.Tokenizer.from_str(self._backend.to_str())
+        unk = "<unk>" if backend.token_to_id("<unk>") is not None else self.eos_token
+        specials = {"bos_token": self.bos_token, "eos_token": self.eos_token, "unk_token": unk,
+                    "pad_token": self.pad_token}
+        backend.add_special_tokens([hf_tokenizers.AddedToken(t, special=True, normalized=False)
+                                    for t in dict.fromkeys(specials.values())])
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{self.bos_token} $A", pair=f"{self.bos_token} $A {self.bos_token} $B",
+            special_tokens=[(self.bos_token, self.bos_id)])
+        backend.save(str(d / BPE_JSON_FILE))
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", **specials, "add_bos_token": True,
+                  "add_eos_token": False, "add_prefix_space": False, "clean_up_tokenization_spaces": False,
+                  "model_max_length": int(model_max_length)}
+        (d / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        (d / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n")
+        return [d / BPE_JSON_FILE, d / "tokenizer_config.json", d / "special_tokens_map.json"]
 
     def __repr__(self) -> str:
         return (f"BPETokenizer({self.source!r}, vocab_size={self.vocab_size}, bos={self.bos_id}, eos={self.eos_id}, "
