@@ -38,8 +38,9 @@ class EvalSizeSettings:
 # Up to 6.7b the bf16 weights (and their per-layer decoding copy) fit one device: every device decodes its own rows.
 # From 13b on, heads and FFN columns are split over 8 devices (tensor): weights, KV cache and attention all divide
 # by 8 and no weight is gathered per step (FSDP would all-gather every layer at every generated token).
-# Planned (XLA:CPU upper bounds, context 2048 = prompt 1792 + 256 new tokens, usable 0.75 x 80 GiB = 60 GiB):
-# 1.3b batch 32 on 1 device peaks at 51.5 GiB; 13b batch 32 on tensor:8 at ~30 GiB per device.
+# Planned (launch/plan.py, XLA:CPU temporaries: an upper bound for GPUs; context 2048 = prompt 1792 + 256 new tokens;
+# usable 0.75 x 80 GiB = 60 GiB): 1.3b, batch 32 on 1 device, peaks at 51.5 GiB; 13b, batch 32 on tensor:8, at
+# 22.4 GiB per device. The other sizes follow the same two rules and are not planned here: plan before a run.
 _DATA, _TP8 = (-1, 1, 1), (-1, 1, 8)
 EVAL_SIZE_SETTINGS: dict[str, EvalSizeSettings] = {
     "125m": EvalSizeSettings(_DATA, 32, 1),
