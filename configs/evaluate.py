@@ -33,24 +33,25 @@ class EvalSizeSettings:
     mesh: tuple[int, int, int]  # (data, fsdp, tensor); -1 = the remaining devices
     batch_size: int  # rows per decode call
     devices: int  # the 80 GiB devices the preset is meant for (launch/plan.py --devices)
+    unstack_layers: bool = True  # eval.unstack_layers: False drops the per-layer decoding copy of the weights
 
 
-# Up to 6.7b the bf16 weights (and their per-layer decoding copy) fit one device: every device decodes its own rows.
-# From 13b on, heads and FFN columns are split over 8 devices (tensor): weights, KV cache and attention all divide
+# Up to 2.7b the bf16 weights (and their per-layer decoding copy) fit one device: every device decodes its own rows.
+# From 6.7b on, heads and FFN columns are split over 8 devices (tensor): weights, KV cache and attention all divide
 # by 8 and no weight is gathered per step (FSDP would all-gather every layer at every generated token).
-# Planned (launch/plan.py, XLA:CPU temporaries: an upper bound for GPUs; context 2048 = prompt 1792 + 256 new tokens;
-# usable 0.75 x 80 GiB = 60 GiB): 1.3b, batch 32 on 1 device, peaks at 51.5 GiB; 13b, batch 32 on tensor:8, at
-# 22.4 GiB per device. The other sizes follow the same two rules and are not planned here: plan before a run.
+# Peaks per device planned by launch/plan.py (XLA:CPU temporaries: an upper bound for GPUs; context 2048 = prompt 1792
+# + 256 new tokens; usable 0.75 x 80 GiB = 60 GiB): 1.3b 51.5 GiB, 2.7b 42.3, 6.7b 13.3, 13b 22.4, 30b 38.6, 66b
+# 53.0 (without the per-layer copy; 78.7 with it). 125m and 350m are smaller than 1.3b; 175b needs more than 8.
 _DATA, _TP8 = (-1, 1, 1), (-1, 1, 8)
 EVAL_SIZE_SETTINGS: dict[str, EvalSizeSettings] = {
     "125m": EvalSizeSettings(_DATA, 32, 1),
     "350m": EvalSizeSettings(_DATA, 32, 1),
     "1.3b": EvalSizeSettings(_DATA, 32, 1),
     "2.7b": EvalSizeSettings(_DATA, 16, 1),
-    "6.7b": EvalSizeSettings(_DATA, 8, 1),
+    "6.7b": EvalSizeSettings(_TP8, 32, 8),
     "13b": EvalSizeSettings(_TP8, 32, 8),
     "30b": EvalSizeSettings(_TP8, 16, 8),
-    "66b": EvalSizeSettings(_TP8, 8, 8),
+    "66b": EvalSizeSettings(_TP8, 8, 8, unstack_layers=False),
 }
 
 
@@ -112,4 +113,5 @@ def get_config(size: str = "tiny") -> ml_collections.ConfigDict:
         c.model.dtype = c.model.param_dtype = "bfloat16"
         c.mesh.shape = z.mesh
         e.batch_size = z.batch_size
+        e.unstack_layers = z.unstack_layers
     return c
