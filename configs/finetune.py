@@ -2,7 +2,8 @@
 answer; default ``tiny,cot``). Every field can be overridden with ``--config.a.b=value``.
 
 Paper-scale sizes (1.3b, 13b, ...) follow the ALERT setup as far as it is described (OPT initialisation, sequence
-length 2048, batch 128 sequences for 1.3b and 256 for 13b, AdamW b2 0.95, clip 1.0, dropout 0.1). The learning rates,
+length 2048, batch 128 sequences for 1.3b and 256 for 13b, AdamW b2 0.95, clip 1.0, dropout 0.1, attention dropout 0.0
+as in OPT's configs, so ``model.attention_impl='auto'`` runs cuDNN attention on GPUs). The learning rates,
 warmup and step counts are OPT-IML-style defaults (the paper does not state them in a form we could verify); change
 them per run. ``tiny`` trains a 2-layer model on CPU in seconds (synthetic corpus, SentencePiece tokenizer trained
 on the fly).
@@ -131,6 +132,9 @@ def get_config(arg: str = "tiny,cot") -> ml_collections.ConfigDict:
     c.train.max_replicated_fraction = 0.02  # fail fast above this on fsdp/tensor meshes (param_sharding.py)
     c.train.measure_cpu_peak = True  # on CPU, measure a matmul peak once to quote MFU against
     c.train.tensorboard = True  # also write TensorBoard events (needs tensorboardX)
+    # > 0: a jax.profiler trace of this many steps after the first step of the run (which compiles), written to
+    # WORKDIR/profile/train/ (TensorBoard's profile plugin or Perfetto read it); 0 = no trace.
+    c.train.profile_steps = 0
 
     if size in SIZE_SETTINGS:
         z = SIZE_SETTINGS[size]
@@ -156,7 +160,6 @@ def get_config(arg: str = "tiny,cot") -> ml_collections.ConfigDict:
         c.optimizer.learning_rate = 1e-3
         c.optimizer.warmup_steps = 5
         c.model.dropout = 0.0
-        c.model.attention_dropout = 0.0
     else:
         raise ValueError(f"configs/finetune.py: no settings for size {size!r}; sizes: tiny, tiny-postln, "
                          f"{', '.join(SIZE_SETTINGS)}")

@@ -1,14 +1,19 @@
-"""Per-device memory plan of a finetuning config on a mesh, compiled on fake CPU devices (nothing is allocated).
+"""Per-device memory plan of a finetuning or evaluation config on a mesh, compiled on fake CPU devices (nothing is
+allocated).
 
     python launch/plan.py --config=configs/finetune.py:13b,cot --mesh=data:1,fsdp:8,tensor:1 --device_memory=80GiB
+    python launch/plan.py --config=configs/evaluate.py:13b --devices=8 --device_memory=80GiB   # decoding only
+    python launch/plan.py --config=configs/evaluate.py:1.3b --devices=1 --device_memory=80GiB
     python launch/plan.py --config=configs/finetune.py:1.3b,cot --mesh=data:2,fsdp:4,tensor:1 --batch_size=64 \
         --grad_accum_steps=4 --device_memory=141GB --usable_fraction=0.9
     python launch/plan.py --config=configs/finetune.py:tiny,cot --mesh=fsdp:2 --measure   # CPU: also run it
 
 Prints params / optimizer state / gradients / activations per device, verdict lines (``verdict: ...``) against
 ``--device_memory`` x ``--usable_fraction``, and the largest micro-batch that fits (alert_jax/apps/plan.py documents the
-method). ``--platform=cpu`` (default) sets ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (N = mesh size)
-before jax is imported; ``--platform=native`` plans on the devices this host has (GPU/TPU: exact temporaries).
+method); an evaluation config (``configs/evaluate.py``) plans only its decode call, with its own batch, context,
+dtypes and mesh (``--devices`` fills the mesh's -1; alert_jax/apps/plan_eval.py). ``--platform=cpu`` (default) sets
+``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (N = mesh size) before jax is imported; ``--platform=native``
+plans on the devices this host has (GPU/TPU: exact temporaries).
 A part that cannot be compiled here (host memory, an indivisible batch, ...) is reported as
 ``verdict: ... CANNOT BE COMPILED HERE: <error>``; exit status 2 on a configuration error.
 """
@@ -42,10 +47,15 @@ _ACCUM = flags.DEFINE_integer("grad_accum_steps", None, "Microbatches per step (
 _SEQ = flags.DEFINE_integer("seq_len", None, "Sequence length (default: data.seq_len).")
 _SEARCH = flags.DEFINE_bool("search", True, "Search the largest micro-batch that fits (2-3 extra compiles).")
 _DECODE = flags.DEFINE_bool("decode", True, "Also plan one decode_batch call.")
-_DECODE_BATCH = flags.DEFINE_integer("decode_batch", None, "Decode batch (default: eval.batch_size or 8, rounded up).")
+_DECODE_BATCH = flags.DEFINE_integer("decode_batch", None, "Decode batch (default: eval.batch_size, else 8; rounded).")
 _DECODE_PROMPT = flags.DEFINE_integer("decode_prompt_len", None, "Decode prompt length (default: max positions - new).")
-_DECODE_NEW = flags.DEFINE_integer("decode_new_tokens", 128, "Tokens generated per decode call.")
-_DECODE_DTYPE = flags.DEFINE_string("decode_dtype", "bfloat16", "Weights and compute dtype for decoding.")
+_DECODE_NEW = flags.DEFINE_integer(
+    "decode_new_tokens", None, "Tokens generated per decode call (default: eval.max_new_tokens, else 128)."
+)
+_DECODE_DTYPE = flags.DEFINE_string(
+    "decode_dtype", None, "Weights and compute dtype for decoding (default: an evaluation config's model.dtype and "
+    "model.param_dtype, else bfloat16)."
+)
 _MEASURE = flags.DEFINE_bool(
     "measure", False, "CPU only: also run the configured train step on random arrays and measure its peak host memory."
 )
@@ -234,6 +244,7 @@ def main(argv: list[str]) -> None:
     import jax
 
     from alert_jax.apps import plan as plan_lib
+    from alert_jax.apps import plan_eval
 
     if _MEASURE.value and not all(k in os.environ for k in MEASURE_ENV):
         # glibc reads its malloc settings once at process start: re-run this command with them set.
@@ -255,22 +266,29 @@ def main(argv: list[str]) -> None:
     print(f"planning {cfg.model.size} on {n} {devices[0].platform} device(s), mesh (data, fsdp, tensor) = {shape}",
           flush=True)
     try:
-        p = plan_lib.plan(
-            cfg,
-            mesh,
-            device_memory=device_memory,
-            usable_fraction=_USABLE.value,
-            batch_size=_BATCH.value,
-            grad_accum_steps=_ACCUM.value,
-            seq_len=_SEQ.value,
-            search=_SEARCH.value,
-            decode=_DECODE.value,
-            decode_batch=_DECODE_BATCH.value,
-            decode_prompt_len=_DECODE_PROMPT.value,
-            decode_new_tokens=_DECODE_NEW.value,
-            decode_dtype=_DECODE_DTYPE.value,
-            log=lambda s: print(s, flush=True),
-        )
+        if plan_eval.is_evaluation_config(cfg):
+            p = plan_eval.plan_evaluation(
+                cfg, mesh, device_memory=device_memory, usable_fraction=_USABLE.value, batch_size=_DECODE_BATCH.value,
+                prompt_len=_DECODE_PROMPT.value, max_new_tokens=_DECODE_NEW.value, dtype=_DECODE_DTYPE.value,
+                log=lambda s: print(s, flush=True),
+            )
+        else:
+            p = plan_lib.plan(
+                cfg,
+                mesh,
+                device_memory=device_memory,
+                usable_fraction=_USABLE.value,
+                batch_size=_BATCH.value,
+                grad_accum_steps=_ACCUM.value,
+                seq_len=_SEQ.value,
+                search=_SEARCH.value,
+                decode=_DECODE.value,
+                decode_batch=_DECODE_BATCH.value,
+                decode_prompt_len=_DECODE_PROMPT.value,
+                decode_new_tokens=_DECODE_NEW.value,
+                decode_dtype=_DECODE_DTYPE.value,
+                log=lambda s: print(s, flush=True),
+            )
     except ValueError as e:
         print(f"plan: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -78,3 +78,32 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(launch_env, tmp_path):
         assert np.isfinite(np.asarray(model.token_embedding[...])).all()
     emb = np.asarray(restore_checkpoint(ckpts / "1")[0].token_embedding[...])
     assert np.abs(emb).max() < 1  # the lr-0 update left the initial weights
+
+
+def test_profile_steps_trace_the_steps_after_the_first(launch_env, tmp_path):
+    """``train.profile_steps=N``: a jax.profiler trace of steps 2..N+1 (step 1 compiles) in WORKDIR/profile/train."""
+    workdir = tmp_path / "run"
+    run_launch(launch_env, workdir, "--config.train.num_steps=3", "--config.train.profile_steps=1",
+               "--config.train.eval_every=0", "--config.train.checkpoint_every=0")
+    traces = list((workdir / "profile" / "train").rglob("*.xplane.pb"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 0, sorted((workdir / "profile").rglob("*"))
+
+
+def test_profile_hook_starts_after_the_first_step_and_stops_after_n():
+    from types import SimpleNamespace
+
+    from alert_jax.train.loop import ProfileHook
+
+    events = []
+    hook = ProfileHook(2, "unused")
+    hook.trace = SimpleNamespace(start=lambda state: events.append(("start", state)),
+                                 stop=lambda state=None: events.append(("stop", state)))
+    trainer = SimpleNamespace(start_step=10, run=SimpleNamespace(state="S"))
+    for step in range(11, 16):
+        hook(trainer, step, last=step == 15)
+    # started after step 11 (the compile), stopped once steps 12 and 13 ran; later calls only repeat the no-op stop
+    assert events[:2] == [("start", "S"), ("stop", "S")] and len(events) >= 2
+    off = ProfileHook(0, "unused")
+    off.trace = SimpleNamespace(start=lambda state: events.append("never"), stop=lambda state=None: None)
+    off(trainer, 11, last=False)
+    assert "never" not in events

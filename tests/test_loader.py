@@ -12,6 +12,7 @@ import optax
 import pytest
 
 from alert_jax.io import checkpoint, loader, tokenizers
+from alert_jax.io.weight_files import CheckpointError
 from alert_jax.models import opt
 from alert_jax.models.sizes import get_model_config
 from alert_jax.parallel.sharding import make_mesh
@@ -61,6 +62,15 @@ def test_ckpt_takes_the_saved_architecture_and_the_configured_runtime(saved_run,
         np.testing.assert_array_equal(got, want.astype(jnp.bfloat16))
     assert loaded.tokenizer.encode("apples and pears") == tok.encode("apples and pears")
     assert loader.resolve_config(f"ckpt:{root / '5'}", model.config).arch == model.config.arch
+
+
+def test_check_size_reads_the_size_from_a_training_checkpoint(saved_run):
+    """The saved tiny-postln run (vocabulary 512) is its size under any vocabulary, and not 'tiny'."""
+    root, model, _ = saved_run
+    loader.check_size(f"ckpt:{root.parent}", get_model_config("tiny-postln"), "tiny-postln")
+    with pytest.raises(CheckpointError, match=r"is a tiny-postln model but model.size='tiny' \(word_embed_proj_dim: "
+                                              r"None vs 32; do_layer_norm_before: True vs False"):
+        loader.check_size(f"ckpt:{root.parent}", get_model_config("tiny"), "tiny")
 
 
 def test_random_init_is_seeded_and_carries_no_tokenizer(mesh):

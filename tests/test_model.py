@@ -123,6 +123,29 @@ def test_size_table_and_config_errors():
         get_model_config("tiny", remat_policy="some")
 
 
+def test_attention_dropout_defaults_to_zero_and_cudnn_refuses_it_up_front():
+    assert get_model_config("13b").runtime.attention_dropout == 0.0  # OPT's released configs
+    with pytest.raises(ValueError, match=r"model\.attention_impl='cudnn'.*model\.attention_dropout=0\.1"):
+        get_model_config("tiny", attention_impl="cudnn", attention_dropout=0.1)
+    get_model_config("tiny", attention_impl="cudnn")  # without attention dropout it is a valid setting
+    get_model_config("tiny", attention_impl="auto", attention_dropout=0.1)  # auto runs XLA's attention then
+
+
+def test_auto_attention_picks_cudnn_only_where_it_can_run(monkeypatch):
+    from alert_jax.models.attention import resolve_impl
+
+    bf16, f32 = jnp.zeros((1, 4, 2, 64), jnp.bfloat16), jnp.zeros((1, 4, 2, 64), jnp.float32)
+    assert resolve_impl("xla", bf16, dropout_active=False, precision=None) == "xla"  # explicit choices stay
+    if jax.default_backend() != "gpu":
+        assert resolve_impl("auto", bf16, dropout_active=False, precision=None) == "xla"
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert resolve_impl("auto", bf16, dropout_active=False, precision=None) == "cudnn"
+    assert resolve_impl("auto", f32, dropout_active=False, precision=None) == "xla"  # fp32: no cuDNN kernel
+    assert resolve_impl("auto", bf16, dropout_active=True, precision=None) == "xla"  # training with attn dropout
+    assert resolve_impl("auto", bf16[..., :12], dropout_active=False, precision=None) == "xla"  # head dim 12
+    assert resolve_impl("auto", bf16, dropout_active=False, precision=jax.lax.Precision.HIGHEST) == "xla"
+
+
 def test_model_config_from_an_app_config():
     ml_collections = pytest.importorskip("ml_collections")  # absent on the GPU image benchmarks/gpu.sh runs on
     # The shape of configs/base.py's cfg.model (built here: configs/ is not an importable package in tests).
@@ -173,6 +196,8 @@ def test_attention_impls_agree_and_padding_rows_are_finite(tiny):
     ref = _logits(_with(tiny, attention_impl="reference"), tokens, pos, seg)
     assert np.isfinite(xla).all() and np.isfinite(ref).all()  # row 3 is all padding
     np.testing.assert_allclose(xla, ref, atol=1e-5, rtol=0)
+    if jax.default_backend() != "gpu":  # 'auto' is XLA's attention off GPUs
+        np.testing.assert_array_equal(_logits(_with(tiny, attention_impl="auto"), tokens, pos, seg), xla)
     # Packing: each segment of row 0 sees only itself, exactly as when it is alone in a row (rows 4, 5).
     np.testing.assert_allclose(xla[0, :9], xla[4, :9], atol=1e-5)
     np.testing.assert_allclose(xla[0, 9:], xla[5, :7], atol=1e-5)

@@ -189,3 +189,29 @@ def test_plan_125m_matches_measured_peak(tmp_path, mesh, devices):
     )
     ratio = _check_measured(plan, devices)
     print(f"125m {mesh} measured/planned = {ratio:.3f}")
+
+
+def test_evaluation_presets_fit_their_stated_devices(tmp_path):
+    """Acceptance (issue 14): launch/plan.py on configs/evaluate.py:1.3b (1 device of 80 GiB) and :13b (8 x 80 GiB)
+    plans the evaluation's own decode call (its mesh, batch, context = prompt + eval.max_new_tokens, bf16 weights and
+    compute, per-layer decoding weights) and finds it fits. Abstract shapes only: nothing is allocated."""
+    from configs import evaluate as eval_config
+
+    runs = {size: _start_plan(tmp_path, size, f"--config=configs/evaluate.py:{size}", f"--devices={devices}",
+                              "--device_memory=80GiB")
+            for size, devices in (("1.3b", 1), ("13b", 8))}
+    for size, run in runs.items():
+        stdout, plan = _finish_plan(*run)
+        cfg, z = eval_config.get_config(size), eval_config.EVAL_SIZE_SETTINGS[size]
+        mesh = dict(zip(("data", "fsdp", "tensor"), (z.devices // (z.mesh[1] * z.mesh[2]), z.mesh[1], z.mesh[2])))
+        assert plan["mesh_shape"] == mesh and plan["train"] is None, size  # decoding only, on the preset's mesh
+        d = plan["decode"]
+        assert d["batch_size"] == cfg.eval.batch_size and (d["dtype"], d["param_dtype"]) == ("bfloat16", "bfloat16")
+        assert d["prompt_len"] + d["max_new_tokens"] == 2048 and d["max_new_tokens"] == cfg.eval.max_new_tokens
+        assert plan["decode_fits"] is True and "verdict: decode FITS" in stdout, stdout
+        # bf16 weights: 2 bytes per parameter, split over the tensor axis (13b) or whole (1.3b), within 5%
+        from alert_jax.models.opt import count_params
+        from alert_jax.models.sizes import get_model_config
+
+        expected = 2 * count_params(get_model_config(size)) / z.mesh[2]
+        assert abs(d["params_bytes"] / expected - 1) < 0.05, (size, d["params_bytes"], expected)

@@ -38,6 +38,15 @@ def test_bad_settings_exit_2_with_one_line_and_write_nothing(launch_env, tmp_pat
     assert "Traceback" not in proc.stderr and not workdir.exists()
 
 
+def test_cudnn_with_attention_dropout_exits_2_naming_both_settings(launch_env, tmp_path):
+    workdir = tmp_path / "never"
+    proc = run_launch(launch_env, workdir, "--config.model.attention_impl=cudnn",
+                      "--config.model.attention_dropout=0.1", expect=2)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "model.attention_impl='cudnn'" in lines[0], proc.stderr
+    assert "model.attention_dropout=0.1" in lines[0] and not workdir.exists()
+
+
 def test_validate_names_every_kind_of_setting():
     base = finetune.get_config("tiny,cot")
     settings.validate(base, num_devices=1)

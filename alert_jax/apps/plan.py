@@ -146,10 +146,11 @@ class DecodePlan:
     batch_size: int
     prompt_len: int
     max_new_tokens: int
-    dtype: str
+    dtype: str  # compute
     params_bytes: int  # analytic, per device (decode weights)
     kv_cache_bytes: int  # analytic, per device
     compiled: CompiledMemory
+    param_dtype: str = ""  # stored weights ('' = dtype)
 
     @property
     def peak_bytes(self) -> int:
@@ -193,6 +194,7 @@ class MemoryPlan:
     decode_error: str | None = None
     fit: MicroBatchFit | None = None
     fit_error: str | None = None
+    train_planned: bool = True  # False: an evaluation config, decoding only (apps/plan_eval.py)
     # (TrainPlan, compiled executable, abstract state) of the configured train step (launch/plan.py --measure runs it).
     train_program: Any = dataclasses.field(default=None, repr=False, compare=False)
 
@@ -296,9 +298,9 @@ def abstract_sharded_model(model_config: OPTConfig, mesh: Mesh) -> tuple[Any, An
     return nnx.split(parts.build(params))
 
 
-def decode_program(graphdef: Any, max_new_tokens: int, mesh: Mesh) -> Callable:
-    """``fn(state, tokens, mask) -> DecodeResult``: the per-layer decoding weights
-    (``models.decode_weights.build_decode_weights``, as the evaluation's ``Generator`` holds them) and
+def decode_program(graphdef: Any, max_new_tokens: int, mesh: Mesh, per_layer: bool = True) -> Callable:
+    """``fn(state, tokens, mask) -> DecodeResult``: the decoding weights (``build_decode_weights``, per layer unless
+    ``per_layer=False``, as the evaluation's ``Generator`` holds them with ``eval.unstack_layers``) and
     ``eval.generate.decode_batch`` traced inside one ``jax.jit`` (its jitted program is inlined: prefill, KV cache,
     while loop of 1-token steps), greedy, with EOS id -1 (never produced) so every row runs all ``max_new_tokens``
     steps.
@@ -314,7 +316,7 @@ def decode_program(graphdef: Any, max_new_tokens: int, mesh: Mesh) -> Callable:
 
     def fn(state, tokens, mask):
         model = nnx.merge(graphdef, state)
-        weights = build_decode_weights(model.layers.stored(), model.config.runtime.dtype, per_layer=True)
+        weights = build_decode_weights(model.layers.stored(), model.config.runtime.dtype, per_layer=per_layer)
         return generate.decode_batch((graphdef, state), weights, tokens, mask, options)
 
     return jax.jit(fn)
@@ -328,15 +330,19 @@ def plan_decode(
     prompt_len: int,
     max_new_tokens: int,
     dtype: str = "bfloat16",
+    param_dtype: str | None = None,
+    per_layer: bool = True,
 ) -> DecodePlan:
-    """Compiles one ``decode_batch`` program (weights and compute in ``dtype``) from abstract inputs."""
-    cfg = model_config.replace(dtype=dtype, param_dtype=dtype, dropout=0.0, attention_dropout=0.0)
+    """Compiles one ``decode_batch`` program (compute ``dtype``, weights ``param_dtype`` or ``dtype``) from abstract
+    inputs."""
+    param_dtype = param_dtype or dtype
+    cfg = model_config.replace(dtype=dtype, param_dtype=param_dtype, dropout=0.0, attention_dropout=0.0)
     if batch_size % batch_shards(mesh):
         raise ValueError(f"decode batch {batch_size} does not split over data x fsdp = {batch_shards(mesh)} devices")
     graphdef, state = abstract_sharded_model(cfg, mesh)
     bs = sharding_lib.batch_sharding(mesh)
     tokens = jax.ShapeDtypeStruct((batch_size, prompt_len), jnp.int32, sharding=bs)
-    fn = decode_program(graphdef, max_new_tokens, mesh)
+    fn = decode_program(graphdef, max_new_tokens, mesh, per_layer=per_layer)
     _, mem = _compile_measured(fn, (state, tokens, tokens), mesh)
     max_len = prompt_len + max_new_tokens
     layer_shape = (batch_size, cfg.arch.num_heads, max_len, cfg.arch.head_dim)  # k and v of each layer
@@ -350,6 +356,7 @@ def plan_decode(
         params_bytes=per_device_bytes(state),
         kv_cache_bytes=2 * cfg.arch.num_layers * per_device_bytes(layer_cache),
         compiled=mem,
+        param_dtype=param_dtype,
     )
 
 
@@ -434,7 +441,7 @@ def default_optimizer(cfg: Any | None = None) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-4, b1=0.9, b2=0.95, mu_dtype=jnp.float32))
 
 
-def _error_text(e: BaseException) -> str:
+def error_text(e: BaseException) -> str:
     text = f"{type(e).__name__}: {e}"
     return text if len(text) < 600 else text[:600] + " ..."
 
@@ -452,13 +459,15 @@ def plan(
     decode: bool = True,
     decode_batch: int | None = None,
     decode_prompt_len: int | None = None,
-    decode_new_tokens: int = 128,
-    decode_dtype: str = "bfloat16",
+    decode_new_tokens: int | None = None,
+    decode_dtype: str | None = None,
     log: Callable[[str], None] = lambda s: None,
 ) -> MemoryPlan:
     """Plans an app config (``configs/finetune.py`` style: ``model``, ``data.seq_len``, ``train.batch_size``,
-    ``train.grad_accum_steps``, ``optimizer``) on ``mesh``. Each part that fails to lower/compile (e.g. host memory
-    for the compile itself, an indivisible batch) is caught and recorded as ``*_error``; the others still run."""
+    ``train.grad_accum_steps``, ``optimizer``) on ``mesh``: the train step, the micro-batch search and one decode
+    call of ``decode_batch`` (default 8) rows, ``decode_new_tokens`` (default 128) in ``decode_dtype`` (default
+    bfloat16). Each part that fails to lower/compile (e.g. host memory for the compile itself, an indivisible batch)
+    is caught and recorded as ``*_error``; the others still run. Evaluation configs: ``apps.plan_eval``."""
     model_config = loader.resolve_config(str(cfg.init_from), model_config_from(cfg))
     train_cfg = cfg.get("train", None) if hasattr(cfg, "get") else None
     seq_len = int(seq_len or cfg.data.seq_len)
@@ -486,7 +495,7 @@ def plan(
         result.train = result.train_program[0]
         log(f"  compiled in {result.train.compiled.compile_seconds:.1f}s")
     except Exception as e:  # noqa: BLE001  (reported, not fatal: the other parts still plan)
-        result.train_error = _error_text(e)
+        result.train_error = error_text(e)
     if search and result.usable_bytes is not None:
         log("searching the largest micro-batch (linear fit of two compiles, then a check)")
         try:
@@ -494,23 +503,21 @@ def plan(
                 model_config, mesh, tx, seq_len=seq_len, usable_bytes=result.usable_bytes, max_rows=batch_size, log=log
             )
         except Exception as e:  # noqa: BLE001
-            result.fit_error = _error_text(e)
+            result.fit_error = error_text(e)
     if decode:
         shards = batch_shards(mesh)
-        b = int(decode_batch or (cfg.eval.batch_size if "eval" in cfg else 8))
-        b = -(-b // shards) * shards
+        b = -(-int(decode_batch or 8) // shards) * shards  # rounded up to data x fsdp
         max_pos = model_config.arch.max_position_embeddings
-        new = min(int(decode_new_tokens), max_pos // 2)
+        new = min(int(decode_new_tokens or 128), max_pos // 2)
         prompt = int(decode_prompt_len or max_pos - new)
         if prompt + new > max_pos:
             raise ValueError(f"decode prompt {prompt} + {new} new tokens exceeds max_position_embeddings={max_pos}")
-        log(f"compiling decode: batch {b}, prompt {prompt} + {new} new tokens, {decode_dtype} weights")
+        log(f"compiling decode: batch {b}, prompt {prompt} + {new} new tokens, {decode_dtype or 'bfloat16'} weights")
         try:
-            result.decode = plan_decode(
-                model_config, mesh, batch_size=b, prompt_len=prompt, max_new_tokens=new, dtype=decode_dtype
-            )
+            result.decode = plan_decode(model_config, mesh, batch_size=b, prompt_len=prompt, max_new_tokens=new,
+                                        dtype=decode_dtype or "bfloat16")
         except Exception as e:  # noqa: BLE001
-            result.decode_error = _error_text(e)
+            result.decode_error = error_text(e)
     return result
 
 
@@ -591,6 +598,8 @@ def format_plan(p: MemoryPlan) -> str:
             word = "FITS" if p.train_fits else "DOES NOT FIT"
             lines.append(f"verdict: train step {word}: peak {format_bytes(t.peak_bytes)} vs {format_bytes(usable)} "
                          "usable")
+    elif not p.train_planned:
+        lines.append("  train step: not planned (an evaluation config: decoding only)")
     else:
         lines.append(f"verdict: train step CANNOT BE COMPILED HERE: {p.train_error}")
     if p.fit is not None:
@@ -625,8 +634,8 @@ def format_plan(p: MemoryPlan) -> str:
     if p.decode is not None:
         d, m = p.decode, p.decode.compiled
         lines += [
-            f"  decode: batch {d.batch_size}, prompt {d.prompt_len} + {d.max_new_tokens} new tokens, {d.dtype} weights "
-            f"(compiled in {m.compile_seconds:.1f}s)",
+            f"  decode: batch {d.batch_size}, prompt {d.prompt_len} + {d.max_new_tokens} new tokens, "
+            f"{d.param_dtype or d.dtype} weights, {d.dtype} compute (compiled in {m.compile_seconds:.1f}s)",
             f"    weights {format_bytes(d.params_bytes)}, KV cache {format_bytes(d.kv_cache_bytes)} (analytic); "
             f"compiled: arguments {format_bytes(m.argument_bytes)}, temp {format_bytes(m.temp_bytes)}, "
             f"peak {format_bytes(d.peak_bytes)}{_pct(d.peak_bytes, usable)}",

@@ -56,6 +56,7 @@ from alert_jax.eval import generate as gen_lib
 from alert_jax.eval import metrics as metrics_lib
 from alert_jax.eval import niv2_export, stops
 from alert_jax.eval import report as report_lib
+from alert_jax.eval.progress import watch_decoding
 from alert_jax.eval.provenance import Provenance, device_summary, provenance_changes
 from alert_jax.io import loader
 from alert_jax.io.files import atomic_write_text
@@ -97,8 +98,10 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
     in_range(cfg, "eval.top_p", 0, 1, low_open=True, error=e)
     one_of(cfg, "eval.on_overflow", ("empty", "error"), error=e)
     at_least(cfg, "eval.max_options", 2, error=e)  # a label set needs 2 strings at least
-    if not isinstance(cfg.eval.append_options, bool):
-        raise e(f"eval.append_options={cfg.eval.append_options!r}: must be True or False")
+    at_least(cfg, "eval.profile_batches", 1, error=e)
+    for key in ("append_options", "progress", "profile"):
+        if not isinstance(cfg.eval[key], bool):
+            raise e(f"eval.{key}={cfg.eval[key]!r}: must be True or False")
     if int(cfg.eval.context) and int(cfg.eval.context) <= int(cfg.eval.max_new_tokens):
         raise e(f"eval.context={cfg.eval.context}: leaves no room for a prompt beside "
                 f"eval.max_new_tokens={cfg.eval.max_new_tokens}")
@@ -109,6 +112,10 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
     if any(b < 1 for b in buckets):
         raise e(f"eval.buckets={cfg.eval.buckets!r}: prompt lengths must be >= 1")
     mesh_sizes(cfg, num_devices, error=e)
+    try:
+        model_config_from(cfg)  # dtypes, attention kernel vs. attention dropout (models/sizes.py Runtime)
+    except ValueError as err:
+        raise e(str(err)) from None
 
 
 def resolve_templates(spec: str | Sequence[str]) -> list[str]:
@@ -515,7 +522,12 @@ def decode_pending(
     provenance: Provenance,
 ) -> None:
     """Step 3b: decodes, scores and writes every pending task x template, adding each to ``results``; every record
-    carries ``provenance.record(task digest)``. One progress line per batch and per file."""
+    carries ``provenance.record(task digest)``. One log line per batch and per file; eval/progress.py's bar, trace."""
+    with watch_decoding(cfg, workdir, what.instances, pending) as watch:
+        _decode_each(cfg, workdir, what, pending, decoder, results, provenance, watch)
+
+
+def _decode_each(cfg, workdir, what, pending, decoder, results, provenance, watch) -> None:
     e = cfg.eval
     stop_strings = tuple(s for s in e.stop_strings if s)
     for k, (name, template) in enumerate(pending):
@@ -524,6 +536,7 @@ def decode_pending(
 
         def progress(count: int, _tag=tag, _t0=t0, _done=done, _n=n) -> None:
             _done[0] += count
+            watch.batch(count)
             log.info("%s: %d/%d prompts (%.1f/s)", _tag, _done[0], _n, _done[0] / max(time.time() - _t0, 1e-9))
 
         records = run_template(
@@ -538,6 +551,7 @@ def decode_pending(
         if distributed.is_primary():
             atomic_write_text(_predictions_path(workdir, name, template),
                               "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        watch.file_done(n - done[0])  # prompts that overflowed were not decoded
         res = results[name][template] = summarize(records)
         summary = ", ".join(f"{m}={v:.1f}" for m, v in res.scores.items())
         log.info("%s: %s (n=%d, overflow=%d) in %.1fs", tag, summary, res.n, res.n_overflow, time.time() - t0)
@@ -601,6 +615,7 @@ def evaluate(
     """
     workdir = pathlib.Path(workdir)
     validate(cfg, len(mesh.devices.flat) if mesh is not None else jax.device_count())
+    loader.check_size(str(cfg.init_from), model_config_from(cfg), str(cfg.model.size))  # :SIZE is the checkpoint's
     what = resolve_eval_tasks(cfg)
     t_start = time.time()
     provenance = Provenance.current(cfg, mesh)  # a missing checkpoint fails here, before the workdir is made

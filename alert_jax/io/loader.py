@@ -34,7 +34,7 @@ import jax
 
 from alert_jax.io import checkpoint, convert, tokenizers
 from alert_jax.io.weight_files import CheckpointError
-from alert_jax.models import opt
+from alert_jax.models import opt, sizes
 from alert_jax.models.sizes import ARCHITECTURE_FIELDS, OPTConfig, model_config_from
 from alert_jax.parallel import param_sharding
 
@@ -114,16 +114,44 @@ def _ckpt_location(init_from: InitFrom) -> tuple[pathlib.Path, int]:
     return checkpoint.locate(init_from.location, init_from.select)
 
 
+def checkpoint_config(init_from: str | InitFrom) -> OPTConfig | None:
+    """The model config a checkpoint records (``config.json`` of an ``hf:`` folder, the saved app config of a
+    ``ckpt:`` step), read without its weights; ``None`` for a random init and for ``metaseq:`` files, which record
+    none (their weights' shapes are checked against the configured model when they load)."""
+    spec = init_from if isinstance(init_from, InitFrom) else InitFrom.parse(init_from)
+    if spec.kind == "hf":
+        return convert.load_hf_config(convert.resolve_hf_path(spec.location))
+    if spec.kind == "ckpt":
+        root, step = _ckpt_location(spec)
+        return model_config_from(checkpoint.load_config(root / str(step)))
+    return None
+
+
+def check_size(init_from: str | InitFrom, config: OPTConfig, size: str) -> None:
+    """Raises :class:`CheckpointError` when the checkpoint ``init_from`` names records a model of another size than
+    ``config`` (the configured ``model.size`` = ``size``), naming both, the fields that differ and the sizes the
+    checkpoint matches (``models.sizes.SIZE_FIELDS``: the vocabulary and the context may differ). Reads only the
+    checkpoint's config. A random init is the configured size; ``metaseq:`` files record no config (their weights'
+    shapes are checked against ``config`` when they load)."""
+    spec = init_from if isinstance(init_from, InitFrom) else InitFrom.parse(init_from)
+    found = checkpoint_config(spec)
+    diff = sizes.size_differences(config.arch, found.arch) if found is not None else []
+    if diff:
+        like = sizes.sizes_like(found.arch)
+        hint = (f"use the size {like[0]!r} (e.g. --config=configs/evaluate.py:{like[0]})" if like else
+                "no size in alert_jax/models/sizes.py matches it; set --config.model.* to its architecture")
+        raise CheckpointError(
+            f"init_from={str(spec)!r} is a {'/'.join(like) or 'non-standard'} model but model.size={size!r} "
+            f"({'; '.join(diff)} as model.size vs the checkpoint); {hint}"
+        )
+
+
 def resolve_config(init_from: str | InitFrom, config: OPTConfig) -> OPTConfig:
     """The model config a load of ``init_from`` produces: the checkpoint's architecture (warning when ``config``'s
     differs) with ``config``'s runtime fields. Reads only the checkpoint's config file, never its weights."""
     spec = init_from if isinstance(init_from, InitFrom) else InitFrom.parse(init_from)
-    if spec.kind == "hf":
-        found = convert.load_hf_config(convert.resolve_hf_path(spec.location))
-    elif spec.kind == "ckpt":
-        root, step = _ckpt_location(spec)
-        found = model_config_from(checkpoint.load_config(root / str(step)))
-    else:
+    found = checkpoint_config(spec)
+    if found is None:
         return config
     _check_architecture(spec, config, found)
     return OPTConfig(found.arch, config.runtime)

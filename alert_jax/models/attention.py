@@ -1,4 +1,4 @@
-"""Attention masks and the three attention implementations (pure functions of arrays).
+"""Attention masks and the three attention implementations, plus ``'auto'`` choosing one (pure functions of arrays).
 
 Shapes: ``B`` batch, ``T`` query length, ``S`` key length, ``N`` heads, ``H`` head dim.
 
@@ -87,6 +87,19 @@ def _check_cudnn(q: jax.Array) -> None:
         )
 
 
+def resolve_impl(impl: str, q: jax.Array, *, dropout_active: bool, precision: jax.lax.Precision | None) -> str:
+    """The implementation ``impl='auto'`` runs for these queries (``q [B, T, N, H]``): ``'cudnn'`` where cuDNN's
+    flash attention can run -- a GPU backend, 16-bit compute, a head dim that is a multiple of 8 up to 128, no
+    active attention dropout and no precision request (fp32 compute asks for HIGHEST) -- else ``'xla'``. Any other
+    ``impl`` is returned as it is."""
+    if impl != "auto":
+        return impl
+    head_dim = q.shape[-1]
+    cudnn_ok = (jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0
+                and head_dim <= 128 and not dropout_active and precision is None)
+    return "cudnn" if cudnn_ok else "xla"
+
+
 def attention(
     q: jax.Array,
     k: jax.Array,
@@ -106,7 +119,8 @@ def attention(
 
     Attention dropout needs the probability matrix, which the fused kernels do not expose: with dropout active
     ('training' and ``dropout_rate > 0``), ``impl='xla'`` runs the explicit path (the same math XLA would run), and
-    ``impl='cudnn'`` raises (set model.attention_dropout=0, as HF's released OPT configs do).
+    ``impl='cudnn'`` raises (set model.attention_dropout=0, as HF's released OPT configs do; the model config refuses
+    the combination up front, models/sizes.py Runtime). ``impl='auto'``: see :func:`resolve_impl`.
 
     ``causal_self_attention`` says that ``T == S`` and query ``i`` sits at key column ``i``; cuDNN then also skips
     the blocks above the diagonal.
@@ -116,6 +130,7 @@ def attention(
     set ``impl='xla'`` also runs the explicit path (the same einsum-softmax-einsum program XLA would build).
     """
     dropout_active = dropout_rate > 0.0 and dropout_key is not None
+    impl = resolve_impl(impl, q, dropout_active=dropout_active, precision=precision)
     if impl == "reference":
         return _reference_attention(q, k, v, mask, dropout_rate, dropout_key, precision)
     if impl == "xla":
@@ -133,4 +148,4 @@ def attention(
         return jax.nn.dot_product_attention(
             q, k, v, mask=mask[:, None], scale=1.0, is_causal=causal_self_attention, implementation="cudnn"
         )
-    raise ValueError(f"model.attention_impl={impl!r} is not one of ('xla', 'cudnn', 'reference')")
+    raise ValueError(f"model.attention_impl={impl!r} is not one of ('auto', 'xla', 'cudnn', 'reference')")

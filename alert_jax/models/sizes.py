@@ -16,7 +16,9 @@ import dataclasses
 from typing import Any
 
 REMAT_POLICIES: tuple[str, ...] = ("none", "full", "save_dots", "save_dots_no_batch")
-ATTENTION_IMPLS: tuple[str, ...] = ("xla", "cudnn", "reference")
+# 'auto' = cuDNN flash attention where it can run (GPU backend, 16-bit compute, no active attention dropout), else
+# 'xla'; resolved at trace time by models/attention.py resolve_impl.
+ATTENTION_IMPLS: tuple[str, ...] = ("auto", "xla", "cudnn", "reference")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 
 
@@ -70,11 +72,11 @@ class Runtime:
     loads it, and always come from the loading run's config."""
 
     dropout: float = 0.1
-    attention_dropout: float = 0.1
+    attention_dropout: float = 0.0  # as OPT's released configs (HF config.json, metaseq)
     dtype: str = "float32"  # compute dtype of activations and matmuls
     param_dtype: str = "float32"  # storage dtype of the parameters (master weights)
     remat_policy: str = "none"  # none | full | save_dots | save_dots_no_batch
-    attention_impl: str = "xla"  # xla | cudnn | reference
+    attention_impl: str = "xla"  # auto | xla | cudnn | reference
     # layers per iteration of the full forward's layer scan (training, scoring): 1 = a rolled loop (fastest compile),
     # num_layers = fully unrolled. Decoding (OPT.decode) always runs the layers unrolled on per-layer buffers.
     scan_unroll: int = 1
@@ -93,6 +95,13 @@ class Runtime:
             raise ValueError(f"model.remat_policy={self.remat_policy!r} is not one of {REMAT_POLICIES}")
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(f"model.attention_impl={self.attention_impl!r} is not one of {ATTENTION_IMPLS}")
+        if self.attention_impl == "cudnn" and self.attention_dropout > 0.0:
+            # cuDNN's fused kernel never forms the probability matrix that attention dropout masks.
+            raise ValueError(
+                f"model.attention_impl='cudnn' cannot apply attention dropout (model.attention_dropout="
+                f"{self.attention_dropout}): set model.attention_dropout=0.0 (OPT's own setting) or "
+                "model.attention_impl='auto' / 'xla'"
+            )
 
 
 ARCHITECTURE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Architecture))
@@ -148,6 +157,24 @@ SIZES: dict[str, Architecture] = {
     "66b": _opt(9216, 64, 72),
     "175b": _opt(12288, 96, 96),
 }
+
+
+# The fields that tell sizes apart. The vocabulary and the position table may differ from the table's without making
+# another size (a retrained tokenizer, a longer context).
+SIZE_FIELDS: tuple[str, ...] = (
+    "hidden_size", "ffn_dim", "num_layers", "num_heads", "word_embed_proj_dim", "do_layer_norm_before",
+)
+
+
+def size_differences(configured: Architecture, found: Architecture) -> list[str]:
+    """``'field: configured vs found'`` for each of :data:`SIZE_FIELDS` on which the two differ (empty: same size)."""
+    return [f"{f}: {getattr(configured, f)} vs {getattr(found, f)}" for f in SIZE_FIELDS
+            if getattr(configured, f) != getattr(found, f)]
+
+
+def sizes_like(arch: Architecture) -> list[str]:
+    """Names in :data:`SIZES` of the same size as ``arch`` (equal on every :data:`SIZE_FIELDS`)."""
+    return [name for name, a in SIZES.items() if not size_differences(a, arch)]
 
 
 def get_model_config(name: str, **overrides: Any) -> OPTConfig:

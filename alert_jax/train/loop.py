@@ -29,8 +29,8 @@
 The run is set up in named steps (``train.run.setup_run``: mesh and batch sizes, checkpointer and resume point,
 records, tokenizer, parameters, optimizer and shardings, input pipelines, train state) and stepped by
 :class:`Trainer`, whose cadence is a list of hooks called after every step (:class:`LogHook`,
-:class:`EvalCheckpointHook`, :class:`StopHook`); a non-finite loss is checked one step late, while the next step
-runs, and before anything is logged or saved.
+:class:`EvalCheckpointHook`, :class:`StopHook`, :class:`ProfileHook`); a non-finite loss is checked one step late,
+while the next step runs, and before anything is logged or saved.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ import jax
 import ml_collections
 
 from alert_jax.data import pipeline
+from alert_jax.io.profiler import ProfileTrace, trace_dir
 from alert_jax.io.workdir import remove_if_empty, workdir_lock
 from alert_jax.parallel import distributed
 from alert_jax.parallel.distributed import print_primary
@@ -206,6 +207,29 @@ class StopHook:
         return stop
 
 
+class ProfileHook:
+    """A ``jax.profiler`` trace of the ``train.profile_steps`` steps (0 = none) after the first step of this
+    invocation (which compiles), in ``<workdir>/profile/train`` (``io.profiler``). Runs after the other hooks, so a
+    traced step's logging, validation or checkpoint is in the trace too; :meth:`close` ends a trace the loop left
+    early."""
+
+    def __init__(self, steps: int, directory: str | os.PathLike):
+        self.steps = int(steps)
+        self.trace = ProfileTrace(directory)
+
+    def __call__(self, trainer: Trainer, step: int, last: bool) -> None:
+        if self.steps <= 0:
+            return
+        first = trainer.start_step + 1
+        if step == first and not last:
+            self.trace.start(trainer.run.state)
+        elif step >= first + self.steps or last:
+            self.trace.stop(trainer.run.state)
+
+    def close(self) -> None:
+        self.trace.stop()
+
+
 class Trainer:
     """The step loop over a :class:`TrainRun`; logging, validation, checkpoints and stopping are its hooks."""
 
@@ -303,8 +327,9 @@ class Trainer:
             self.evaluate(step)  # the starting point's validation loss (e.g. the pretrained model's)
         self.interval_start = time.perf_counter()
         signals = _StopSignals() if jax.process_count() == 1 else None
-        with signals or contextlib.nullcontext():
-            hooks: list[Hook] = [LogHook(), EvalCheckpointHook(), StopHook(signals)]
+        profile = ProfileHook(int(t.profile_steps), trace_dir(r.workdir, "train"))
+        with signals or contextlib.nullcontext(), contextlib.closing(profile):
+            hooks: list[Hook] = [LogHook(), EvalCheckpointHook(), StopHook(signals), profile]
             while step < num_steps:
                 try:
                     local = next(r.inputs.train_iter)

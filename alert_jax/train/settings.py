@@ -105,8 +105,8 @@ def validate(cfg: ml_collections.ConfigDict, num_devices: int) -> None:
                 "train.keep_checkpoints", "data.pack_chunk_examples", "data.num_threads"):
         at_least(cfg, key, 1)
     for key in ("train.eval_batch_size", "train.eval_every", "train.checkpoint_every", "train.stop_at_step",
-                "train.dev_every", "train.keep_period", "data.max_eval_examples", "data.dev_eval_instances",
-                "data.dev_max_options", "data.tokenizer_train_texts"):
+                "train.dev_every", "train.keep_period", "train.profile_steps", "data.max_eval_examples",
+                "data.dev_eval_instances", "data.dev_max_options", "data.tokenizer_train_texts"):
         at_least(cfg, key, 0)
     for key in ("data.dev_generate_instances", "data.dev_generate_max_new_tokens"):
         at_least(cfg, key, 1)

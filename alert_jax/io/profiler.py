@@ -1,0 +1,55 @@
+"""``jax.profiler`` traces written into a run's workdir (``train.profile_steps``, ``eval.profile``).
+
+A trace is started and stopped around the work to look at; jax writes it as
+``<workdir>/profile/<part>/plugins/profile/<timestamp>/<host>.xplane.pb`` (every process its own host file), which
+TensorBoard's profile plugin (``tensorboard --logdir <workdir>/profile/<part>``) or Perfetto read. The device work
+dispatched before :meth:`ProfileTrace.start` is waited for first, and the work to trace before :meth:`stop`, so the
+trace holds exactly the steps asked for (JAX dispatches asynchronously).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+from typing import Any
+
+import jax
+
+log = logging.getLogger("alert_jax.profile")
+
+PROFILE_DIR = "profile"  # under the workdir
+
+
+def trace_dir(workdir: str | os.PathLike, part: str) -> pathlib.Path:
+    """``<workdir>/profile/<part>``: where the traces of ``part`` ('train', 'eval') go."""
+    return pathlib.Path(workdir) / PROFILE_DIR / part
+
+
+class ProfileTrace:
+    """One ``jax.profiler`` trace into ``directory``: :meth:`start` once, :meth:`stop` (idempotent) when done."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = pathlib.Path(directory)
+        self.active = False
+        self.done = False
+
+    def start(self, pending: Any = None) -> None:
+        """Waits for ``pending`` (arrays of the work dispatched so far, kept out of the trace), then starts."""
+        if self.active or self.done:
+            return
+        jax.block_until_ready(pending)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        jax.profiler.start_trace(str(self.directory))
+        self.active = True
+
+    def stop(self, pending: Any = None) -> None:
+        """Waits for ``pending`` (the traced work), then stops and writes the trace; a no-op unless started."""
+        if not self.active:
+            return
+        try:
+            jax.block_until_ready(pending)
+        finally:
+            jax.profiler.stop_trace()
+            self.active, self.done = False, True
+            log.info("profile trace written to %s", self.directory)
