@@ -24,17 +24,19 @@ Prompts that could not fit the context are scored as empty predictions (see ``ru
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
-import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from etils import epath
 
 from alert_jax.data import registry as registry_lib
 from alert_jax.eval import bootstrap
 from alert_jax.eval.metrics import ALERT_METRICS
-from alert_jax.io.files import atomic_write_text
+from alert_jax.io.files import atomic_write_bytes, atomic_write_text
 
 AGGREGATIONS = ("max", "mean")
 
@@ -238,13 +240,13 @@ def render_markdown(scores: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _save(fig: Any, path: pathlib.Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+def _save(fig: Any, path: epath.Path) -> None:
+    buf = io.BytesIO()  # matplotlib writes local files only: rendered in memory, then written as one file
+    fig.savefig(buf, dpi=100, format="png")
+    atomic_write_bytes(path, buf.getvalue())
 
 
-def write_figures(scores: Mapping[str, Any], folder: str | os.PathLike) -> list[pathlib.Path]:
+def write_figures(scores: Mapping[str, Any], folder: str | os.PathLike) -> list[epath.Path]:
     """``skills.png`` (per-skill grouped bars, one bar per ALERT metric, max over templates) and one
     ``heatmap_<metric>.png`` per metric (dataset x template). Returns the written paths."""
     import matplotlib
@@ -253,7 +255,7 @@ def write_figures(scores: Mapping[str, Any], folder: str | os.PathLike) -> list[
     import matplotlib.pyplot as plt
     import numpy as np
 
-    folder = pathlib.Path(folder)
+    folder = epath.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     metrics = _report_metrics(scores)
@@ -316,7 +318,7 @@ def write_report(scores: Mapping[str, Any], workdir: str | os.PathLike, *, figur
     """Writes ``scores.json``, ``report.md`` and (``figures=True``) ``figures/`` under ``workdir`` (atomically per
     file). Returns ``{'scores': path, 'report': path, 'figures': [paths written]}``.
     """
-    workdir = pathlib.Path(workdir)
+    workdir = epath.Path(workdir)
     atomic_write_text(workdir / "scores.json", json.dumps(scores, indent=2, sort_keys=False) + "\n")
     atomic_write_text(workdir / "report.md", render_markdown(scores))
     drawn = write_figures(scores, workdir / "figures") if figures else []

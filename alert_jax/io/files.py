@@ -1,16 +1,47 @@
-"""Atomic file writes: a reader (or a resumed run) sees the old file or the new one, never a partial one."""
+"""Paths and atomic file writes, for local folders and cloud buckets alike.
+
+**Paths**: every workdir, checkpoint, data and output path is an ``etils.epath.Path``, so ``gs://bucket/...`` (and
+the other URLs epath knows: ``s3://``, ...) keeps its scheme where ``pathlib`` would make it ``gs:/bucket/...``.
+Cloud paths need the ``cloud`` extra (gcsfs; epath uses tf.io.gfile instead when TensorFlow is importable); orbax
+reads and writes them itself (arrays through tensorstore's own GCS driver). :func:`absolute` is the one way to make
+a path absolute without mangling a URL.
+
+**Atomic writes**: a reader (or a resumed run) sees the old file or the new one, never a partial one. Locally
+through a temporary file in the same folder and ``os.replace``; in a bucket the object is uploaded in one request
+that only creates it once complete, which object stores make atomic per object.
+"""
 
 from __future__ import annotations
 
 import os
-import pathlib
 import tempfile
+
+from etils import epath
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a location by URL (``gs://bucket/x``) rather than a local file."""
+    return "://" in os.fspath(path)
+
+
+def absolute(path: str | os.PathLike) -> epath.Path:
+    """``path`` as an ``epath.Path``: a local path made absolute (as ``pathlib``'s ``absolute``), a URL unchanged."""
+    p = epath.Path(path)
+    return p if is_url(p) else p.absolute()
+
+
+def abspath(path: str | os.PathLike) -> str:
+    """``os.path.abspath`` (absolute and normalised) for a local path; a URL unchanged (as a string)."""
+    return os.fspath(path) if is_url(path) else os.path.abspath(path)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = pathlib.Path(path)
+    """Writes ``data`` to ``path`` atomically (module docstring); creates the parent folder."""
+    path = epath.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if is_url(path):
+        path.write_bytes(data)
+        return
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
