@@ -125,3 +125,18 @@ def test_tiny_train_and_evaluate_in_a_gs_bucket(fake_bucket, launch_env, tmp_pat
     # nothing landed on a local path made from the URL ('gs:/...'), in the working directory or the temp folder
     assert _local_tree(tmp_path / "cwd") == []
     assert not [p for p in _local_tree(tmp_path) if "gs:" in p or BUCKET in p]
+
+
+def test_finetuning_corpora_read_from_a_bucket(fake_bucket, finetune_data_dir, tmp_path):
+    """The finetuning readers give the same examples from a bucket copy of a corpus folder as from the folder."""
+    from alert_jax.data import finetune
+
+    fs = fake_bucket
+    for name, files in (("aqua_rat", ("dev.json",)), ("gsm8k", ("test.jsonl",))):
+        for f in files:
+            fs.pipe(f"{BUCKET}/finetune/{name}/{f}", (finetune_data_dir / name / f).read_bytes())
+    for name, split in (("aqua_rat", "dev"), ("gsm8k", "test")):
+        local = finetune.read_corpus(name, finetune_data_dir / name, split)
+        remote = finetune.read_corpus(name, f"gs://{BUCKET}/finetune/{name}", split)
+        assert len(local) > 100 and remote == local
+    assert _local_tree(tmp_path / "cwd") == []

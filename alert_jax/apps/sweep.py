@@ -27,6 +27,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 import ml_collections
+from etils import epath
 
 from alert_jax.apps import exits
 
@@ -239,7 +240,7 @@ def run_local(runs: Sequence[SweepRun], cwd: str | os.PathLike) -> int:
 def evaluated_checkpoint(run: SweepRun) -> str:
     """Which weights the run's evaluation used, from its ``eval/scores.json`` metadata (checkpoint path and step)."""
     try:
-        meta = json.loads((pathlib.Path(run.workdir) / "eval" / "scores.json").read_text()).get("metadata", {})
+        meta = json.loads((epath.Path(run.workdir) / "eval" / "scores.json").read_text()).get("metadata", {})
     except (OSError, ValueError):
         return "no eval/scores.json"
     step = meta.get("checkpoint_step")

@@ -24,7 +24,6 @@ Prompts that could not fit the context are scored as empty predictions (see ``ru
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import os
@@ -36,7 +35,7 @@ from etils import epath
 from alert_jax.data import registry as registry_lib
 from alert_jax.eval import bootstrap
 from alert_jax.eval.metrics import ALERT_METRICS
-from alert_jax.io.files import atomic_write_bytes, atomic_write_text
+from alert_jax.io.files import atomic_write_text, write_figure
 
 AGGREGATIONS = ("max", "mean")
 
@@ -240,12 +239,6 @@ def render_markdown(scores: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _save(fig: Any, path: epath.Path) -> None:
-    buf = io.BytesIO()  # matplotlib writes local files only: rendered in memory, then written as one file
-    fig.savefig(buf, dpi=100, format="png")
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def write_figures(scores: Mapping[str, Any], folder: str | os.PathLike) -> list[epath.Path]:
     """``skills.png`` (per-skill grouped bars, one bar per ALERT metric, max over templates) and one
     ``heatmap_<metric>.png`` per metric (dataset x template). Returns the written paths."""
@@ -274,7 +267,7 @@ def write_figures(scores: Mapping[str, Any], folder: str | os.PathLike) -> list[
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = folder / "skills.png"
-        _save(fig, path)
+        write_figure(fig, path, dpi=100)
         plt.close(fig)
         written.append(path)
     templates = scores["templates"]
@@ -300,7 +293,7 @@ def write_figures(scores: Mapping[str, Any], folder: str | os.PathLike) -> list[
         fig.colorbar(im, ax=ax)
         fig.tight_layout()
         path = folder / f"heatmap_{m}.png"
-        _save(fig, path)
+        write_figure(fig, path, dpi=100)
         plt.close(fig)
         written.append(path)
     return written

@@ -13,8 +13,10 @@ that only creates it once complete, which object stores make atomic per object.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
+from typing import Any, TextIO
 
 from etils import epath
 
@@ -33,6 +35,21 @@ def absolute(path: str | os.PathLike) -> epath.Path:
 def abspath(path: str | os.PathLike) -> str:
     """``os.path.abspath`` (absolute and normalised) for a local path; a URL unchanged (as a string)."""
     return os.fspath(path) if is_url(path) else os.path.abspath(path)
+
+
+def open_text(path: str | os.PathLike, newline: str | None = None) -> TextIO:
+    """``path`` opened for reading as UTF-8 text (``newline`` as for ``open``); a bucket object is read whole."""
+    if not is_url(path):
+        return open(path, encoding="utf-8", newline=newline)
+    return io.StringIO(epath.Path(path).read_bytes().decode("utf-8"), newline=newline)
+
+
+def write_figure(fig: Any, path: str | os.PathLike, **savefig: Any) -> None:
+    """Saves the matplotlib figure ``fig`` to ``path`` atomically, in the format its suffix names (``.png``):
+    rendered in memory (matplotlib writes local files only), then written as one file."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=epath.Path(path).suffix.lstrip(".") or "png", **savefig)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
