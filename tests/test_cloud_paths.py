@@ -77,6 +77,7 @@ def _local_tree(root) -> list[str]:
 def test_tiny_train_and_evaluate_in_a_gs_bucket(fake_bucket, launch_env, tmp_path):
     from alert_jax.data import synthetic
     from alert_jax.eval import runner
+    from alert_jax.io import files, integrity
     from alert_jax.train import loop
     from configs import evaluate as eval_config
     from configs import finetune as finetune_config
@@ -113,14 +114,30 @@ def test_tiny_train_and_evaluate_in_a_gs_bucket(fake_bucket, launch_env, tmp_pat
     # orbax's arrays went through tensorstore into the bucket, and the checkpoint was sealed there
     step_objects = [o for o in objects if o.startswith(f"{b}/runs/tiny/checkpoints/2/")]
     assert any("/ocdbt.process_0/" in o for o in step_objects), step_objects
-    assert f"{b}/runs/tiny/checkpoints/2/integrity.json" in objects or any(o.endswith("integrity.json")
-                                                                          for o in step_objects)
+    assert f"{b}/runs/tiny/checkpoints/2/integrity.json" in objects
+    assert any(o.startswith(f"{b}/runs/tiny/tb/events.") for o in objects)  # TensorBoard, uploaded
+    assert any(o.startswith(f"{b}/evals/tiny/figures/") and o.endswith(".png") for o in objects)
     assert not any(o.endswith(".lock") for o in objects)  # the run released its workdir
+    # the seal is read back from the bucket: intact, then a changed array file is found
+    step = f"gs://{b}/runs/tiny/checkpoints/2"
+    assert integrity.verify_step(step).ok
+    victim = max((o for o in step_objects if "/ocdbt.process_0/d/" in o), key=lambda o: fs.size(o))
+    data_bytes = bytearray(fs.cat(victim))
+    data_bytes[len(data_bytes) // 2] ^= 0xFF
+    fs.pipe(victim, bytes(data_bytes))
+    check = integrity.verify_step(step)
+    assert check.damaged and victim.split("/checkpoints/2/")[1] in check.reason
+    # a damaged step is set aside as a folder move, which a bucket does object by object
+    files.move_folder(step, f"gs://{b}/runs/tiny/checkpoints/damaged/2")
+    moved = set(fs.find(f"{b}/runs/tiny/checkpoints"))
+    assert not any(o.startswith(f"{b}/runs/tiny/checkpoints/2/") for o in moved)
+    assert {o.replace("/checkpoints/2/", "/checkpoints/damaged/2/") for o in step_objects} <= moved
     # what was written is what evaluation read: the predictions name the checkpoint in the bucket
     records = [json.loads(x) for x in fs.cat(f"{b}/evals/tiny/predictions/{name}/T1.jsonl").decode().splitlines()]
     assert len(records) == 2 and all(r["provenance"]["checkpoint_step"] == 2 for r in records)
     train_rows = [json.loads(x) for x in fs.cat(f"{b}/runs/tiny/metrics.jsonl").decode().splitlines()]
-    assert [r["step"] for r in train_rows if r.get("kind", "train") == "train"][:2] == [1, 2]
+    assert [r["step"] for r in train_rows if r["kind"] == "train"] == [1, 2]
+    assert [r["step"] for r in train_rows if r["kind"] == "eval"] == [2]
 
     # nothing landed on a local path made from the URL ('gs:/...'), in the working directory or the temp folder
     assert _local_tree(tmp_path / "cwd") == []

@@ -43,7 +43,7 @@ from etils import epath
 from orbax.checkpoint import checkpoint_managers as ocm
 
 from alert_jax.io import orbax_noise
-from alert_jax.io.files import absolute, is_url
+from alert_jax.io.files import absolute, is_url, move_folder
 from alert_jax.io.integrity import (
     INTEGRITY_FILE,
     UNSEALED,
@@ -489,8 +489,7 @@ class Checkpointer:
         src = self.directory / str(step)
         dest = _damaged_destination(self.damaged_directory, step)
         if jax.process_index() == 0:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            src.rename(dest)
+            move_folder(src, dest)
             log.warning("checkpoint step %d is damaged: %s; moved to %s", step, reason, dest)
         _sync(f"alert_jax_checkpoint_set_aside_{step}")
         self.manager.reload()

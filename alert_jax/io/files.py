@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from etils import epath
@@ -50,6 +51,34 @@ def write_figure(fig: Any, path: str | os.PathLike, **savefig: Any) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format=epath.Path(path).suffix.lstrip(".") or "png", **savefig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def files_below(root: str | os.PathLike) -> Iterator[epath.Path]:
+    """Every file name below the folder ``root``, at any depth (``os.walk`` locally; listing by listing in a
+    bucket, where fsspec's walk drops the URL scheme)."""
+    root = epath.Path(root)
+    if not is_url(root):
+        for dirpath, _, names in os.walk(root):
+            yield from (epath.Path(dirpath) / name for name in names)
+        return
+    for child in root.iterdir():
+        if child.is_dir():
+            yield from files_below(child)
+        else:
+            yield child
+
+
+def move_folder(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Moves the folder ``src`` to ``dest`` (which must not exist; its parent is created). Locally a rename; a
+    bucket has no folders to rename, so there every object is copied, then ``src`` removed."""
+    src, dest = epath.Path(src), epath.Path(dest)
+    if not is_url(src):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        src.rename(dest)
+        return
+    for f in list(files_below(src)):
+        (dest / f.relative_to(src).as_posix()).write_bytes(f.read_bytes())
+    src.rmtree()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

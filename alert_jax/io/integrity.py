@@ -28,13 +28,13 @@ import json
 import logging
 import os
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
 from etils import epath
 
-from alert_jax.io.files import atomic_write_text, is_url
+from alert_jax.io.files import atomic_write_text, files_below, is_url
 from alert_jax.io.weight_files import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -112,26 +112,12 @@ def step_files(step_dir: str | os.PathLike) -> list[str]:
     except :data:`UNSEALED_FILES` at its top."""
     root = epath.Path(step_dir)
     out = []
-    for p in _files_below(root):
+    for p in files_below(root):
         rel = p.relative_to(root).as_posix()
         if (rel in UNSEALED_FILES) or not p.is_file():
             continue
         out.append(rel)
     return sorted(out)
-
-
-def _files_below(root: epath.Path) -> Iterator[epath.Path]:
-    """Every file name below ``root`` (``os.walk`` locally; listing by listing in a bucket, where fsspec's walk
-    drops the URL scheme)."""
-    if not is_url(root):
-        for dirpath, _, names in os.walk(root):
-            yield from (epath.Path(dirpath) / name for name in names)
-        return
-    for child in root.iterdir():
-        if child.is_dir():
-            yield from _files_below(child)
-        else:
-            yield child
 
 
 def _size(path: epath.Path) -> int:
