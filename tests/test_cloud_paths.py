@@ -157,3 +157,34 @@ def test_finetuning_corpora_read_from_a_bucket(fake_bucket, finetune_data_dir, t
         remote = finetune.read_corpus(name, f"gs://{BUCKET}/finetune/{name}", split)
         assert len(local) > 100 and remote == local
     assert _local_tree(tmp_path / "cwd") == []
+
+
+def test_workdir_lock_history_and_metrics_in_a_bucket(fake_bucket):
+    """The bucket branches of the workdir: the lock refuses a second run and is released; the config history and
+    metrics.jsonl (objects cannot be appended to) keep every row, and a resume drops the rows after its step."""
+    from etils import epath
+
+    from alert_jax.io import workdir as workdir_lib
+    from alert_jax.train.metrics import MetricsWriter
+
+    fs, root = fake_bucket, f"gs://{BUCKET}/w"
+    with workdir_lib.workdir_lock(root) as held:
+        assert str(held) == root and fs.exists(f"{BUCKET}/w/.lock")
+        with pytest.raises(workdir_lib.WorkdirBusyError, match="in use by process"):
+            with workdir_lib.workdir_lock(root):
+                pass
+        workdir_lib.append_config_history(root, {"a": 1}, None)
+        workdir_lib.append_config_history(root, {"a": 2}, 3)
+    assert not fs.exists(f"{BUCKET}/w/.lock")
+    history = [json.loads(x) for x in fs.cat(f"{BUCKET}/w/config_history.jsonl").decode().splitlines()]
+    assert [(h["config"]["a"], h["resumed_from"]) for h in history] == [(1, None), (2, 3)]
+
+    writer = MetricsWriter(epath.Path(root), tensorboard=False)
+    for step in (1, 2, 3):
+        writer.write(step, "train", {"loss": float(step)})
+    writer.close()
+    writer = MetricsWriter(epath.Path(root), tensorboard=False, resumed_from=2)
+    writer.write(3, "train", {"loss": 30.0})
+    writer.close()
+    rows = [json.loads(x) for x in fs.cat(f"{BUCKET}/w/metrics.jsonl").decode().splitlines()]
+    assert [(r["step"], r["loss"]) for r in rows] == [(1, 1.0), (2, 2.0), (3, 30.0)]

@@ -46,17 +46,18 @@ class MetricsWriter:
         self._jsonl = None
         self._bucket_text: str | None = None  # the whole file, for a bucket workdir
         self._tb = None
+        self._tb_upload: tuple[pathlib.Path, epath.Path] | None = None  # (local folder, bucket folder)
         if not self.enabled:
             return
         workdir.mkdir(parents=True, exist_ok=True)
         path = self._path = workdir / METRICS_FILE
         if resumed_from is not None and path.is_file():
             _drop_rows_after(path, resumed_from)
-        self._tb_upload: tuple[pathlib.Path, epath.Path] | None = None  # (local folder, bucket folder)
         tb_dir = workdir / "tb"
         if is_url(path):
             self._bucket_text = path.read_text(encoding="utf-8") if path.exists() else ""
-            self._tb_upload = (pathlib.Path(tempfile.mkdtemp(prefix="alert_jax_tb_")), tb_dir)
+            if tensorboard:
+                self._tb_upload = (pathlib.Path(tempfile.mkdtemp(prefix="alert_jax_tb_")), tb_dir)
         else:
             self._jsonl = open(path, "a", encoding="utf-8")
         if tensorboard:
