@@ -66,4 +66,11 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.gke.gpu_resource = "nvidia.com/gpu"
     c.gke.coordinator_port = 12345
     c.gke.max_restarts = 10  # JobSet restarts after a failed pod (exit 75: preempted, resumes from its checkpoint)
+    # Where the pods keep workdirs (pods' own disks vanish on restart): a bucket root (root='gs://BUCKET/alert-jax',
+    # needs the 'cloud' extra in the image) reached through Workload Identity -- service_account names the
+    # Kubernetes service account bound to a Google service account that may write the bucket -- or a
+    # ReadWriteMany PersistentVolumeClaim (volume_claim) mounted at volume_mount_path (set root below it).
+    c.gke.service_account = ""
+    c.gke.volume_claim = ""
+    c.gke.volume_mount_path = "/workdirs"
     return c

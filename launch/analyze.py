@@ -21,8 +21,10 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from absl import app, flags  # noqa: E402
+from etils import epath  # noqa: E402
 
 from alert_jax.analysis import report, selection  # noqa: E402
+from alert_jax.io.files import atomic_write_text, is_url  # noqa: E402
 
 _RUNS = flags.DEFINE_list("runs", [], "Run folders (each with scores.json or eval/scores.json).")
 _LABELS = flags.DEFINE_list("labels", [], "SIZE:VARIANT per run (default: parsed from the folder names).")
@@ -72,7 +74,7 @@ def _finetune_texts() -> dict[str, list[str]]:
     return {variant: overlap.finetune_texts(examples, variant, definitions) for variant in overlap.FINETUNED_VARIANTS}
 
 
-def _checkpoint_records(run_dir: pathlib.Path) -> list[selection.CheckpointRecord]:
+def _checkpoint_records(run_dir: epath.Path) -> list[selection.CheckpointRecord]:
     """Validation loss per step from ``metrics.jsonl``; dev score per step from ``selection/step_N/scores.json``."""
     losses: dict[int, float] = {}
     metrics_file = run_dir / "metrics.jsonl"
@@ -90,7 +92,7 @@ def _checkpoint_records(run_dir: pathlib.Path) -> list[selection.CheckpointRecor
             for step in sorted(set(losses) | set(dev))]
 
 
-def _evaluate_checkpoints(run_dir: pathlib.Path) -> None:
+def _evaluate_checkpoints(run_dir: epath.Path) -> None:
     """Dev-set scores of every saved checkpoint step, with the evaluation runner, into ``run_dir/selection``."""
     from alert_jax.eval import runner
     from alert_jax.io import checkpoint
@@ -121,7 +123,8 @@ def main(argv: list[str]) -> None:
     if not _RUNS.value:
         raise app.UsageError("--runs is required: comma-separated run folders with scores.json")
     runs = report.load_runs(_RUNS.value, _LABELS.value)
-    out = pathlib.Path(_OUT.value or pathlib.Path(_RUNS.value[0]).resolve().parent / "analysis")
+    first = epath.Path(_RUNS.value[0])
+    out = epath.Path(_OUT.value) if _OUT.value else (first if is_url(first) else first.resolve()).parent / "analysis"
     eval_texts = finetune_texts = None
     if _NIV2_DIR.value and _CORPORA.value:
         eval_texts, finetune_texts = _eval_texts(runs), _finetune_texts()
@@ -133,7 +136,7 @@ def main(argv: list[str]) -> None:
     if _CHECKPOINTS.value:
         lines = ["", "## Checkpoint selection", "", "| run | step | dev score | validation ppl |", "|---|---:|---:|---:|"]
         picks = {}
-        for run_dir in map(pathlib.Path, _CHECKPOINTS.value):
+        for run_dir in map(epath.Path, _CHECKPOINTS.value):
             if _EVALUATE_CHECKPOINTS.value:
                 if not _NIV2_DIR.value:
                     raise app.UsageError("--evaluate_checkpoints needs --niv2_dir (where the dev-set task files are)")
@@ -145,9 +148,8 @@ def main(argv: list[str]) -> None:
             lines += [f"| {run_dir.name} | {r.step} | {r.dev_score:.1f} | {r.validation_perplexity:.3f} |" for r in records]
             lines.append(f"| {run_dir.name} | picks: dev score -> {picked.by_dev_score}, "
                          f"perplexity -> {picked.by_perplexity} | | |")
-        with open(out / "analysis.md", "a") as f:
-            f.write("\n".join(lines) + "\n")
-        (out / "selection.json").write_text(json.dumps(picks, indent=2, default=float) + "\n")
+        atomic_write_text(out / "analysis.md", (out / "analysis.md").read_text() + "\n".join(lines) + "\n")
+        atomic_write_text(out / "selection.json", json.dumps(picks, indent=2, default=float) + "\n")
     print(f"wrote {out / 'analysis.md'}, {out / 'analysis.json'} and {out / 'figures'}", flush=True)
 
 

@@ -53,9 +53,9 @@ def test_bad_sweep_settings_are_named():
         sweep.expand_runs(cfg)
 
 
-def _dry_run(launcher: str) -> dict[str, str]:
+def _dry_run(launcher: str, *flags: str) -> dict[str, str]:
     out = subprocess.run(
-        [sys.executable, "launch/sweep.py", "--config=configs/sweep.py", f"--launcher={launcher}", "--dry_run"],
+        [sys.executable, "launch/sweep.py", "--config=configs/sweep.py", f"--launcher={launcher}", "--dry_run", *flags],
         cwd=REPO_ROOT, capture_output=True, text=True, check=True,
     ).stdout
     scripts, name = {}, None
@@ -98,6 +98,19 @@ def test_gke_launcher_prints_jobsets_that_parse():
     assert "launch/train.py" in script and "--config.distributed.num_processes=4" in script
     check = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
+    pod = job["template"]["spec"]
+    assert "volumes" not in pod and "serviceAccountName" not in pod  # the defaults: neither
+
+    # workdirs that outlive a pod: a PersistentVolumeClaim mounted under the root, or a bucket through a
+    # Workload Identity service account
+    kept = yaml.safe_load(_dry_run("gke", "--config.gke.volume_claim=wd-claim", "--config.gke.service_account=ksa",
+                                   "--config.root=/workdirs/sweep")["13b-cot.yaml"])
+    pod = kept["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "ksa"
+    assert pod["volumes"] == [{"name": "workdirs", "persistentVolumeClaim": {"claimName": "wd-claim"}}]
+    container = pod["containers"][0]
+    assert container["volumeMounts"] == [{"name": "workdirs", "mountPath": "/workdirs"}]
+    assert "--workdir=/workdirs/sweep/13b-cot" in container["args"][0]
 
 
 SWEEP_CONFIG = '''

@@ -21,6 +21,7 @@ from scipy import stats
 from alert_jax.data.examples import RationaleExample
 from alert_jax.data.finetune import format_example
 from alert_jax.eval.metrics import normalize_answer
+from alert_jax.io.files import write_figure
 
 FINETUNED_VARIANTS = ("ft", "cot")
 """The finetuned variants with a finetuning text (``format_example`` modes), as ``analysis.report`` names them."""
@@ -120,5 +121,5 @@ def plot_overlap_vs_gain(series: Mapping[str, tuple[list[OverlapRow], Correlatio
     ax.set_ylabel("gain over the pretrained model")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_figure(fig, path, dpi=120)
     plt.close(fig)

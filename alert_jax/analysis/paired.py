@@ -14,11 +14,11 @@ Result per comparison and group: ``{"diff": point estimate, "ci95": [lo, hi], "d
 from __future__ import annotations
 
 import json
-import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from etils import epath
 
 from alert_jax.eval import bootstrap
 from alert_jax.eval import metrics as metrics_lib
@@ -28,7 +28,7 @@ COMPARISONS = (("cot", "pretrained"), ("ft", "pretrained"), ("cot", "ft"))  # (v
 Values = dict[str, dict[str, dict[str, float]]]  # task -> template -> instance id -> value (x100)
 
 
-def instance_values(folder: pathlib.Path, scores: Mapping[str, Any], metric: str) -> Values:
+def instance_values(folder: epath.Path, scores: Mapping[str, Any], metric: str) -> Values:
     """Per-instance values of ``metric`` from the predictions files in ``folder`` (the ``scores.json`` folder) for
     the tasks and templates ``scores`` lists; files that are missing are left out."""
     out: Values = {}
@@ -101,14 +101,14 @@ def compare_variants(values: Mapping[str, Values], groups: Mapping[str, Sequence
     return out
 
 
-def run_differences(runs: Sequence[Any], folders: Sequence[pathlib.Path], metric: str, labels: Mapping[str, str], *,
+def run_differences(runs: Sequence[Any], folders: Sequence[epath.Path], metric: str, labels: Mapping[str, str], *,
                     resamples: int = bootstrap.DEFAULT_RESAMPLES,
                     seed: int = bootstrap.DEFAULT_SEED) -> dict[str, dict[str, dict[str, Any]]]:
     """size -> :func:`compare_variants` of that size's runs (``runs[i]``: ``size``, ``variant``, ``scores``; its
     ``scores.json`` in ``folders[i]``), grouped by the first run of the size (:func:`groups_of`)."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for size in dict.fromkeys(r.size for r in runs):
-        of_size = [(r, pathlib.Path(f)) for r, f in zip(runs, folders) if r.size == size]
+        of_size = [(r, epath.Path(f)) for r, f in zip(runs, folders) if r.size == size]
         values = {r.variant: instance_values(f, r.scores, metric) for r, f in of_size}
         diffs = compare_variants(values, groups_of(of_size[0][0].scores), labels, resamples=resamples, seed=seed)
         if diffs:

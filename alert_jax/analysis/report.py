@@ -18,14 +18,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import pathlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from etils import epath
+
 from alert_jax.analysis import overlap as overlap_lib
 from alert_jax.analysis import paired as paired_lib
 from alert_jax.analysis import templates as templates_lib
+from alert_jax.io.files import atomic_write_text, write_figure
 
 VARIANTS = ("pretrained", "ft", "cot")
 VARIANT_LABELS = {"pretrained": "OPT", "ft": "OPT-FT", "cot": "OPT-CoT"}
@@ -57,18 +59,18 @@ class RunScores:
         }
 
 
-def find_scores(path: str | pathlib.Path) -> pathlib.Path:
+def find_scores(path: str | epath.Path) -> epath.Path:
     """``scores.json`` of a run folder: the folder itself, or its ``eval/`` sub-folder (sweep layout)."""
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     for candidate in (path, path / "scores.json", path / "eval" / "scores.json"):
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(f"no scores.json in {path} or {path / 'eval'}; run launch/evaluate.py for it first")
 
 
-def label_from_name(path: str | pathlib.Path) -> tuple[str, str] | None:
+def label_from_name(path: str | epath.Path) -> tuple[str, str] | None:
     """``.../13b-cot`` or ``.../1p3b-ft/eval`` -> ('13b', 'cot') / ('1.3b', 'ft'); None if the name has no label."""
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     for part in (path.name, path.parent.name) if path.name in ("eval", "scores.json") else (path.name,):
         size, sep, variant = part.rpartition("-")
         if sep and variant in VARIANTS and size:
@@ -148,7 +150,7 @@ def _grouped_bars(
     categories: Sequence[str],
     series: Mapping[str, Sequence[float]],
     ylabel: str,
-    path: pathlib.Path,
+    path: epath.Path,
     *,
     figsize: tuple[float, float],
     zero_line: bool = False,
@@ -172,18 +174,18 @@ def _grouped_bars(
     ax.set_ylabel(ylabel)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
-def _plot_scale(table: Mapping[str, Mapping[str, float]], metric: str, path: pathlib.Path) -> None:
+def _plot_scale(table: Mapping[str, Mapping[str, float]], metric: str, path: epath.Path) -> None:
     sizes = list(table)
     series = {VARIANT_LABELS[v]: [table[s].get(v, math.nan) for s in sizes] for v in VARIANTS}
     _grouped_bars(sizes, series, f"{metric} (overall, max over templates)", path,
                   figsize=(max(4.5, 1.6 * len(sizes)), 3.8))
 
 
-def _plot_templates(gains: Mapping[str, templates_lib.TemplateGains], metric: str, path: pathlib.Path) -> None:
+def _plot_templates(gains: Mapping[str, templates_lib.TemplateGains], metric: str, path: epath.Path) -> None:
     names = sorted({t for g in gains.values() for t in g.per_template})
     series = {label: [g.per_template.get(t, math.nan) for t in names] for label, g in gains.items()}
     _grouped_bars(names, series, f"{metric} gain over the pretrained model", path, figsize=(6, 3.8), zero_line=True)
@@ -225,7 +227,7 @@ def _difference_lines(diffs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> l
 
 def write_analysis(
     runs: Sequence[RunScores],
-    out_dir: str | pathlib.Path,
+    out_dir: str | epath.Path,
     *,
     metrics: Sequence[str] = ("exact_match", "relaxed_match", "rougeL"),
     eval_texts: Mapping[str, Iterable[str]] | None = None,
@@ -236,7 +238,7 @@ def write_analysis(
     """Writes ``analysis.json``, ``analysis.md`` and ``figures/`` into ``out_dir``; returns the JSON content.
     ``finetune_texts``: variant -> finetuning text, see :func:`overlap_analysis`. ``resamples`` / ``seed``: the
     paired bootstrap of the model differences (``analysis.paired``; runs with predictions files only)."""
-    out_dir = pathlib.Path(out_dir)
+    out_dir = epath.Path(out_dir)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"runs": [dataclasses.asdict(r) | {"scores": None} for r in runs], "metrics": {}}
     lines = ["# ALERT analysis", "", "Runs: " + ", ".join(f"`{r.size}-{r.variant}` ({r.path})" for r in runs), ""]
@@ -275,6 +277,6 @@ def write_analysis(
         lines += _difference_lines(entry["differences"])
         result["metrics"][metric] = entry
         lines.append("")
-    (out_dir / "analysis.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
-    (out_dir / "analysis.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out_dir / "analysis.json", json.dumps(result, indent=2, default=float) + "\n")
+    atomic_write_text(out_dir / "analysis.md", "\n".join(lines) + "\n")
     return result

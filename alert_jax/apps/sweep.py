@@ -27,6 +27,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 import ml_collections
+from etils import epath
 
 from alert_jax.apps import exits
 
@@ -195,8 +196,15 @@ def render(run: SweepRun, launcher: str, cfg: ml_collections.ConfigDict,
         lines = [shlex.join([*cmd, *flags]) + " --config.distributed.process_id=$JOB_COMPLETION_INDEX"
                  for cmd in run.commands]
         body = "\n".join(" " * 22 + line for line in ["set -e", *lines])
+        g = cfg.gke
+        claim = str(g.get("volume_claim", ""))
         text = string.Template((template_dir / "gke" / "jobset.yaml").read_text()).substitute(
             common,
+            service_account_line=f"serviceAccountName: {g.service_account}" if g.get("service_account") else "",
+            volumes_line=(f"volumes: [{{name: workdirs, persistentVolumeClaim: {{claimName: {claim}}}}}]"
+                          if claim else ""),
+            volume_mounts_line=(f"volumeMounts: [{{name: workdirs, mountPath: {g.volume_mount_path}}}]"
+                                if claim else ""),
             namespace=cfg.gke.namespace,
             image=cfg.gke.image,
             gpu_resource=cfg.gke.gpu_resource,
@@ -232,7 +240,7 @@ def run_local(runs: Sequence[SweepRun], cwd: str | os.PathLike) -> int:
 def evaluated_checkpoint(run: SweepRun) -> str:
     """Which weights the run's evaluation used, from its ``eval/scores.json`` metadata (checkpoint path and step)."""
     try:
-        meta = json.loads((pathlib.Path(run.workdir) / "eval" / "scores.json").read_text()).get("metadata", {})
+        meta = json.loads((epath.Path(run.workdir) / "eval" / "scores.json").read_text()).get("metadata", {})
     except (OSError, ValueError):
         return "no eval/scores.json"
     step = meta.get("checkpoint_step")

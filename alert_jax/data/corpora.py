@@ -24,10 +24,11 @@ and the field.
 from __future__ import annotations
 
 import csv
-import pathlib
 import re
 from collections.abc import Sequence
 from typing import Any
+
+from etils import epath
 
 from alert_jax.data.examples import (
     CorpusFormatError,
@@ -48,6 +49,7 @@ from alert_jax.data.examples import (
     read_jsonl,
     read_lines,
 )
+from alert_jax.io.files import open_text
 
 _CALCULATOR_NOTE = re.compile(r"<<[^<>]*>>")
 
@@ -58,7 +60,7 @@ def read_gsm8k(path: PathLike) -> list[RationaleExample]:
     rationale = the text before the last ``####`` with calculator notes removed (socratic files keep their
     ``sub-question ** step`` layout); answer = the text after ``####`` as published (thousands commas kept).
     """
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     out = []
     for where, rec in read_jsonl(path):
         question = get_field(rec, "question", path, where)
@@ -104,7 +106,7 @@ def read_aqua_rat(path: PathLike) -> list[RationaleExample]:
     prompt = question + ``Options: (A) .. (E) ..``; answer = the correct option's text (what a free-form evaluation
     would compare); rationale = the published rationale minus a trailing ``Answer: X`` statement of the same letter.
     """
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     out = []
     for where, rec in read_jsonl(path):
         question = get_field(rec, "question", path, where)
@@ -132,7 +134,7 @@ def read_strategyqa(path: PathLike) -> list[RationaleExample]:
 
     rationale = the ``facts``, each made a sentence, joined with spaces (``decomposition`` unused); answer yes/no.
     """
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     data = read_json_list(path)
     out = []
     for index, rec in enumerate(data):
@@ -148,7 +150,7 @@ def read_strategyqa(path: PathLike) -> list[RationaleExample]:
     return out
 
 
-def _cqa_question(rec: Any, path: pathlib.Path, where: str) -> tuple[str, str, str]:
+def _cqa_question(rec: Any, path: epath.Path, where: str) -> tuple[str, str, str]:
     """CommonsenseQA record -> (id, prompt with options, answer text)."""
     qid = get_field(rec, "id", path, where)
     where = f"{where} (id {qid})"
@@ -168,7 +170,7 @@ def _cqa_question(rec: Any, path: pathlib.Path, where: str) -> tuple[str, str, s
 def read_cqa_questions(paths: Sequence[PathLike]) -> dict[str, tuple[str, str, str, str]]:
     """CommonsenseQA jsonl files -> ``{id: (prompt, answer, file name, record)}`` (first occurrence wins)."""
     out: dict[str, tuple[str, str, str, str]] = {}
-    for path in map(pathlib.Path, paths):
+    for path in map(epath.Path, paths):
         for where, rec in read_jsonl(path):
             qid, prompt, answer = _cqa_question(rec, path, where)
             out.setdefault(qid, (prompt, answer, str(path), where))
@@ -181,9 +183,9 @@ def read_cos_e(questions_path: PathLike, explanation_paths: Sequence[PathLike]) 
     ``explanation_paths`` are CoS-E jsonl files ``{id, explanation: {open-ended, selected}}`` in priority order: the
     first file holding an id supplies its explanation. Every question needs an explanation in some file.
     """
-    questions_path = pathlib.Path(questions_path)
+    questions_path = epath.Path(questions_path)
     explanations: dict[str, str] = {}
-    for path in map(pathlib.Path, explanation_paths):
+    for path in map(epath.Path, explanation_paths):
         for where, rec in read_jsonl(path):
             qid = get_field(rec, "id", path, where)
             explanation = get_field(rec, "explanation", path, f"{where} (id {qid})", dict)
@@ -208,7 +210,7 @@ def read_ecqa(annotations_path: PathLike, question_paths: Sequence[PathLike],
     join script, the first annotation of an id wins and ids without an annotation are left out; an id in the
     split list without a CommonsenseQA question is an error.
     """
-    annotations_path = pathlib.Path(annotations_path)
+    annotations_path = epath.Path(annotations_path)
     explanations: dict[str, str] = {}
     for where, rec in read_jsonl(annotations_path):
         qid = get_field(rec, "id", annotations_path, where)
@@ -216,7 +218,7 @@ def read_ecqa(annotations_path: PathLike, question_paths: Sequence[PathLike],
         explanations.setdefault(qid, text)
     questions = read_cqa_questions(question_paths)
     if ids_path is not None:
-        ids_path = pathlib.Path(ids_path)
+        ids_path = epath.Path(ids_path)
         ids = [(f"line {n}", line.strip()) for n, line in enumerate(read_lines(ids_path), 1) if line.strip()]
         for where, qid in ids:
             if qid not in questions:
@@ -249,7 +251,7 @@ def read_esnli_lines(directory: PathLike, split: str) -> list[RationaleExample]:
     detokenized (no space before punctuation or inside contractions) and the explanation's first letter is
     capitalised (the ``preproc1`` files are lower-cased).
     """
-    directory = pathlib.Path(directory)
+    directory = epath.Path(directory)
     names = ("s1", "s2", "labels", "preproc1_expl_1")
     columns = {name: read_lines(directory / f"{name}.{split}") for name in names}
     counts = {name: len(lines) for name, lines in columns.items()}
@@ -269,8 +271,8 @@ def read_esnli_csv(paths: Sequence[PathLike]) -> list[RationaleExample]:
     """e-SNLI csv files (``esnli_train_1.csv`` ...): columns ``pairID, gold_label, Sentence1, Sentence2,
     Explanation_1, ...``; same mapping as :func:`read_esnli_lines`."""
     out = []
-    for path in map(pathlib.Path, paths):
-        with open(path, encoding="utf-8", newline="") as f:
+    for path in map(epath.Path, paths):
+        with open_text(path, newline="") as f:
             reader = csv.DictReader(f)
             for column in ("gold_label", "Sentence1", "Sentence2", "Explanation_1"):
                 if column not in (reader.fieldnames or []):
@@ -309,7 +311,7 @@ def read_winowhy(path: PathLike) -> list[RationaleExample]:
     prompt = the sentence, the pronoun question and the two candidates; answer = the correct candidate's text;
     rationale = :func:`pick_winowhy_reason`. Questions with no 'Valid' reason are left out.
     """
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     data = read_json_list(path)
     out = []
     for index, rec in enumerate(data):
@@ -332,7 +334,7 @@ def read_winowhy(path: PathLike) -> list[RationaleExample]:
     return out
 
 
-def _math_example(rec: Any, path: pathlib.Path, where: str, rid: str) -> RationaleExample:
+def _math_example(rec: Any, path: epath.Path, where: str, rid: str) -> RationaleExample:
     problem = get_field(rec, "problem", path, where)
     solution = get_field(rec, "solution", path, where)
     boxed = extract_boxed(solution)
@@ -347,13 +349,13 @@ def read_math_jsonl(path: PathLike) -> list[RationaleExample]:
 
     answer = content of the last ``\\boxed{..}`` (balanced braces); rationale = the full solution (box kept).
     """
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     return [_math_example(rec, path, where, f"{path.name}:{where[5:]}") for where, rec in read_jsonl(path)]
 
 
 def read_math_dir(directory: PathLike) -> list[RationaleExample]:
     """MATH's original release layout: ``<split>/<subject>/<n>.json``, one problem per file (sorted paths)."""
-    directory = pathlib.Path(directory)
+    directory = epath.Path(directory)
     files = sorted(directory.glob("*/*.json"), key=lambda p: (p.parent.name, int(p.stem) if p.stem.isdigit() else -1,
                                                                p.stem))
     out = []
@@ -405,7 +407,7 @@ def read_proofwriter(path: PathLike) -> list[RationaleExample]:
     prompt = ``{theory}\\nStatement: {question}``; answer = ``True``/``False``/``Unknown``; rationale =
     :func:`proofwriter_rationale`.
     """
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     out = []
     for where, rec in read_jsonl(path):
         rid = get_field(rec, "id", path, where)
@@ -431,7 +433,7 @@ def read_coqa(path: PathLike) -> list[RationaleExample]:
     prompt = the story, the earlier turns as ``Q: ..\\nA: ..`` lines (CoQA questions lean on them), then
     ``Q: {question}``; rationale = the answer's ``span_text``; answer = its free-form ``input_text``.
     """
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     top = read_json(path)
     stories = get_field(top, "data", path, "top level", list)
     out = []

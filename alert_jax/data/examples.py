@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
+import os
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
+
+from etils import epath
+
+from alert_jax.io.files import open_text
 
 __all__ = [
     "PathLike", "RationaleExample", "CorpusFormatError",
@@ -23,7 +27,7 @@ __all__ = [
     "read_jsonl", "read_json", "read_json_list", "read_lines", "get_field", "need_answer",
 ]
 
-PathLike = str | pathlib.Path
+PathLike = str | os.PathLike
 
 
 @dataclasses.dataclass
@@ -149,9 +153,9 @@ def extract_boxed(text: str) -> str | None:
 # File helpers
 
 
-def read_jsonl(path: pathlib.Path) -> Iterator[tuple[str, Any]]:
+def read_jsonl(path: epath.Path) -> Iterator[tuple[str, Any]]:
     """Yields ``('line N', record)`` for each non-blank line (N 1-based)."""
-    with open(path, encoding="utf-8") as f:
+    with open_text(path) as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -161,16 +165,16 @@ def read_jsonl(path: pathlib.Path) -> Iterator[tuple[str, Any]]:
                 raise CorpusFormatError(path, f"line {number}", f"invalid JSON ({e.msg})") from None
 
 
-def read_json(path: pathlib.Path) -> Any:
+def read_json(path: epath.Path) -> Any:
     """The parsed JSON file; invalid JSON raises CorpusFormatError naming the line."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open_text(path) as f:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise CorpusFormatError(path, f"line {e.lineno}", f"invalid JSON ({e.msg})") from None
 
 
-def read_json_list(path: pathlib.Path) -> list[Any]:
+def read_json_list(path: epath.Path) -> list[Any]:
     """A JSON file whose top level must be a list of question records."""
     data = read_json(path)
     if not isinstance(data, list):
@@ -178,9 +182,10 @@ def read_json_list(path: pathlib.Path) -> list[Any]:
     return data
 
 
-def read_lines(path: pathlib.Path) -> list[str]:
+def read_lines(path: epath.Path) -> list[str]:
     """Lines of a line-aligned text file; a missing final newline does not drop or add a line."""
-    text = path.read_text(encoding="utf-8")
+    with open_text(path) as f:
+        text = f.read()
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()

@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import pathlib
 from collections.abc import Callable, Sequence
 from typing import Literal
+
+from etils import epath
 
 from alert_jax.data import corpora
 from alert_jax.data.examples import PathLike, RationaleExample
@@ -97,24 +98,24 @@ def in_holdout(example: RationaleExample) -> bool:
 # Split discovery: {split name: loader} for the files present on disk.
 
 
-def _stems(directory: pathlib.Path, suffix: str, exclude: str | None = None) -> list[str]:
+def _stems(directory: epath.Path, suffix: str, exclude: str | None = None) -> list[str]:
     names = [p.name for p in directory.glob(f"*{suffix}") if p.is_file()]
     return sorted(n[: -len(suffix)] for n in names if not (exclude and n.endswith(exclude)))
 
 
-def _splits_gsm8k(d: pathlib.Path) -> dict[str, Loader]:
+def _splits_gsm8k(d: epath.Path) -> dict[str, Loader]:
     return {s: (lambda p=d / f"{s}.jsonl": corpora.read_gsm8k(p)) for s in _stems(d, ".jsonl")}
 
 
-def _splits_aqua(d: pathlib.Path) -> dict[str, Loader]:
+def _splits_aqua(d: epath.Path) -> dict[str, Loader]:
     return {s: (lambda p=d / f"{s}.json": corpora.read_aqua_rat(p)) for s in _stems(d, ".json", ".tok.json")}
 
 
-def _splits_strategyqa(d: pathlib.Path) -> dict[str, Loader]:
+def _splits_strategyqa(d: epath.Path) -> dict[str, Loader]:
     return {s: (lambda p=d / f"{s}.json": corpora.read_strategyqa(p)) for s in _stems(d, ".json")}
 
 
-def _splits_cos_e(d: pathlib.Path) -> dict[str, Loader]:
+def _splits_cos_e(d: epath.Path) -> dict[str, Loader]:
     out = {}
     for split in ("train", "dev"):
         questions = [d / v / f"{split}_rand_split.jsonl" for v in ("v1.11", "v1.0")]
@@ -126,7 +127,7 @@ def _splits_cos_e(d: pathlib.Path) -> dict[str, Loader]:
     return out
 
 
-def _splits_ecqa(d: pathlib.Path) -> dict[str, Loader]:
+def _splits_ecqa(d: epath.Path) -> dict[str, Loader]:
     annotations = d / "ecqa.jsonl"
     questions = [d / "cqa" / "train_rand_split.jsonl", d / "cqa" / "dev_rand_split.jsonl"]
     if not annotations.is_file() or not all(p.is_file() for p in questions):
@@ -138,7 +139,7 @@ def _splits_ecqa(d: pathlib.Path) -> dict[str, Loader]:
             "val": lambda: corpora.read_ecqa(annotations, questions[1:])}
 
 
-def _splits_esnli(d: pathlib.Path) -> dict[str, Loader]:
+def _splits_esnli(d: epath.Path) -> dict[str, Loader]:
     out: dict[str, Loader] = {}
     for split in _stems(d, ".csv"):
         base = split.rsplit("_", 1)[0] if split.rsplit("_", 1)[-1].isdigit() else split
@@ -153,7 +154,7 @@ def _splits_esnli(d: pathlib.Path) -> dict[str, Loader]:
     return dict(sorted(out.items()))
 
 
-def _splits_proofwriter(d: pathlib.Path) -> dict[str, Loader]:
+def _splits_proofwriter(d: epath.Path) -> dict[str, Loader]:
     for base in (d, d / "OWA" / "depth-5", d / "proofwriter-dataset-V2020.12.3" / "OWA" / "depth-5"):
         stems = [s[len("meta-"):] for s in _stems(base, ".jsonl") if s.startswith("meta-")] if base.is_dir() else []
         if stems:
@@ -161,7 +162,7 @@ def _splits_proofwriter(d: pathlib.Path) -> dict[str, Loader]:
     return {}
 
 
-def _splits_math(d: pathlib.Path) -> dict[str, Loader]:
+def _splits_math(d: epath.Path) -> dict[str, Loader]:
     out: dict[str, Loader] = {s: (lambda p=d / f"{s}.jsonl": corpora.read_math_jsonl(p)) for s in _stems(d, ".jsonl")}
     for sub in sorted(p for p in d.iterdir() if p.is_dir()):
         if next(sub.glob("*/*.json"), None) is not None:
@@ -169,17 +170,17 @@ def _splits_math(d: pathlib.Path) -> dict[str, Loader]:
     return out
 
 
-def _splits_coqa(d: pathlib.Path) -> dict[str, Loader]:
+def _splits_coqa(d: epath.Path) -> dict[str, Loader]:
     stems = [s for s in _stems(d, "-v1.0.json") if s.startswith("coqa-")]
     return {s[len("coqa-"):]: (lambda p=d / f"{s}-v1.0.json": corpora.read_coqa(p)) for s in stems}
 
 
-def _splits_winowhy(d: pathlib.Path) -> dict[str, Loader]:
+def _splits_winowhy(d: epath.Path) -> dict[str, Loader]:
     path = d / "winowhy.json"
     return {"train": lambda: corpora.read_winowhy(path)} if path.is_file() else {}
 
 
-_DISCOVER: dict[str, Callable[[pathlib.Path], dict[str, Loader]]] = {
+_DISCOVER: dict[str, Callable[[epath.Path], dict[str, Loader]]] = {
     "gsm8k": _splits_gsm8k, "aqua_rat": _splits_aqua, "ecqa": _splits_ecqa, "cos_e": _splits_cos_e,
     "esnli": _splits_esnli, "strategyqa": _splits_strategyqa, "proofwriter": _splits_proofwriter,
     "math": _splits_math, "coqa": _splits_coqa, "winowhy": _splits_winowhy,
@@ -201,9 +202,9 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown finetuning corpus {name!r}; valid names: {', '.join(CORPORA)}")
 
 
-def _discover(name: str, directory: PathLike) -> tuple[pathlib.Path, dict[str, Loader]]:
+def _discover(name: str, directory: PathLike) -> tuple[epath.Path, dict[str, Loader]]:
     _check_name(name)
-    directory = pathlib.Path(directory)
+    directory = epath.Path(directory)
     if not directory.is_dir():
         raise CorpusNotFoundError(f"{name}: corpus folder {directory} not found (expected files: {_EXPECTED[name]})")
     return directory, _DISCOVER[name](directory)
@@ -259,7 +260,7 @@ def read_corpora(names: str | Sequence[str], finetune_dir: PathLike, split: str,
     out: list[RationaleExample] = []
     for name in names:
         try:
-            out.extend(read_corpus(name, pathlib.Path(finetune_dir) / name, split, holdout=holdout))
+            out.extend(read_corpus(name, epath.Path(finetune_dir) / name, split, holdout=holdout))
         except CorpusNotFoundError as e:
             if not skip_missing:
                 raise

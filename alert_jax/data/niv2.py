@@ -22,12 +22,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import pathlib
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
+
+from etils import epath
 
 from alert_jax.io.files import atomic_write_bytes
 
@@ -299,11 +300,11 @@ def _task_name(name: str) -> str:
     return base[: -len(".json")] if base.endswith(".json") else base
 
 
-def tasks_folder(niv2_dir: str | os.PathLike) -> pathlib.Path:
+def tasks_folder(niv2_dir: str | os.PathLike) -> epath.Path:
     """The folder holding the task files: ``niv2_dir/tasks`` for an NIV2 checkout, else ``niv2_dir`` itself."""
     if not str(niv2_dir):
         raise FileNotFoundError("no NIV2 folder given (set data.niv2_dir to a task folder or an NIV2 checkout)")
-    root = pathlib.Path(niv2_dir).expanduser()
+    root = epath.Path(niv2_dir).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"NIV2 folder {root} does not exist or is not a directory (set data.niv2_dir)")
     sub = root / "tasks"
@@ -315,7 +316,7 @@ def list_tasks(niv2_dir: str | os.PathLike) -> list[str]:
     return sorted(p.stem for p in tasks_folder(niv2_dir).glob("*.json") if p.is_file())
 
 
-def task_path(name: str, niv2_dir: str | os.PathLike) -> pathlib.Path:
+def task_path(name: str, niv2_dir: str | os.PathLike) -> epath.Path:
     """Path of task ``name`` (with or without ``.json``) in ``niv2_dir``; :class:`TaskNotFoundError` if absent."""
     folder = tasks_folder(niv2_dir)
     path = folder / f"{_task_name(name)}.json"
@@ -330,7 +331,7 @@ def load_task_file(path: str | os.PathLike) -> Task:
     Raises :class:`TaskNotFoundError` (a ``FileNotFoundError``) when there is no such file and :class:`TaskFileError`
     (a ``ValueError``) when the file is malformed.
     """
-    file = pathlib.Path(path).expanduser()
+    file = epath.Path(path).expanduser()
     if not file.is_file():
         raise TaskNotFoundError([_task_name(str(path))], file.parent if str(file.parent) != "." else None)
     raw = file.read_bytes()
@@ -390,7 +391,7 @@ def download_tasks(
     *,
     timeout: float = 60.0,
     overwrite: bool = False,
-) -> list[pathlib.Path]:
+) -> list[epath.Path]:
     """Fetch task files ``{base_url}/{name}.json`` into ``cache_dir``; returns their local paths in order.
 
     Files already in the cache are not fetched again (unless ``overwrite``). Each download is validated with the same
@@ -398,7 +399,7 @@ def download_tasks(
     never holds a partial or invalid file. Network failures raise :class:`DownloadError` and invalid content raises
     :class:`TaskFileError`; both name the URL. ``base_url`` may be ``file://...`` (used by the tests: no network).
     """
-    cache = pathlib.Path(cache_dir).expanduser()
+    cache = epath.Path(cache_dir).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     base = base_url.rstrip("/")
     paths = []

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from alert_jax.data.examples import RationaleExample
 from alert_jax.data.synthetic_tasks import DEV_TASK_SPECS, TASK_SPECS, Sample, TaskSpec
 from alert_jax.data.synthetic_world import random_narrative, random_number_sentence, world_facts
+from alert_jax.io.files import atomic_write_text
 
 if TYPE_CHECKING:
     from alert_jax.data.registry import Registry
@@ -197,15 +198,11 @@ def write_synthetic_tasks(
     if instances_per_task < 1 or num_positive_examples < 0:
         raise ValueError(f"instances_per_task must be >= 1 and num_positive_examples >= 0, "
                          f"got {instances_per_task} and {num_positive_examples}")
-    os.makedirs(out_dir, exist_ok=True)
     paths = []
     for spec in TASK_SPECS + (DEV_TASK_SPECS if include_dev else ()):
         path = os.path.join(os.fspath(out_dir), f"{spec.name}.json")
         task = _task_json(spec, seed, instances_per_task, num_positive_examples)
-        text = json.dumps(task, indent=4, ensure_ascii=False)
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
+        atomic_write_text(path, json.dumps(task, indent=4, ensure_ascii=False))
         paths.append(path)
     return paths
 

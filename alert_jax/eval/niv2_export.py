@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from etils import epath
 
 from alert_jax.data import niv2
 from alert_jax.io.files import atomic_write_text
@@ -31,7 +32,7 @@ __all__ = ["write_niv2_files"]
 TRACK = "default"
 
 
-def _read(path: pathlib.Path) -> list[dict[str, Any]]:
+def _read(path: epath.Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
@@ -44,14 +45,14 @@ def write_niv2_files(
     tasks: Mapping[str, niv2.Task],
     templates: Sequence[str],
     predictions: Mapping[tuple[str, str], str | os.PathLike],
-) -> list[pathlib.Path]:
+) -> list[epath.Path]:
     """Writes ``references.jsonl`` and ``predictions_<template>.jsonl`` into ``folder`` (each atomically) from the
     predictions files ``predictions[(task, template)]`` (runner.py's JSONL records: ``id``, ``prediction``,
     ``references``), tasks in ``tasks`` order. Every template's file lists the same instances in the same order;
     a template whose records hold other ids or references than the first raises ``ValueError``. Returns the paths.
     """
-    folder = pathlib.Path(folder)
-    records = {(task, t): _read(pathlib.Path(predictions[(task, t)])) for task in tasks for t in templates}
+    folder = epath.Path(folder)
+    records = {(task, t): _read(epath.Path(predictions[(task, t)])) for task in tasks for t in templates}
     all_ids = [str(r["id"]) for task in tasks for r in records[(task, templates[0])]] if templates else []
     qualify = len(set(all_ids)) != len(all_ids)
 

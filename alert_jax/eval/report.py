@@ -27,14 +27,15 @@ import dataclasses
 import json
 import math
 import os
-import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from etils import epath
 
 from alert_jax.data import registry as registry_lib
 from alert_jax.eval import bootstrap
 from alert_jax.eval.metrics import ALERT_METRICS
-from alert_jax.io.files import atomic_write_text
+from alert_jax.io.files import atomic_write_text, write_figure
 
 AGGREGATIONS = ("max", "mean")
 
@@ -238,13 +239,7 @@ def render_markdown(scores: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _save(fig: Any, path: pathlib.Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
-
-
-def write_figures(scores: Mapping[str, Any], folder: str | os.PathLike) -> list[pathlib.Path]:
+def write_figures(scores: Mapping[str, Any], folder: str | os.PathLike) -> list[epath.Path]:
     """``skills.png`` (per-skill grouped bars, one bar per ALERT metric, max over templates) and one
     ``heatmap_<metric>.png`` per metric (dataset x template). Returns the written paths."""
     import matplotlib
@@ -253,7 +248,7 @@ def write_figures(scores: Mapping[str, Any], folder: str | os.PathLike) -> list[
     import matplotlib.pyplot as plt
     import numpy as np
 
-    folder = pathlib.Path(folder)
+    folder = epath.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     metrics = _report_metrics(scores)
@@ -272,7 +267,7 @@ def write_figures(scores: Mapping[str, Any], folder: str | os.PathLike) -> list[
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = folder / "skills.png"
-        _save(fig, path)
+        write_figure(fig, path, dpi=100)
         plt.close(fig)
         written.append(path)
     templates = scores["templates"]
@@ -298,7 +293,7 @@ def write_figures(scores: Mapping[str, Any], folder: str | os.PathLike) -> list[
         fig.colorbar(im, ax=ax)
         fig.tight_layout()
         path = folder / f"heatmap_{m}.png"
-        _save(fig, path)
+        write_figure(fig, path, dpi=100)
         plt.close(fig)
         written.append(path)
     return written
@@ -316,7 +311,7 @@ def write_report(scores: Mapping[str, Any], workdir: str | os.PathLike, *, figur
     """Writes ``scores.json``, ``report.md`` and (``figures=True``) ``figures/`` under ``workdir`` (atomically per
     file). Returns ``{'scores': path, 'report': path, 'figures': [paths written]}``.
     """
-    workdir = pathlib.Path(workdir)
+    workdir = epath.Path(workdir)
     atomic_write_text(workdir / "scores.json", json.dumps(scores, indent=2, sort_keys=False) + "\n")
     atomic_write_text(workdir / "report.md", render_markdown(scores))
     drawn = write_figures(scores, workdir / "figures") if figures else []

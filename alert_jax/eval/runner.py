@@ -41,13 +41,13 @@ import difflib
 import json
 import logging
 import os
-import pathlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import ml_collections
+from etils import epath
 
 from alert_jax.data import niv2
 from alert_jax.data import registry as registry_lib
@@ -59,7 +59,7 @@ from alert_jax.eval import report as report_lib
 from alert_jax.eval.progress import watch_decoding
 from alert_jax.eval.provenance import Provenance, device_summary, provenance_changes
 from alert_jax.io import loader
-from alert_jax.io.files import atomic_write_text
+from alert_jax.io.files import abspath, atomic_write_text
 from alert_jax.models.sizes import model_config_from
 from alert_jax.parallel import distributed
 from alert_jax.parallel.sharding import make_mesh
@@ -147,11 +147,10 @@ def build_registry(spec: Any) -> registry_lib.Registry:
             from alert_jax.data import synthetic
 
             return synthetic.synthetic_registry()
-        if s.endswith(".json") or os.path.isfile(s):
-            if not os.path.isfile(s):
+        if s.endswith(".json") or epath.Path(s).is_file():
+            if not epath.Path(s).is_file():
                 raise EvalConfigError(f"eval.registry: file {s} does not exist")
-            with open(s, encoding="utf-8") as f:
-                return registry_lib.Registry.from_config(json.load(f))
+            return registry_lib.Registry.from_config(json.loads(epath.Path(s).read_text(encoding="utf-8")))
     try:
         return registry_lib.Registry.from_config(spec)
     except ValueError as e:
@@ -165,7 +164,7 @@ def _get(cfg: ml_collections.ConfigDict, dotted: str) -> Any:
     return list(node) if isinstance(node, tuple) else node
 
 
-def _check_resume_settings(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
+def _check_resume_settings(cfg: ml_collections.ConfigDict, workdir: epath.Path) -> dict[str, Any]:
     """Raises when ``workdir/eval_config.json`` records other prediction settings; returns the current ones."""
     settings = {k: _get(cfg, k) for k in _PREDICTION_KEYS}
     path = workdir / "eval_config.json"
@@ -181,7 +180,7 @@ def _check_resume_settings(cfg: ml_collections.ConfigDict, workdir: pathlib.Path
     return settings
 
 
-def _record_settings(cfg: ml_collections.ConfigDict, workdir: pathlib.Path, settings: Mapping[str, Any]) -> None:
+def _record_settings(cfg: ml_collections.ConfigDict, workdir: epath.Path, settings: Mapping[str, Any]) -> None:
     if distributed.is_primary():
         atomic_write_text(workdir / "eval_config.json", json.dumps(settings, indent=2) + "\n")
         atomic_write_text(workdir / "config.json", cfg.to_json_best_effort(indent=2) + "\n")
@@ -203,11 +202,11 @@ def load_model_and_tokenizer(
     init_from = str(cfg.init_from)
     spec = loader.InitFrom.parse(init_from)
     if checkpoint is not None and spec.kind == "ckpt" and checkpoint[1] is not None:
-        init_from = f"ckpt:{pathlib.Path(checkpoint[0]) / str(checkpoint[1])}"
+        init_from = f"ckpt:{epath.Path(checkpoint[0]) / str(checkpoint[1])}"
     loaded = loader.load_model(init_from, model_config_from(cfg.model), mesh, tokenizer=str(cfg.tokenizer),
                                seed=int(cfg.seed))
     if checkpoint is not None:
-        got = (os.path.abspath(loaded.source) if loaded.source else "", loaded.step)
+        got = (abspath(loaded.source) if loaded.source else "", loaded.step)
         if got != (checkpoint[0], checkpoint[1]):
             raise EvalConfigError(
                 f"init_from={str(cfg.init_from)!r} resolved to {checkpoint[0]!r} (step {checkpoint[1]}) before loading "
@@ -228,7 +227,7 @@ def _expected_ids(instances: Sequence[niv2.Instance]) -> list[str]:
     return [str(inst.id) for inst in instances]
 
 
-def read_predictions(path: pathlib.Path, expected_ids: Sequence[str]) -> list[dict[str, Any]] | None:
+def read_predictions(path: epath.Path, expected_ids: Sequence[str]) -> list[dict[str, Any]] | None:
     """The records of a complete predictions file, or None when missing, unreadable or not matching the ids."""
     if not path.is_file():
         return None
@@ -327,14 +326,14 @@ def run_template(
 # The whole evaluation
 
 
-def _previous_metadata(workdir: pathlib.Path) -> dict[str, Any]:
+def _previous_metadata(workdir: epath.Path) -> dict[str, Any]:
     try:
         return dict(json.loads((workdir / "scores.json").read_text(encoding="utf-8")).get("metadata", {}))
     except (OSError, json.JSONDecodeError):
         return {}
 
 
-def _same_scores(workdir: pathlib.Path, scores: Mapping[str, Any]) -> bool:
+def _same_scores(workdir: epath.Path, scores: Mapping[str, Any]) -> bool:
     """Whether ``workdir`` already has ``scores.json`` with these per-dataset scores and a figures folder with all
     figures drawn from them (then a resumed run with nothing new need not redraw them)."""
     try:
@@ -382,7 +381,7 @@ def resolve_eval_tasks(cfg: ml_collections.ConfigDict) -> EvalTasks:
         raise EvalConfigError(f"eval.tasks={e.tasks!r}: {err}") from None
     template_list = resolve_templates(e.templates)
     niv2_dir = str(cfg.data.niv2_dir or "")
-    if not niv2_dir or not os.path.isdir(niv2_dir):
+    if not niv2_dir or not epath.Path(niv2_dir).is_dir():
         raise EvalConfigError(f"data.niv2_dir={niv2_dir!r} is not a folder of NIV2 task files (--config.data.niv2_dir)")
     present, missing = registry_lib.available(registry, niv2_dir, names)
     known = set(registry.names) | set(registry.dev_set)
@@ -411,12 +410,12 @@ def resolve_eval_tasks(cfg: ml_collections.ConfigDict) -> EvalTasks:
     return EvalTasks(registry, present, missing, template_list, tasks, instances, options)
 
 
-def _predictions_path(workdir: pathlib.Path, task: str, template: str) -> pathlib.Path:
+def _predictions_path(workdir: epath.Path, task: str, template: str) -> epath.Path:
     return workdir / "predictions" / task / f"{template}.jsonl"
 
 
 def find_pending(
-    cfg: ml_collections.ConfigDict, workdir: pathlib.Path, what: EvalTasks, provenance: Provenance
+    cfg: ml_collections.ConfigDict, workdir: epath.Path, what: EvalTasks, provenance: Provenance
 ) -> tuple[dict[str, dict[str, report_lib.TemplateResult]], list[tuple[str, str]], dict[str, int]]:
     """Step 2: ``(results of the reusable predictions files, pending (task, template) pairs, {code version: number
     of reused files}``). A file is reused when process 0 finds it complete with a provenance matching ``provenance``
@@ -424,7 +423,7 @@ def find_pending(
     is off; a complete file with another provenance is pending (one warning line per kind of change)."""
     results: dict[str, dict[str, report_lib.TemplateResult]] = {name: {} for name in what.present}
     pending: list[tuple[str, str]] = []
-    changed: dict[str, list[pathlib.Path]] = {}
+    changed: dict[str, list[epath.Path]] = {}
     code_versions: dict[str, int] = {}
     for name in what.present:
         ids = _expected_ids(what.instances[name])
@@ -514,7 +513,7 @@ def make_decoder(
 
 def decode_pending(
     cfg: ml_collections.ConfigDict,
-    workdir: pathlib.Path,
+    workdir: epath.Path,
     what: EvalTasks,
     pending: Sequence[tuple[str, str]],
     decoder: Decoder,
@@ -559,7 +558,7 @@ def _decode_each(cfg, workdir, what, pending, decoder, results, provenance, watc
 
 def aggregate_and_report(
     cfg: ml_collections.ConfigDict,
-    workdir: pathlib.Path,
+    workdir: epath.Path,
     what: EvalTasks,
     results: Mapping[str, Mapping[str, report_lib.TemplateResult]],
     run: Mapping[str, Any],
@@ -613,7 +612,7 @@ def evaluate(
     passed model is attributed to the checkpoint ``cfg.init_from`` names (its provenance, module docstring).
     Counters of the work done are in ``scores['metadata']['run']`` (``computed``, ``reused`` template files).
     """
-    workdir = pathlib.Path(workdir)
+    workdir = epath.Path(workdir)
     validate(cfg, len(mesh.devices.flat) if mesh is not None else jax.device_count())
     loader.check_size(str(cfg.init_from), model_config_from(cfg), str(cfg.model.size))  # :SIZE is the checkpoint's
     what = resolve_eval_tasks(cfg)

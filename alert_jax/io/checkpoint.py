@@ -30,7 +30,6 @@ import json
 import logging
 import math
 import os
-import pathlib
 import re
 import threading
 from collections.abc import Iterator
@@ -40,9 +39,11 @@ import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers as ocm
 
 from alert_jax.io import orbax_noise
+from alert_jax.io.files import absolute, is_url, move_folder
 from alert_jax.io.integrity import (
     INTEGRITY_FILE,
     UNSEALED,
@@ -82,7 +83,7 @@ class CheckpointWriteError(RuntimeError):
 
 
 @contextlib.contextmanager
-def _writing(directory: pathlib.Path) -> Iterator[None]:
+def _writing(directory: epath.Path) -> Iterator[None]:
     """Turns a failed write under ``directory`` into :class:`CheckpointWriteError` with one readable line.
     tensorstore reports I/O failures (ENOSPC, EFBIG) as ValueError with a status code; orbax may re-raise them from
     a later ``save`` or ``wait_until_finished``, as the background write of an earlier step."""
@@ -127,20 +128,20 @@ def config_from_dict(d: dict) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(d)
 
 
-def _in_flight_folder(root: pathlib.Path, step: int) -> pathlib.Path | None:
+def _in_flight_folder(root: epath.Path, step: int) -> epath.Path | None:
     """The folder orbax is finishing for ``step``: ``<step>.orbax-checkpoint-tmp[...]`` (rename-based storage, e.g.
     POSIX), else an unsealed ``<step>`` (storage where orbax writes in place and adds a commit marker, e.g. GCS)."""
     prefix = f"{step}{_ORBAX_TMP_SUFFIX}"
     tmp = [p for p in root.iterdir() if p.name.startswith(prefix) and p.is_dir()]
     if tmp:
-        return max(tmp, key=lambda p: p.stat().st_mtime)
+        return max(tmp, key=lambda p: p.stat().mtime if is_url(p) else os.stat(p).st_mtime)
     final = root / str(step)
     if final.is_dir() and not (final / INTEGRITY_FILE).is_file():
         return final
     return None
 
 
-def _damaged_destination(damaged: pathlib.Path, step: int) -> pathlib.Path:
+def _damaged_destination(damaged: epath.Path, step: int) -> epath.Path:
     """``damaged/<step>``, or ``damaged/<step>-2``, ``-3``, ... when a step of that number was set aside before."""
     dest, k = damaged / str(step), 2
     while dest.exists():
@@ -188,7 +189,7 @@ class Checkpointer:
     def __init__(self, directory: str | os.PathLike, *, keep: int = 3, keep_best: bool = True, async_save: bool = True,
                  best_metric: str = DEFAULT_BEST_METRIC, keep_period: int = 0):
         orbax_noise.install()
-        self.directory = pathlib.Path(directory).absolute()
+        self.directory = absolute(directory)
         self.best_metric = str(best_metric)
         self.async_save = bool(async_save)
         # steps whose save this process started and that are not sealed yet (process 0 only, which seals)
@@ -236,7 +237,7 @@ class Checkpointer:
         return list(self.manager.all_steps())
 
     @property
-    def damaged_directory(self) -> pathlib.Path:
+    def damaged_directory(self) -> epath.Path:
         """Where :meth:`restore_newest_good` moves damaged steps (``<checkpoints>/damaged``)."""
         return self.directory / DAMAGED_SUBDIR
 
@@ -482,14 +483,13 @@ class Checkpointer:
                     log.warning("checkpoint step %d: could not be sealed (%s); it stays unverifiable", step,
                                 first_line(e))
 
-    def _set_aside(self, step: int, reason: str) -> pathlib.Path:
+    def _set_aside(self, step: int, reason: str) -> epath.Path:
         """Moves the damaged ``step`` to ``damaged/`` (process 0; the others wait), logs the one line, and re-reads the
         step list. Returns the new folder."""
         src = self.directory / str(step)
         dest = _damaged_destination(self.damaged_directory, step)
         if jax.process_index() == 0:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            src.rename(dest)
+            move_folder(src, dest)
             log.warning("checkpoint step %d is damaged: %s; moved to %s", step, reason, dest)
         _sync(f"alert_jax_checkpoint_set_aside_{step}")
         self.manager.reload()
@@ -513,7 +513,7 @@ def _metric_fn(name: str) -> Any:
 
 def saved_best_metric(root: str | os.PathLike) -> str:
     """``train.best_metric`` of the run whose checkpoints folder is ``root`` (its ``config.json``), else the default."""
-    f = pathlib.Path(root) / CONFIG_FILE
+    f = epath.Path(root) / CONFIG_FILE
     try:
         train = json.loads(f.read_text()).get("train") or {}
     except (OSError, ValueError):
@@ -538,7 +538,7 @@ def _restore_params(manager: ocp.CheckpointManager, step: int, abstract_params: 
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def locate(path: str | os.PathLike, select: str = "best") -> tuple[pathlib.Path, int]:
+def locate(path: str | os.PathLike, select: str = "best") -> tuple[epath.Path, int]:
     """``(checkpoints folder, step)`` for a workdir, a checkpoints folder or one step folder.
 
     In a checkpoints folder ``select`` picks the step (:data:`SELECTIONS`): ``'best'`` = the best by the run's
@@ -552,7 +552,7 @@ def locate(path: str | os.PathLike, select: str = "best") -> tuple[pathlib.Path,
     if select not in SELECTIONS:
         raise CheckpointNotFoundError(f"checkpoint selection {select!r} for {path}: expected one of "
                                       f"{', '.join(SELECTIONS)}")
-    p = pathlib.Path(path).expanduser().absolute()
+    p = absolute(epath.Path(path).expanduser())
     if (p / CHECKPOINTS_SUBDIR).is_dir():
         p = p / CHECKPOINTS_SUBDIR
     if p.name.isdigit() and (p / STATE_ITEM).is_dir():
@@ -580,7 +580,7 @@ def locate(path: str | os.PathLike, select: str = "best") -> tuple[pathlib.Path,
 
 def stored_metrics(root: str | os.PathLike) -> dict[int, dict[str, float]]:
     """Step -> the metrics saved with it (``{}`` when it was not evaluated) in the checkpoints folder ``root``."""
-    mgr = ocp.CheckpointManager(pathlib.Path(root), options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+    mgr = ocp.CheckpointManager(epath.Path(root), options=ocp.CheckpointManagerOptions(read_only=True, create=False))
     try:
         return {int(s): dict(mgr.metrics(s) or {}) for s in mgr.all_steps()}
     finally:
@@ -607,8 +607,8 @@ def restore_params(root: str | os.PathLike, step: int, abstract_params: Any, *, 
     optimizer moments included, shared over the processes): :class:`CheckpointDamagedError` (a ``CheckpointError``)
     when they differ, a one-line warning when the step has none. Nothing is moved aside here."""
     if verify:
-        check_before_loading(pathlib.Path(root).absolute(), int(step))
-    mgr = ocp.CheckpointManager(pathlib.Path(root), options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+        check_before_loading(absolute(root), int(step))
+    mgr = ocp.CheckpointManager(epath.Path(root), options=ocp.CheckpointManagerOptions(read_only=True, create=False))
     try:
         params = _restore_params(mgr, step, abstract_params)
     finally:
@@ -617,7 +617,7 @@ def restore_params(root: str | os.PathLike, step: int, abstract_params: Any, *, 
     return params
 
 
-def tokenizer_dir(path: str | os.PathLike) -> pathlib.Path:
+def tokenizer_dir(path: str | os.PathLike) -> epath.Path:
     """The tokenizer folder stored beside the checkpoint at ``path``."""
     root, _ = locate(path)
     return root / TOKENIZER_DIR

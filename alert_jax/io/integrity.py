@@ -27,13 +27,14 @@ import hashlib
 import json
 import logging
 import os
-import pathlib
 import zlib
 from collections.abc import Sequence
 
 import jax
 import numpy as np
+from etils import epath
 
+from alert_jax.io.files import atomic_write_text, files_below, is_url
 from alert_jax.io.weight_files import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class CheckpointDamagedError(CheckpointError):
     """
 
     def __init__(self, step: int, reason: str, path: str | os.PathLike):
-        self.step, self.reason, self.path = int(step), str(reason), pathlib.Path(path)
+        self.step, self.reason, self.path = int(step), str(reason), epath.Path(path)
         super().__init__(f"checkpoint step {self.step} at {self.path} is damaged: {self.reason}")
 
 
@@ -96,7 +97,7 @@ def file_digest(path: str | os.PathLike, algorithm: str = DIGEST_ALGORITHM) -> t
     size = 0
     crc = 0
     h = None if algorithm == "crc32" else hashlib.new(algorithm)
-    with open(path, "rb", buffering=0) as f:
+    with (epath.Path(path).open("rb") if is_url(path) else open(path, "rb", buffering=0)) as f:
         while n := f.readinto(buf):
             size += n
             if h is None:
@@ -109,19 +110,22 @@ def file_digest(path: str | os.PathLike, algorithm: str = DIGEST_ALGORITHM) -> t
 def step_files(step_dir: str | os.PathLike) -> list[str]:
     """The files of a step folder that a seal covers: every regular file below it (relative POSIX paths, sorted)
     except :data:`UNSEALED_FILES` at its top."""
-    root = pathlib.Path(step_dir)
+    root = epath.Path(step_dir)
     out = []
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            p = pathlib.Path(dirpath) / name
-            rel = p.relative_to(root).as_posix()
-            if (rel in UNSEALED_FILES) or not p.is_file():
-                continue
-            out.append(rel)
+    for p in files_below(root):
+        rel = p.relative_to(root).as_posix()
+        if (rel in UNSEALED_FILES) or not p.is_file():
+            continue
+        out.append(rel)
     return sorted(out)
 
 
-def _digest_all(root: pathlib.Path, rels: Sequence[str], algorithm: str) -> list[tuple[int, str]]:
+def _size(path: epath.Path) -> int:
+    """Size in bytes (FileNotFoundError when missing)."""
+    return path.stat().length if is_url(path) else os.stat(path).st_size
+
+
+def _digest_all(root: epath.Path, rels: Sequence[str], algorithm: str) -> list[tuple[int, str]]:
     """Digests of ``root/rel`` for every ``rel``, up to 8 files at a time (threads; reading dominates)."""
     if not rels:
         return []
@@ -137,7 +141,7 @@ def seal_step(step_dir: str | os.PathLike, *, algorithm: str = DIGEST_ALGORITHM)
     manifest: ``{"format", "version", "algorithm", "sealed_at", "total_bytes", "files": {rel: {"size", "digest"}}}``.
     Call it only on a folder whose files are final (the Checkpointer does this itself).
     """
-    root = pathlib.Path(step_dir)
+    root = epath.Path(step_dir)
     rels = step_files(root)
     digests = _digest_all(root, rels, algorithm)
     manifest = {
@@ -148,6 +152,9 @@ def seal_step(step_dir: str | os.PathLike, *, algorithm: str = DIGEST_ALGORITHM)
         "total_bytes": sum(size for size, _ in digests),
         "files": {rel: {"size": size, "digest": digest} for rel, (size, digest) in zip(rels, digests)},
     }
+    if is_url(root):  # one upload: atomic per object
+        atomic_write_text(root / INTEGRITY_FILE, json.dumps(manifest, indent=1))
+        return manifest
     tmp = root / (INTEGRITY_FILE + ".tmp")
     with open(tmp, "w") as f:
         json.dump(manifest, f, indent=1)
@@ -157,7 +164,7 @@ def seal_step(step_dir: str | os.PathLike, *, algorithm: str = DIGEST_ALGORITHM)
     return manifest
 
 
-def _read_manifest(step_dir: pathlib.Path) -> tuple[str, dict | None, str]:
+def _read_manifest(step_dir: epath.Path) -> tuple[str, dict | None, str]:
     """``(status, manifest, reason)`` of a step's ``integrity.json``: OK with the manifest, UNSEALED without one,
     DAMAGED when it cannot be read or is not a seal."""
     if not step_dir.is_dir():
@@ -182,7 +189,7 @@ def _read_manifest(step_dir: pathlib.Path) -> tuple[str, dict | None, str]:
     return OK, manifest, ""
 
 
-def _check_share(step_dir: pathlib.Path, manifest: dict, index: int, count: int) -> tuple[int, int, str] | None:
+def _check_share(step_dir: epath.Path, manifest: dict, index: int, count: int) -> tuple[int, int, str] | None:
     """Checks this process's share of the sealed files (largest first, dealt round-robin over ``count``
     processes): the first failure as ``(file number in the sorted list, code, one-line detail)``, else None."""
     files: dict = manifest["files"]
@@ -196,7 +203,7 @@ def _check_share(step_dir: pathlib.Path, manifest: dict, index: int, count: int)
         rel, sealed = names[k], files[names[k]]
         p = step_dir / rel
         try:
-            size = p.stat().st_size
+            size = _size(p)
         except FileNotFoundError:
             failures.append((k, _MISSING, f"file {rel} is missing"))
             continue
@@ -225,10 +232,10 @@ def _check_share(step_dir: pathlib.Path, manifest: dict, index: int, count: int)
 def verify_step(step_dir: str | os.PathLike) -> Verification:
     """Checks every file of a step folder against its ``integrity.json`` in this process (see :class:`Verification`):
     sizes first (missing and truncated files are found without reading data), then digests."""
-    return verify_agreed(pathlib.Path(step_dir), share=(0, 1))
+    return verify_agreed(epath.Path(step_dir), share=(0, 1))
 
 
-def verify_agreed(step_dir: pathlib.Path, share: tuple[int, int] | None = None) -> Verification:
+def verify_agreed(step_dir: epath.Path, share: tuple[int, int] | None = None) -> Verification:
     """:func:`verify_step` split over the processes (``share`` = (index, count), default this process's) with one
     verdict for all: every process checks its share, the rows are gathered, and the first failing file in sorted
     order (or the worst ``integrity.json`` status) decides. The reason's detail comes from the process that found
@@ -257,7 +264,7 @@ def verify_agreed(step_dir: pathlib.Path, share: tuple[int, int] | None = None) 
     return Verification(DAMAGED, f"file {rel} {what.get(code, 'differs from its seal')} (found by another process)")
 
 
-def check_before_loading(root: pathlib.Path, step: int) -> None:
+def check_before_loading(root: epath.Path, step: int) -> None:
     """Raises :class:`CheckpointDamagedError` for a damaged step; warns (one line) for an unverifiable one."""
     check = verify_agreed(root / str(step))
     if check.damaged:

@@ -31,8 +31,10 @@ import warnings
 from typing import Any
 
 import jax
+from etils import epath
 
 from alert_jax.io import checkpoint, convert, tokenizers
+from alert_jax.io.files import abspath
 from alert_jax.io.weight_files import CheckpointError
 from alert_jax.models import opt, sizes
 from alert_jax.models.sizes import ARCHITECTURE_FIELDS, OPTConfig, model_config_from
@@ -106,8 +108,8 @@ def _check_architecture(init_from: InitFrom, configured: OPTConfig, found: OPTCo
         )
 
 
-def _ckpt_location(init_from: InitFrom) -> tuple[pathlib.Path, int]:
-    if not pathlib.Path(init_from.location).expanduser().exists():
+def _ckpt_location(init_from: InitFrom) -> tuple[epath.Path, int]:
+    if not epath.Path(init_from.location).expanduser().exists():
         raise checkpoint.CheckpointNotFoundError(
             f"init_from={str(init_from)!r}: checkpoint directory {init_from.location!r} does not exist"
         )
@@ -160,7 +162,7 @@ def resolve_config(init_from: str | InitFrom, config: OPTConfig) -> OPTConfig:
 def checkpoint_identity(init_from: str | InitFrom) -> tuple[str, int | None]:
     """``(resolved path, step)`` of the weights a load of ``init_from`` reads, found without reading any weights, so
     a caller can tell whether results made earlier came from the same checkpoint before it loads a model. Paths are
-    absolute and normalised (``os.path.abspath``).
+    absolute and normalised (``os.path.abspath``; a bucket URL as it is).
 
     * ``ckpt:`` -- the absolute checkpoints folder and the step :func:`load_model` restores (``checkpoint.locate``:
       the named step folder, else the step the selection picks: the best, else the latest, by default);
@@ -174,7 +176,7 @@ def checkpoint_identity(init_from: str | InitFrom) -> tuple[str, int | None]:
     spec = init_from if isinstance(init_from, InitFrom) else InitFrom.parse(init_from)
     if spec.kind == "ckpt":
         root, step = _ckpt_location(spec)
-        return os.path.abspath(root), int(step)
+        return abspath(root), int(step)
     if spec.kind == "hf":
         return os.path.abspath(_hf_identity(spec.location)), None
     if spec.kind == "metaseq":
@@ -256,7 +258,7 @@ def load_model(
     return LoadedModel(model=model, tokenizer=find_tokenizer(spec, tokenizer), init_from=spec, source=source, step=step)
 
 
-def _restore(root: pathlib.Path, step: int, config: OPTConfig, mesh: jax.sharding.Mesh) -> Any:
+def _restore(root: epath.Path, step: int, config: OPTConfig, mesh: jax.sharding.Mesh) -> Any:
     parts, _ = opt.split_model(opt.abstract_model(config))
     abstract = param_sharding.abstract_with_shardings(parts.abstract_params(), parts.shardings(mesh))
     return parts.build(checkpoint.restore_params(root, step, abstract))

@@ -23,6 +23,8 @@ Loading: :func:`load_tokenizer` takes ``'bpe:PATH'``, ``'sp:PATH'`` or a plain p
 :func:`save_tokenizer` writes a directory that :func:`load_tokenizer` reads back (checkpoints carry their tokenizer).
 :meth:`BPETokenizer.save_hf` writes the files with which ``transformers.AutoTokenizer`` encodes alike (the Hugging
 Face export, ``io.export``); SentencePiece models have no such files.
+PATH may be a bucket URL (``gs://...``): the native tokenizer libraries read local files only, so such a tokenizer
+is copied into a temporary folder first.
 """
 
 from __future__ import annotations
@@ -31,12 +33,16 @@ import io
 import json
 import os
 import pathlib
+import tempfile
 from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 import sentencepiece as spm
 import tokenizers as hf_tokenizers
+from etils import epath
 from tokenizers import decoders, models, pre_tokenizers, processors
+
+from alert_jax.io.files import is_url
 
 __all__ = [
     "Tokenizer",
@@ -211,9 +217,12 @@ class BPETokenizer(_Common):
 
     def save(self, directory: str | os.PathLike) -> None:
         """Write ``tokenizer.json`` and the alert_jax metadata file into ``directory``."""
-        d = pathlib.Path(directory)
+        d = epath.Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        self._backend.save(str(d / BPE_JSON_FILE))
+        if is_url(d):
+            (d / BPE_JSON_FILE).write_text(self._backend.to_str(pretty=True))
+        else:
+            self._backend.save(str(d / BPE_JSON_FILE))
         meta = {"kind": "bpe", "file": BPE_JSON_FILE, "bos_token": self.bos_token, "eos_token": self.eos_token,
                 "pad_token": self.pad_token, "bos_id": self.bos_id, "eos_id": self.eos_id, "pad_id": self.pad_id}
         (d / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -301,7 +310,7 @@ class SentencePieceTokenizer(_Common):
 
     def save(self, directory: str | os.PathLike) -> None:
         """Write ``tokenizer.model`` and the alert_jax metadata file into ``directory``."""
-        d = pathlib.Path(directory)
+        d = epath.Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         (d / SP_MODEL_FILE).write_bytes(self._sp.serialized_model_proto())
         meta = {"kind": "sp", "file": SP_MODEL_FILE, "bos_id": self.bos_id, "eos_id": self.eos_id,
@@ -341,7 +350,7 @@ def train_sentencepiece(
     if vocab_size < _SP_MIN_VOCAB:
         raise ValueError(f"train_sentencepiece: vocab_size={vocab_size} is too small; byte fallback needs "
                          f"{_SP_MIN_VOCAB} ids (4 special + 256 bytes) plus one per distinct character")
-    out = pathlib.Path(path)
+    out = epath.Path(path)
     if out.suffix != ".model":
         out = out.with_name(out.name + ".model")
     # Empty lines carry nothing to learn; sentencepiece would also count them against the input.
@@ -362,7 +371,7 @@ def train_sentencepiece(
         raise ValueError(f"train_sentencepiece failed for {out}: {msg.strip()}") from e
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(buf.getvalue())
-    return SentencePieceTokenizer(out)
+    return SentencePieceTokenizer(buf.getvalue() if is_url(out) else out)
 
 
 # ------------------------------------------------------------------------------------------------- loading / saving
@@ -426,9 +435,9 @@ def load_tokenizer(spec: str | os.PathLike) -> Tokenizer:
         raise TokenizerLoadError("empty tokenizer spec; expected 'bpe:PATH', 'sp:PATH' or a path")
     kind, sep, rest = spec.partition(":")
     if sep and kind in ("bpe", "sp"):
-        path = pathlib.Path(rest).expanduser()
+        path = _local(rest)
         if not path.exists():
-            raise TokenizerLoadError(f"tokenizer spec {spec!r}: {path} does not exist")
+            raise TokenizerLoadError(f"tokenizer spec {spec!r}: {rest if is_url(rest) else path} does not exist")
         if kind == "bpe":
             if path.is_dir():
                 meta = _read_meta(path)
@@ -449,7 +458,7 @@ def load_tokenizer(spec: str | os.PathLike) -> Tokenizer:
             return tok
         return SentencePieceTokenizer(path)
 
-    path = pathlib.Path(spec).expanduser()
+    path = _local(spec)
     if not path.exists():
         hint = f" (unknown prefix {kind!r}; use 'bpe:' or 'sp:')" if sep and len(kind) > 1 else ""
         raise TokenizerLoadError(f"tokenizer spec {spec!r}: no such file or directory{hint}; expected 'bpe:PATH', "
@@ -472,10 +481,27 @@ def load_tokenizer(spec: str | os.PathLike) -> Tokenizer:
                              f"SentencePiece or *.json for BPE; or prefix the spec with 'bpe:' / 'sp:')")
 
 
-def save_tokenizer(tok: Tokenizer, directory: str | os.PathLike) -> pathlib.Path:
+def _local(path: str) -> pathlib.Path:
+    """A local path for ``path``: itself (``~`` expanded), or for a URL a temporary copy of that file or folder
+    (one level: tokenizer folders are flat); a URL that does not exist gives a local path that does not either."""
+    if not is_url(path):
+        return pathlib.Path(path).expanduser()
+    src = epath.Path(path)
+    dest = pathlib.Path(tempfile.mkdtemp(prefix="alert_jax_tokenizer_")) / (src.name or "tokenizer")
+    if src.is_dir():
+        dest.mkdir()
+        for f in src.iterdir():
+            if not f.is_dir():
+                (dest / f.name).write_bytes(f.read_bytes())
+    elif src.exists():
+        dest.write_bytes(src.read_bytes())
+    return dest
+
+
+def save_tokenizer(tok: Tokenizer, directory: str | os.PathLike) -> epath.Path:
     """Write ``tok`` into ``directory`` (created if needed) so that ``load_tokenizer(directory)`` returns an
     equivalent tokenizer (same ids, same special ids). Returns the directory."""
     if not isinstance(tok, (BPETokenizer, SentencePieceTokenizer)):
         raise TypeError(f"save_tokenizer supports BPETokenizer and SentencePieceTokenizer, got {type(tok).__name__}")
     tok.save(directory)
-    return pathlib.Path(directory)
+    return epath.Path(directory)

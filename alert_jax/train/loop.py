@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import pathlib
 import signal
 import time
 from collections.abc import Mapping
@@ -48,6 +47,7 @@ import jax
 import ml_collections
 
 from alert_jax.data import pipeline
+from alert_jax.io.files import absolute
 from alert_jax.io.profiler import ProfileTrace, trace_dir
 from alert_jax.io.workdir import remove_if_empty, workdir_lock
 from alert_jax.parallel import distributed
@@ -370,7 +370,7 @@ def train_and_evaluate(
     ``checkpoint_steps``. Raises :class:`NonFiniteLossError` on a NaN/Inf loss (after pending saves complete).
     """
     settings.validate(cfg, jax.device_count())
-    workdir = pathlib.Path(workdir).absolute()
+    workdir = absolute(workdir)
     try:
         with workdir_lock(workdir):
             try:

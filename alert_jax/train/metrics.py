@@ -12,14 +12,17 @@ import json
 import logging
 import math
 import pathlib
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 
-from alert_jax.io.files import atomic_write_text
+from alert_jax.io.files import atomic_write_bytes, atomic_write_text, is_url
 
 log = logging.getLogger(__name__)
 
@@ -32,47 +35,73 @@ class MetricsWriter:
     Only process 0 writes. Every JSONL record has ``step``, ``kind`` ('train' | 'eval') and ``time``. A run resumed
     from step ``resumed_from`` first drops the rows of later steps (written by the run that was killed after that
     checkpoint), so the file holds one row per step and kind.
+
+    In a bucket workdir (``gs://...``), where objects cannot be appended to, ``metrics.jsonl`` is rewritten whole
+    at every write (one upload each, so a reader sees complete rows); TensorBoard events are written into a local
+    temporary folder and uploaded to ``<workdir>/tb`` after every write the same way.
     """
 
-    def __init__(self, workdir: pathlib.Path, tensorboard: bool = True, resumed_from: int | None = None):
+    def __init__(self, workdir: epath.Path, tensorboard: bool = True, resumed_from: int | None = None):
         self.enabled = jax.process_index() == 0
         self._jsonl = None
+        self._bucket_text: str | None = None  # the whole file, for a bucket workdir
         self._tb = None
+        self._tb_upload: tuple[pathlib.Path, epath.Path] | None = None  # (local folder, bucket folder)
         if not self.enabled:
             return
         workdir.mkdir(parents=True, exist_ok=True)
-        path = workdir / METRICS_FILE
+        path = self._path = workdir / METRICS_FILE
         if resumed_from is not None and path.is_file():
             _drop_rows_after(path, resumed_from)
-        self._jsonl = open(path, "a", encoding="utf-8")
+        tb_dir = workdir / "tb"
+        if is_url(path):
+            self._bucket_text = path.read_text(encoding="utf-8") if path.exists() else ""
+            if tensorboard:
+                self._tb_upload = (pathlib.Path(tempfile.mkdtemp(prefix="alert_jax_tb_")), tb_dir)
+        else:
+            self._jsonl = open(path, "a", encoding="utf-8")
         if tensorboard:
             try:
                 from tensorboardX import SummaryWriter
             except ImportError:
                 log.warning("tensorboardX is not installed: TensorBoard events are not written (JSONL still is)")
             else:
-                self._tb = SummaryWriter(str(workdir / "tb"))
+                self._tb = SummaryWriter(str(self._tb_upload[0] if self._tb_upload else tb_dir))
 
     def write(self, step: int, kind: str, scalars: Mapping[str, float]) -> None:
         if not self.enabled:
             return
         record = {"step": int(step), "kind": kind, "time": time.time(), **{k: _jsonable(v) for k, v in scalars.items()}}
-        self._jsonl.write(json.dumps(record) + "\n")
-        self._jsonl.flush()
+        if self._bucket_text is not None:
+            self._bucket_text += json.dumps(record) + "\n"
+            atomic_write_text(self._path, self._bucket_text)
+        else:
+            self._jsonl.write(json.dumps(record) + "\n")
+            self._jsonl.flush()
         if self._tb is not None:
             for k, v in scalars.items():
                 if isinstance(v, (int, float)) and math.isfinite(v):
                     self._tb.add_scalar(f"{kind}/{k}", v, int(step))
             self._tb.flush()
+            self._upload_tb()
+
+    def _upload_tb(self) -> None:
+        if self._tb_upload is not None:
+            local, remote = self._tb_upload
+            for f in local.iterdir():
+                atomic_write_bytes(remote / f.name, f.read_bytes())
 
     def close(self) -> None:
         if self._jsonl is not None:
             self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
+            self._upload_tb()
+        if self._tb_upload is not None:
+            shutil.rmtree(self._tb_upload[0], ignore_errors=True)
 
 
-def _drop_rows_after(path: pathlib.Path, step: int) -> None:
+def _drop_rows_after(path: epath.Path, step: int) -> None:
     """Rewrites the JSONL file ``path`` (atomically) without the records of steps after ``step``; an unreadable
     last line (a write cut by a kill) goes too."""
     kept = []

@@ -22,10 +22,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import pathlib
 from collections.abc import Sequence
 
 import ml_collections
+from etils import epath
 
 from alert_jax.data import niv2, pipeline, templates
 from alert_jax.data import registry as registry_lib
@@ -71,7 +71,7 @@ def load_corpora(cfg: ml_collections.ConfigDict) -> Corpora:
     val: dict[str, list[tuple[str, str]]] = {}
     for name in names:
         try:
-            examples = finetune.read_corpus(name, pathlib.Path(d.finetune_dir) / name, str(d.validation_split))
+            examples = finetune.read_corpus(name, epath.Path(d.finetune_dir) / name, str(d.validation_split))
         except finetune.CorpusNotFoundError as e:
             if not skip:
                 raise

@@ -21,16 +21,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pathlib
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import ml_collections
+from etils import epath
 
 from alert_jax.data import pipeline
 from alert_jax.io import checkpoint as ckpt_lib
 from alert_jax.io import loader, tokenizers
+from alert_jax.io.files import absolute
 from alert_jax.io.workdir import append_config_history
 from alert_jax.models.opt import ModelParts, abstract_model, split_model
 from alert_jax.models.sizes import ARCHITECTURE_FIELDS, OPTConfig, model_config_from
@@ -93,14 +94,14 @@ def _check_best_metric(cfg: ml_collections.ConfigDict, best_metric: str, corpora
                       "(train.best_metric='val_loss')")
 
 
-def _checkpointer(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> ckpt_lib.Checkpointer:
+def _checkpointer(cfg: ml_collections.ConfigDict, workdir: epath.Path) -> ckpt_lib.Checkpointer:
     t = cfg.train
     return ckpt_lib.Checkpointer(workdir / ckpt_lib.CHECKPOINTS_SUBDIR, keep=int(t.keep_checkpoints),
                                  keep_best=bool(t.keep_best), async_save=bool(t.async_checkpointing),
                                  best_metric=str(t.best_metric), keep_period=int(t.keep_period))
 
 
-def _adopt_saved_architecture(cfg: ml_collections.ConfigDict, workdir: pathlib.Path, step: int) -> None:
+def _adopt_saved_architecture(cfg: ml_collections.ConfigDict, workdir: epath.Path, step: int) -> None:
     """On resume the saved run's architecture wins (it may have come from an HF checkpoint)."""
     saved = ckpt_lib.load_config(workdir / ckpt_lib.CHECKPOINTS_SUBDIR / str(step))
     for f in ARCHITECTURE_FIELDS:
@@ -114,7 +115,7 @@ def _record_architecture(cfg: ml_collections.ConfigDict, model_cfg: OPTConfig) -
         cfg.model[f] = getattr(model_cfg.arch, f)
 
 
-def resolve_tokenizer(cfg: ml_collections.ConfigDict, workdir: pathlib.Path, texts: list[str], vocab_size: int) -> Any:
+def resolve_tokenizer(cfg: ml_collections.ConfigDict, workdir: epath.Path, texts: list[str], vocab_size: int) -> Any:
     """The tokenizer of this run: the workdir's (resume), ``cfg.tokenizer``, the one beside ``init_from``, or (random
     init) a SentencePiece model of ``vocab_size`` pieces trained on ``texts`` (process 0 trains, all read)."""
     saved = workdir / ckpt_lib.CHECKPOINTS_SUBDIR / ckpt_lib.TOKENIZER_DIR
@@ -195,7 +196,7 @@ class TrainRun:
     """Everything a training run needs, built by :func:`setup_run` (state and iterators are live objects)."""
 
     cfg: ml_collections.ConfigDict
-    workdir: pathlib.Path
+    workdir: epath.Path
     mesh: jax.sharding.Mesh
     model_cfg: OPTConfig
     parts: ModelParts
@@ -211,7 +212,7 @@ class TrainRun:
     dev_generation: DevGenerationSet | None = None  # the dev-set score's tasks (train.dev_every > 0)
 
 
-def _resume_point(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> ckpt_lib.Checkpointer | None:
+def _resume_point(cfg: ml_collections.ConfigDict, workdir: epath.Path) -> ckpt_lib.Checkpointer | None:
     """The checkpointer of a workdir that already holds checkpoints (a resume), else None: a fresh run creates its
     ``checkpoints/`` only once its inputs are known to be good."""
     if not (workdir / ckpt_lib.CHECKPOINTS_SUBDIR).is_dir():
@@ -220,7 +221,7 @@ def _resume_point(cfg: ml_collections.ConfigDict, workdir: pathlib.Path) -> ckpt
     return ckpt if ckpt.latest_step() is not None else None
 
 
-def _guard_resume(cfg: ml_collections.ConfigDict, workdir: pathlib.Path, step: int) -> None:
+def _guard_resume(cfg: ml_collections.ConfigDict, workdir: epath.Path, step: int) -> None:
     """Refuses settings that would change the optimisation of the run being resumed (``train.settings``)."""
     saved = ckpt_lib.config_to_dict(ckpt_lib.load_config(workdir / ckpt_lib.CHECKPOINTS_SUBDIR / str(step)))
     for line in settings.check_resume(saved, ckpt_lib.config_to_dict(cfg)):
@@ -235,7 +236,7 @@ def setup_run(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, corpor
     Everything that can fail on the inputs (records, tokenizer, initial weights) is read before a fresh run writes
     its ``checkpoints/``.
     """
-    workdir = pathlib.Path(workdir).absolute()
+    workdir = absolute(workdir)
     cfg = ml_collections.ConfigDict(cfg.to_dict())  # private, unlocked copy
     mesh = make_mesh(tuple(cfg.mesh.shape))
     sizes = batching(cfg, mesh)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import pathlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -76,7 +75,7 @@ def prepare(
 
 def dataset_dir(data_dir: str | os.PathLike, name: str, config: str | None = None, version: str | None = None) -> str:
     """``data_dir/name[/config]/version`` of a prepared dataset (the newest version when ``version`` is None)."""
-    root = pathlib.Path(data_dir) / name
+    root = epath.Path(data_dir) / name
     if config:
         root = root / config
     if version is None:
