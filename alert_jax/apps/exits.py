@@ -33,6 +33,7 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from alert_jax.data.examples import CorpusFormatError
     from alert_jax.data.finetune import CorpusNotFoundError
     from alert_jax.data.niv2 import TaskFileError
+    from alert_jax.data.sources import DataSourceError
     from alert_jax.eval.runner import EvalConfigError
     from alert_jax.io.tokenizers import TokenizerLoadError
     from alert_jax.io.weight_files import CheckpointError
@@ -41,7 +42,8 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from alert_jax.train.settings import TrainConfigError
 
     return (TrainConfigError, DemoError, CorpusFormatError, CorpusNotFoundError, TaskFileError, EvalConfigError,
-            TokenizerLoadError, CheckpointError, WorkdirError, InsufficientShardingError, FileNotFoundError)
+            TokenizerLoadError, CheckpointError, WorkdirError, InsufficientShardingError, FileNotFoundError,
+            DataSourceError)
 
 
 def run_app(app: str, fn: Callable[[], object]) -> int:

@@ -6,7 +6,8 @@
    data-reading processes);
 2. the checkpointer and the resume point: a workdir with a saved step resumes from its latest one, and the saved
    run's architecture wins (:func:`_adopt_saved_architecture`);
-3. the records: the corpora (``train.records.load_corpora``, or the ``corpora`` passed in) and the dev set;
+3. the records: the corpora (``train.records.load_corpora``: raw files or the prepared TFDS dataset of
+   ``data.source``, or the ``corpora`` passed in) and the dev set;
 4. the tokenizer (:func:`resolve_tokenizer`: the workdir's, ``cfg.tokenizer``, the one beside ``init_from``, or a
    SentencePiece model trained on the training texts for a random init);
 5. the parameters of a fresh run (:func:`init_params`: ``io.loader.load_model`` of ``cfg.init_from``);
@@ -42,7 +43,7 @@ from alert_jax.train import settings
 from alert_jax.train import state as state_lib
 from alert_jax.train import step as step_lib
 from alert_jax.train.dev_score import DevGenerationSet, check_fits, load_dev_generation
-from alert_jax.train.records import Corpora, load_corpora, load_dev_sets
+from alert_jax.train.records import Corpora, check_token_ids, load_corpora, load_dev_sets
 from alert_jax.train.settings import TrainConfigError
 
 TOKENIZER_WORKDIR = "tokenizer"
@@ -253,8 +254,10 @@ def setup_run(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, corpor
     dev_generation, dev_generation_note = load_dev_generation(cfg)
     print_primary(dev_generation_note)
     _check_best_metric(cfg, str(cfg.train.best_metric), corpora, dev_records, dev_generation)
-    texts = [p + t for p, t in corpora.train[: int(cfg.data.tokenizer_train_texts)]]
+    pairs = map(pipeline.record_to_pair, corpora.train[: int(cfg.data.tokenizer_train_texts)])
+    texts = [p + t for p, t in pairs]
     tokenizer = resolve_tokenizer(cfg, workdir, texts, model_cfg.arch.vocab_size)
+    check_token_ids(corpora, tokenizer)
 
     params = None
     if resume_step is None:
