@@ -3,8 +3,7 @@
 * raw files and the prepared ``alert_finetune`` give identical training batches (every field, two data shards,
   several batches; token ids stored at prepare time and text-only datasets alike) and identical validation batches;
 * launch/prepare.py writes both datasets (synthetic corpus + synthetic tasks); a tiny run with ``data.source=tfds``
-  trains and its evaluation from the prepared ``alert_eval`` writes the same prompts and predictions as from the task
-  files;
+  trains, and evaluates from the prepared ``alert_eval``: the tasks (hence prompts) equal those of the task files;
 * errors: an empty or unprepared ``data.tfds_dir``, token ids of another tokenizer, a dataset prepared from other
   corpus settings; the paper-size presets read TFDS, tiny reads the raw files.
 """
@@ -20,7 +19,7 @@ import numpy as np
 import pytest
 from helpers import REPO_ROOT
 
-from alert_jax.data import pipeline, synthetic
+from alert_jax.data import pipeline, synthetic, templates
 from alert_jax.data.sources import DataSourceError
 from alert_jax.io import tokenizers
 from alert_jax.train import records
@@ -29,6 +28,7 @@ from alert_jax.train.settings import TrainConfigError
 pytest.importorskip("tensorflow_datasets")
 
 FIELDS = ("inputs", "targets", "segment_ids", "positions", "loss_mask")
+CONTEXT, NEW_TOKENS = 128, 4  # the tiny model's positions; tokens generated per evaluated instance
 
 
 def _tiny(tokenizer: str = "", **data):
@@ -67,8 +67,9 @@ def test_tfds_and_raw_give_identical_batches(launch_env, tmp_path):
     with_ids = records.load_corpora(_as_tfds(cfg, tmp_path / "ids"))
     text = records.load_corpora(_as_tfds(text_only, tmp_path / "text"))
     assert with_ids.tokenizer_fingerprint == tokenizers.fingerprint(tok) and not text.tokenizer_fingerprint
-    assert list(with_ids.train[0]["prompt_ids"]) == tok.encode(raw.train[0][0])  # the ids path is the one exercised
-    assert "prompt_ids" not in text.train[0]
+    prompt_ids, target_ids = with_ids.train[0]["token_ids"]  # the stored-ids path is the one exercised
+    assert (list(prompt_ids), list(target_ids)) == (tok.encode(raw.train[0][0]), tok.encode(raw.train[0][1]))
+    assert "token_ids" not in text.train[0]
     assert len(raw.train) == len(with_ids.train) == len(text.train) == 120
     assert [pipeline.record_to_pair(r) for r in with_ids.train[:]] == raw.train
 
@@ -118,25 +119,40 @@ def test_prepare_then_tiny_run_trains_and_evaluates_from_tfds(launch_env, tmp_pa
     assert summary["stopped"] == "done" and summary["step"] == 2
     assert math.isfinite(summary["last_eval"]["val_loss/synthetic"])
 
-    def evaluate(source: str, out: str) -> dict:
+    def eval_cfg(source: str):
         e = eval_config.get_config("tiny")
-        e.init_from, e.data.niv2_dir, e.data.tfds_dir, e.data.source = f"ckpt:{workdir}/checkpoints", "", "", source
-        if source == "raw":
-            e.data.niv2_dir = str(tasks_dir)
-        else:
-            e.data.tfds_dir = str(data)
+        e.init_from, e.data.source = f"ckpt:{workdir}/checkpoints", source
+        e.data.niv2_dir, e.data.tfds_dir = (str(tasks_dir), "") if source == "raw" else ("", str(data))
         e.eval.update(tasks=",".join(chosen), templates="T1,T3", registry="synthetic", max_instances=2,
-                      max_new_tokens=4, bootstrap_resamples=0, figures=False)
-        return runner.evaluate(e, tmp_path / out)
+                      max_new_tokens=NEW_TOKENS, bootstrap_resamples=0, figures=False,
+                      buckets=str(CONTEXT - NEW_TOKENS))
+        return e
 
-    from_tfds, from_raw = evaluate("tfds", "ev_tfds"), evaluate("raw", "ev_raw")
-    assert list(from_tfds["datasets"]) == chosen
-    assert from_tfds["datasets"] == from_raw["datasets"]
+    # the tasks evaluation reads from alert_eval are those of the task files, so are the prompts it renders
+    stored, files = runner.resolve_eval_tasks(eval_cfg("tfds")), runner.resolve_eval_tasks(eval_cfg("raw"))
+    assert stored.present == files.present == chosen and stored.options == files.options
+    for name in chosen:
+        got, want = stored.tasks[name], files.tasks[name]
+        for field in ("definition", "positive_examples", "categories", "reasoning", "source", "digest"):
+            assert getattr(got, field) == getattr(want, field), (name, field)
+        assert got.instances == want.instances and stored.instances[name] == files.instances[name]
+        assert want.digest and len(want.instances) == 3
+
+    tok = tokenizers.load_tokenizer(str(workdir / "checkpoints" / "tokenizer"))
+
+    def count_tokens(text: str) -> int:  # as the runner fits prompts to the context
+        return len(tok.encode(text, add_bos=True))
+
+    scores = runner.evaluate(eval_cfg("tfds"), tmp_path / "eval")
+    assert list(scores["datasets"]) == chosen
     for name in chosen:
         for template in ("T1", "T3"):
-            got, want = ((tmp_path / out / "predictions" / name / f"{template}.jsonl").read_text().splitlines()
-                         for out in ("ev_tfds", "ev_raw"))
-            assert len(got) == 2 and [json.loads(r) for r in got] == [json.loads(r) for r in want]
+            path = tmp_path / "eval" / "predictions" / name / f"{template}.jsonl"
+            preds = [json.loads(line) for line in path.read_text().splitlines()]
+            want = [templates.render(template, files.tasks[name], inst, options=files.options[name],
+                                     count_tokens=count_tokens, max_tokens=CONTEXT - NEW_TOKENS).text
+                    for inst in files.instances[name]]
+            assert [p["prompt"] for p in preds] == want and all(p["finish"] != "overflow" for p in preds)
 
 
 def test_errors_name_the_setting(launch_env, tmp_path):

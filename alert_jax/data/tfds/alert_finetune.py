@@ -230,9 +230,10 @@ def load_records(data_dir: str | os.PathLike, mode: str, split: str) -> Any:
 class FinetuneRecords(Sequence):
     """Random-access training records of a prepared split, as :mod:`alert_jax.data.pipeline` consumes them.
 
-    ``[i]`` is ``{'prompt': str, 'target': str}`` plus, when ``with_ids``, ``prompt_ids`` / ``target_ids`` (int32
-    ``[n]``), which ``pipeline.tokenize_record`` packs instead of re-encoding the text. ``[a:b]`` is a list of
-    those. Only the records asked for are read (each host reads its own shard).
+    ``[i]`` is ``{'prompt': str, 'target': str}`` plus, when ``with_ids``, ``token_ids`` = ``(prompt_ids,
+    target_ids)`` (int32 ``[n]`` each), which ``pipeline.tokenize_record`` packs instead of re-encoding the text (the
+    caller checks the tokenizer: ``train.records.check_token_ids``). ``[a:b]`` is a list of those. Only the records
+    asked for are read (each host reads its own shard).
     """
 
     def __init__(self, source: Any, with_ids: bool):
@@ -248,8 +249,7 @@ class FinetuneRecords(Sequence):
         raw = self._source[int(index)]
         record: dict[str, Any] = {"prompt": common.text(raw["prompt"]), "target": common.text(raw["target"])}
         if self.with_ids:
-            record["prompt_ids"] = np.asarray(raw["prompt_ids"], np.int32)
-            record["target_ids"] = np.asarray(raw["target_ids"], np.int32)
+            record["token_ids"] = (np.asarray(raw["prompt_ids"], np.int32), np.asarray(raw["target_ids"], np.int32))
         return record
 
 
