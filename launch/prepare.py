@@ -45,6 +45,9 @@ def main(argv: list[str]) -> int:
     from alert_jax.train.settings import TrainConfigError
 
     logging.set_verbosity(logging.WARNING)
+    import tensorflow_datasets as tfds
+
+    tfds.disable_progress_bar()
     cfg = _CONFIG.value
 
     def run() -> None:

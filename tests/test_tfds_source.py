@@ -80,6 +80,12 @@ def test_tfds_and_raw_give_identical_batches(launch_env, tmp_path):
     for shard in (0, 1):
         _assert_same_batches(train_iter(raw.train, shard), train_iter(with_ids.train, shard), 6)
         _assert_same_batches(train_iter(raw.train, shard), train_iter(text.train, shard), 6)
+    # the iterator state (saved in checkpoints) is the same on both paths: a run resumes exactly on either
+    running = train_iter(with_ids.train, 1)
+    _assert_same_batches(running, train_iter(raw.train, 1), 4)
+    resumed = train_iter(raw.train, 1)
+    resumed.set_state(json.loads(json.dumps(running.get_state())))
+    _assert_same_batches(running, resumed, 4)
     for corpora in (with_ids, text):
         assert {k: len(v) for k, v in corpora.validation.items()} == {"synthetic": 12}
         for name, recs in raw.validation.items():
@@ -157,6 +163,12 @@ def test_prepare_then_tiny_run_trains_and_evaluates_from_tfds(launch_env, tmp_pa
 
 def test_errors_name_the_setting(launch_env, tmp_path):
     from alert_jax.apps import prepare
+
+    cmd = [sys.executable, str(REPO_ROOT / "launch" / "prepare.py"), f"--out={tmp_path / 'x'}", "--what=finetune,rag"]
+    proc = subprocess.run(cmd, env=launch_env["env"], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        "prepare: error: --what=finetune,rag: choose from finetune, eval"), proc.stderr[-2000:]
+    assert not (tmp_path / "x").exists()
 
     with pytest.raises(DataSourceError, match=r"data\.source='tfds' but data\.tfds_dir is empty"):
         records.load_corpora(_as_tfds(_tiny(), ""))

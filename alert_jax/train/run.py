@@ -23,7 +23,7 @@ import dataclasses
 import json
 import os
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -115,9 +115,11 @@ def _record_architecture(cfg: ml_collections.ConfigDict, model_cfg: OPTConfig) -
         cfg.model[f] = getattr(model_cfg.arch, f)
 
 
-def resolve_tokenizer(cfg: ml_collections.ConfigDict, workdir: pathlib.Path, texts: list[str], vocab_size: int) -> Any:
+def resolve_tokenizer(cfg: ml_collections.ConfigDict, workdir: pathlib.Path, texts: Callable[[], list[str]],
+                      vocab_size: int) -> Any:
     """The tokenizer of this run: the workdir's (resume), ``cfg.tokenizer``, the one beside ``init_from``, or (random
-    init) a SentencePiece model of ``vocab_size`` pieces trained on ``texts`` (process 0 trains, all read)."""
+    init) a SentencePiece model of ``vocab_size`` pieces trained on ``texts()`` (process 0 trains, all read; the
+    texts are only read then)."""
     saved = workdir / ckpt_lib.CHECKPOINTS_SUBDIR / ckpt_lib.TOKENIZER_DIR
     if saved.is_dir():
         return tokenizers.load_tokenizer(str(saved))
@@ -129,8 +131,9 @@ def resolve_tokenizer(cfg: ml_collections.ConfigDict, workdir: pathlib.Path, tex
         raise TrainConfigError(f"init_from={str(init)!r} carries no tokenizer: set --config.tokenizer")
     path = workdir / TOKENIZER_WORKDIR / "tokenizer.model"
     if distributed.is_primary() and not path.is_file():
-        print_primary(f"training a SentencePiece tokenizer ({vocab_size} pieces) on {len(texts)} texts -> {path}")
-        tokenizers.train_sentencepiece(texts, vocab_size, path)
+        corpus = texts()
+        print_primary(f"training a SentencePiece tokenizer ({vocab_size} pieces) on {len(corpus)} texts -> {path}")
+        tokenizers.train_sentencepiece(corpus, vocab_size, path)
     distributed.barrier("tokenizer")
     return tokenizers.load_tokenizer(f"sp:{path}")
 
@@ -254,8 +257,9 @@ def setup_run(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, corpor
     dev_generation, dev_generation_note = load_dev_generation(cfg)
     print_primary(dev_generation_note)
     _check_best_metric(cfg, str(cfg.train.best_metric), corpora, dev_records, dev_generation)
-    pairs = map(pipeline.record_to_pair, corpora.train[: int(cfg.data.tokenizer_train_texts)])
-    texts = [p + t for p, t in pairs]
+    def texts() -> list[str]:
+        return [p + t for p, t in map(pipeline.record_to_pair, corpora.train[: int(cfg.data.tokenizer_train_texts)])]
+
     tokenizer = resolve_tokenizer(cfg, workdir, texts, model_cfg.arch.vocab_size)
     check_token_ids(corpora, tokenizer)
 

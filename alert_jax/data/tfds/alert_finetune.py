@@ -246,11 +246,14 @@ class FinetuneRecords(Sequence):
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        raw = self._source[int(index)]
-        record: dict[str, Any] = {"prompt": common.text(raw["prompt"]), "target": common.text(raw["target"])}
-        if self.with_ids:
-            record["token_ids"] = (np.asarray(raw["prompt_ids"], np.int32), np.asarray(raw["target_ids"], np.int32))
-        return record
+        return _training_record(self._source[int(index)], self.with_ids)
+
+
+def _training_record(raw: Mapping[str, Any], with_ids: bool) -> dict[str, Any]:
+    record: dict[str, Any] = {"prompt": common.text(raw["prompt"]), "target": common.text(raw["target"])}
+    if with_ids:
+        record["token_ids"] = (np.asarray(raw["prompt_ids"], np.int32), np.asarray(raw["target_ids"], np.int32))
+    return record
 
 
 @dataclasses.dataclass
@@ -278,6 +281,7 @@ def open_prepared(data_dir: str | os.PathLike, mode: str) -> Prepared:
     validation: list[tuple[str, dict[str, Any]]] = []
     if "validation" in builder.info.splits:
         source = builder.as_data_source(split="validation")
-        records = FinetuneRecords(source, with_ids)
-        validation = [(common.text(source[i]["source"]), records[i]) for i in range(len(source))]
+        for i in range(len(source)):
+            raw = source[i]
+            validation.append((common.text(raw["source"]), _training_record(raw, with_ids)))
     return Prepared(path=path, train=train, validation=validation, metadata=metadata)
