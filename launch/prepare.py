@@ -6,8 +6,9 @@
     python launch/evaluate.py --config=configs/evaluate.py:1.3b --config.data.source=tfds \
         --config.data.tfds_dir=/data/tfds ...
 
-``--what=finetune`` writes ``alert_finetune/<MODE>`` (the config's corpora, formatted for MODE, with the token ids of
-the config's tokenizer when it names one: ``tokenizer`` or the one beside ``init_from``); ``--what=eval`` writes
+``--what=finetune`` writes ``alert_finetune/<MODE>`` for the config's MODE or each of ``--modes=ft,cot`` (the config's
+corpora, formatted for the mode, with the token ids of the config's tokenizer when it names one: ``tokenizer`` or the
+one beside ``init_from``); ``--what=eval`` writes
 ``alert_eval`` (every instance of the ``--tasks`` of ``--registry`` plus the dev set found in ``data.niv2_dir``).
 Datasets already in ``--out`` are regenerated. Prints one line per dataset with its records per split
 (alert_jax/apps/prepare.py). Exit codes (alert_jax/apps/exits.py): 0 done; 2 bad config or input (one line).
@@ -22,6 +23,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+import ml_collections  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -33,6 +35,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _OUT = flags.DEFINE_string("out", "", "Data dir to write (default: the config's data.tfds_dir).")
 _WHAT = flags.DEFINE_list("what", list(WHAT), f"Datasets to write, from {', '.join(WHAT)}.")
+_MODES = flags.DEFINE_list("modes", [], "Finetuning modes to write (ft, cot; default: the config's MODE).")
 _TASKS = flags.DEFINE_string("tasks", "all", "Evaluation task spec (as eval.tasks); the dev set is always added.")
 _REGISTRY = flags.DEFINE_string("registry", "", "Task registry (as eval.registry): '' = ALERT, 'synthetic', a file.")
 
@@ -57,10 +60,15 @@ def main(argv: list[str]) -> int:
         unknown = sorted(set(_WHAT.value) - set(WHAT))
         if unknown or not _WHAT.value:
             raise TrainConfigError(f"--what={','.join(_WHAT.value)}: choose from {', '.join(WHAT)}")
-        if "finetune" in _WHAT.value:
-            done = prepare_lib.prepare_finetune(cfg, out)
+        modes = _MODES.value or [str(cfg.mode)]
+        if set(modes) - {"ft", "cot"}:
+            raise TrainConfigError(f"--modes={','.join(modes)}: choose from ft, cot")
+        for mode in modes if "finetune" in _WHAT.value else ():
+            mode_cfg = ml_collections.ConfigDict(cfg.to_dict())
+            mode_cfg.mode = mode
+            done = prepare_lib.prepare_finetune(mode_cfg, out)
             ids = f"token ids of {done['tokenizer']}" if done["tokenizer"] else "text only (no tokenizer configured)"
-            print(f"alert_finetune/{cfg.mode}: {done['splits']} records, {ids} -> {done['path']}", flush=True)
+            print(f"alert_finetune/{mode}: {done['splits']} records, {ids} -> {done['path']}", flush=True)
         if "eval" in _WHAT.value:
             done = prepare_lib.prepare_eval(cfg, out, tasks=_TASKS.value, registry=_REGISTRY.value)
             skipped = f"; no file for {len(done['missing'])}: {', '.join(done['missing'])}" if done["missing"] else ""

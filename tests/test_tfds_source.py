@@ -109,13 +109,16 @@ def test_prepare_then_tiny_run_trains_and_evaluates_from_tfds(launch_env, tmp_pa
            f"--config={REPO_ROOT}/configs/finetune.py:tiny,cot", f"--config.tokenizer={launch_env['tokenizer']}",
            "--config.data.synthetic_train_examples=120", "--config.data.synthetic_valid_examples=30",
            f"--config.data.niv2_dir={tasks_dir}", f"--out={data}",
-           "--registry=synthetic", f"--tasks={','.join(chosen)}"]
+           "--registry=synthetic", f"--tasks={','.join(chosen)}", "--modes=ft,cot"]
     proc = subprocess.run(cmd, env=launch_env["env"], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("alert_")]
     dev = len(synthetic.synthetic_registry().dev_set)
-    assert len(lines) == 2 and "alert_finetune/cot: {'train': 120, 'validation': 30} records, token ids of" in lines[0]
-    assert f"alert_eval: {{'test': {3 * (2 + dev)}}} records of {2 + dev} tasks" in lines[1]
+    assert len(lines) == 3
+    for line, mode in zip(lines, ("ft", "cot")):
+        assert f"alert_finetune/{mode}: {{'train': 120, 'validation': 30}} records, token ids of" in line
+        assert (data / "alert_finetune" / mode).is_dir()
+    assert f"alert_eval: {{'test': {3 * (2 + dev)}}} records of {2 + dev} tasks" in lines[2]
 
     cfg = _as_tfds(_tiny(tokenizer=launch_env["tokenizer"], synthetic_train_examples=120), data)
     cfg.train.update(num_steps=2, log_every=1, eval_every=2, checkpoint_every=2, keep_checkpoints=1,
