@@ -39,6 +39,11 @@ def get_config(size: str = "tiny") -> ml_collections.ConfigDict:
     c.data.niv2_dir = os.environ.get("ALERT_JAX_NIV2_DIR", "")  # folder of NIV2 task files or an NIV2 checkout
     c.data.finetune_dir = os.environ.get("ALERT_JAX_FINETUNE_DIR", "")  # folder with one sub-folder per corpus
     c.data.seq_len = 2048
+    # Where training / evaluation records come from: 'raw' = the files above, parsed by every process (small runs);
+    # 'tfds' = the array_record datasets launch/prepare.py wrote to tfds_dir (local or gs://), each process reading
+    # only its own shard. Both give the same batches and prompts.
+    c.data.source = "raw"
+    c.data.tfds_dir = os.environ.get("ALERT_JAX_TFDS_DIR", "")
 
     # Multi-host: empty = jax.distributed.initialize() auto-detection (SLURM, TPU, GKE) when more than one process.
     c.distributed = ml_collections.ConfigDict()

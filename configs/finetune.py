@@ -38,19 +38,20 @@ class SizeSettings:
     # 13b peaks at 262 GiB with 256 rows and fits 24. Re-plan for other meshes:
     #   python launch/plan.py --config=configs/finetune.py:13b,cot --mesh=fsdp:8 --device_memory=80GiB
     grad_accum_steps: int = 1
+    data_source: str = "raw"  # data.source: 'tfds' (prepared array_record, launch/prepare.py) for the paper sizes
 
 
 _FSDP, _FSDP_TP8, _DATA = (1, -1, 1), (1, -1, 8), (-1, 1, 1)
 SIZE_SETTINGS: dict[str, SizeSettings] = {
     "125m": SizeSettings(128, 5e-5, 60, 2000, _DATA, "bfloat16", "none"),
     "350m": SizeSettings(128, 5e-5, 60, 2000, _DATA, "bfloat16", "none"),
-    "1.3b": SizeSettings(128, 5e-5, 60, 2000, _FSDP, "bfloat16", "save_dots", grad_accum_steps=8),
-    "2.7b": SizeSettings(128, 5e-5, 60, 2000, _FSDP, "bfloat16", "save_dots", grad_accum_steps=8),
-    "6.7b": SizeSettings(256, 3e-5, 60, 2000, _FSDP, "bfloat16", "full", grad_accum_steps=16),
-    "13b": SizeSettings(256, 3e-5, 60, 2000, _FSDP, "bfloat16", "full", grad_accum_steps=16),
-    "30b": SizeSettings(256, 3e-5, 60, 2000, _FSDP_TP8, "bfloat16", "full", grad_accum_steps=32),
-    "66b": SizeSettings(256, 2e-5, 60, 2000, _FSDP_TP8, "bfloat16", "full", grad_accum_steps=32),
-    "175b": SizeSettings(256, 2e-5, 60, 2000, _FSDP_TP8, "bfloat16", "full", grad_accum_steps=64),
+    "1.3b": SizeSettings(128, 5e-5, 60, 2000, _FSDP, "bfloat16", "save_dots", grad_accum_steps=8, data_source="tfds"),
+    "2.7b": SizeSettings(128, 5e-5, 60, 2000, _FSDP, "bfloat16", "save_dots", grad_accum_steps=8, data_source="tfds"),
+    "6.7b": SizeSettings(256, 3e-5, 60, 2000, _FSDP, "bfloat16", "full", grad_accum_steps=16, data_source="tfds"),
+    "13b": SizeSettings(256, 3e-5, 60, 2000, _FSDP, "bfloat16", "full", grad_accum_steps=16, data_source="tfds"),
+    "30b": SizeSettings(256, 3e-5, 60, 2000, _FSDP_TP8, "bfloat16", "full", grad_accum_steps=32, data_source="tfds"),
+    "66b": SizeSettings(256, 2e-5, 60, 2000, _FSDP_TP8, "bfloat16", "full", grad_accum_steps=32, data_source="tfds"),
+    "175b": SizeSettings(256, 2e-5, 60, 2000, _FSDP_TP8, "bfloat16", "full", grad_accum_steps=64, data_source="tfds"),
 }
 
 
@@ -147,6 +148,7 @@ def get_config(arg: str = "tiny,cot") -> ml_collections.ConfigDict:
         c.model.dtype = z.dtype
         c.model.remat_policy = z.remat_policy
         c.data.seq_len = 2048
+        c.data.source = z.data_source
     elif size.startswith("tiny"):
         c.data.corpus = "synthetic"
         c.data.seq_len = 128

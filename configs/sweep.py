@@ -18,7 +18,8 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     c.root = "workdirs/sweep"
     c.variants = ("pretrained", "ft", "cot")
     c.python = "python"
-    # Overrides passed to both apps as --config.KEY=VALUE (e.g. {"data.finetune_dir": "/data/finetune"}).
+    # Overrides passed to both apps as --config.KEY=VALUE (e.g. {"data.tfds_dir": "/data/tfds"}: the paper sizes read
+    # the datasets launch/prepare.py --modes=ft,cot wrote; {"data.finetune_dir": ...} for sizes that read raw files).
     c.train_overrides = ml_collections.ConfigDict()
     c.eval_overrides = ml_collections.ConfigDict()
     # Which checkpoint of a finetuning run is evaluated (io.checkpoint.SELECTIONS). 'best_dev_score' (the paper's

@@ -71,7 +71,7 @@ BUILD_SCRIPT = textwrap.dedent(r'''
             return {k: plain(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return [plain(v) for v in value]
-        return value.item() if hasattr(value, "item") else value
+        return value.tolist() if hasattr(value, "tolist") else value
 
     out = {"eval_path": eval_path, "ft_paths": ft_paths}
     src = tfds.data_source("alert_eval", data_dir=data_dir, split="test")

@@ -33,6 +33,7 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from alert_jax.data.examples import CorpusFormatError
     from alert_jax.data.finetune import CorpusNotFoundError
     from alert_jax.data.niv2 import TaskFileError
+    from alert_jax.data.sources import DataSourceError
     from alert_jax.eval.runner import EvalConfigError
     from alert_jax.io.export import ExportError
     from alert_jax.io.safetensors_shards import ShardPlanError
@@ -44,7 +45,7 @@ def input_errors() -> tuple[type[BaseException], ...]:
 
     return (TrainConfigError, DemoError, CorpusFormatError, CorpusNotFoundError, TaskFileError, EvalConfigError,
             TokenizerLoadError, CheckpointError, WorkdirError, InsufficientShardingError, ExportError, ShardPlanError,
-            FileNotFoundError)
+            FileNotFoundError, DataSourceError)
 
 
 def run_app(app: str, fn: Callable[[], object]) -> int:

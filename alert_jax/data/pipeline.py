@@ -21,7 +21,9 @@ and re-packs that one chunk (packing is deterministic) and skips the emitted row
 only packing loss beyond first-fit is the last, partially filled rows of each chunk.
 
 Records are ``(prompt, target)`` pairs or mappings with ``prompt`` and ``target`` (``str`` or utf-8 ``bytes``, as read
-back from the ``alert_finetune`` TFDS data source).
+back from the ``alert_finetune`` TFDS data source), optionally with checked ``token_ids`` (see
+:func:`tokenize_record`). The source is a list or any random-access sequence (``alert_finetune.FinetuneRecords`` over
+array_record): the stages after it are the same for both.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from alert_jax.data.packing import (
     ROW_FIELDS,
     PackedRows,
     PackingStats,
+    build_example,
     empty_rows,
     pack_examples,
     tokenize_example,
@@ -102,7 +105,13 @@ def records_from_examples(examples: Sequence[Any], mode: str) -> list[tuple[str,
 
 
 def tokenize_record(record: Any, *, tokenizer: Any, seq_len: int, loss_on_prompt: bool = False) -> dict[str, Any]:
-    """:func:`tokenize_example` of a record (see :func:`record_to_pair`)."""
+    """:func:`tokenize_example` of a record (see :func:`record_to_pair`). A mapping with ``token_ids`` =
+    ``(prompt ids, target ids)`` made by this tokenizer (``alert_finetune.FinetuneRecords`` of a dataset whose
+    tokenizer fingerprint was checked) is built from those ids instead: the same example, without re-encoding."""
+    if isinstance(record, Mapping) and "token_ids" in record:
+        prompt_ids, target_ids = record["token_ids"]
+        return build_example(prompt_ids, target_ids, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
+                             seq_len=seq_len, loss_on_prompt=loss_on_prompt)
     prompt, target = record_to_pair(record)
     return tokenize_example(prompt, target, tokenizer, seq_len, loss_on_prompt=loss_on_prompt)
 

@@ -49,7 +49,7 @@ import jax
 import ml_collections
 from etils import epath
 
-from alert_jax.data import niv2
+from alert_jax.data import niv2, sources
 from alert_jax.data import registry as registry_lib
 from alert_jax.data import templates as templates_lib
 from alert_jax.eval import generate as gen_lib
@@ -380,31 +380,31 @@ def resolve_eval_tasks(cfg: ml_collections.ConfigDict) -> EvalTasks:
     except ValueError as err:
         raise EvalConfigError(f"eval.tasks={e.tasks!r}: {err}") from None
     template_list = resolve_templates(e.templates)
-    niv2_dir = str(cfg.data.niv2_dir or "")
-    if not niv2_dir or not epath.Path(niv2_dir).is_dir():
-        raise EvalConfigError(f"data.niv2_dir={niv2_dir!r} is not a folder of NIV2 task files (--config.data.niv2_dir)")
-    present, missing = registry_lib.available(registry, niv2_dir, names)
+    try:
+        store = sources.task_store(cfg)
+    except sources.DataSourceError as err:
+        raise EvalConfigError(str(err)) from None
+    on_disk, where = store.names, store.where
+    present, missing = [t for t in names if t in set(on_disk)], [t for t in names if t not in set(on_disk)]
     known = set(registry.names) | set(registry.dev_set)
     unknown = [t for t in missing if t not in known]
     if unknown:
-        on_disk = niv2.list_tasks(niv2_dir)
         pool = sorted(set(on_disk) | known)
         close = sorted({c for t in unknown for c in difflib.get_close_matches(t, pool, n=3, cutoff=0.5)}
                        | {c for t in unknown for c in pool if c.startswith(t)})
         raise EvalConfigError(
-            f"unknown task(s) {', '.join(map(repr, unknown))}: not in the registry and no file in {niv2_dir}."
+            f"unknown task(s) {', '.join(map(repr, unknown))}: not in the registry and no file in {where}."
             + (f" Did you mean: {', '.join(close)}?" if close else "")
             + f" Valid: 'all', 'dev', a skill ({', '.join(registry.skills)}), a registry task, or one of the "
-            f"{len(on_disk)} task files in data.niv2_dir"
+            f"{len(on_disk)} tasks in {where}"
         )
     if missing:
-        msg = f"no task file in {niv2_dir} for: {', '.join(missing)}"
+        msg = f"no task file in {where} for: {', '.join(missing)}"
         if not e.allow_missing or not present:
             raise EvalConfigError(msg + ("" if present else " (none of the requested tasks is present)"))
         log.warning("%s; skipping them (listed in scores.json)", msg)
-    tasks = {name: niv2.load_task(name, niv2_dir) for name in present}
-    limit = int(e.max_instances)
-    instances = {name: (t.instances[:limit] if limit > 0 else t.instances) for name, t in tasks.items()}
+    tasks = {name: store.load(name) for name in present}
+    instances = {name: t.instances[: int(e.max_instances) or None] for name, t in tasks.items()}  # 0 = all (>= 0)
     options = {name: registry.answer_options(t, int(e.max_options)) if e.append_options else None
                for name, t in tasks.items()}
     return EvalTasks(registry, present, missing, template_list, tasks, instances, options)

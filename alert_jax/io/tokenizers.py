@@ -29,6 +29,7 @@ is copied into a temporary folder first.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -52,6 +53,7 @@ __all__ = [
     "train_sentencepiece",
     "load_tokenizer",
     "save_tokenizer",
+    "fingerprint",
     "OPT_BOS_ID",
     "OPT_PAD_ID",
     "OPT_EOS_ID",
@@ -505,3 +507,15 @@ def save_tokenizer(tok: Tokenizer, directory: str | os.PathLike) -> epath.Path:
         raise TypeError(f"save_tokenizer supports BPETokenizer and SentencePieceTokenizer, got {type(tok).__name__}")
     tok.save(directory)
     return epath.Path(directory)
+
+
+def fingerprint(tok: Tokenizer) -> str:
+    """``'sha256:<hex>'`` of everything :func:`save_tokenizer` writes for ``tok`` (vocabulary, merges or model, special
+    ids): equal fingerprints mean the same ids for every text. Used to refuse token ids made by another tokenizer."""
+    digest = hashlib.sha256()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = save_tokenizer(tok, tmp)
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            digest.update(path.relative_to(root).as_posix().encode("utf-8") + b"\0")
+            digest.update(path.read_bytes())
+    return f"sha256:{digest.hexdigest()}"

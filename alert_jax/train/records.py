@@ -1,6 +1,10 @@
 """The training loop's records: the finetuning corpora (train + validation) and the dev-set perplexity records.
 
-Both are lists of ``(prompt, target)`` text pairs; ``train.loop`` tokenizes and packs them with ``data.pipeline``.
+Both are ``(prompt, target)`` records; ``train.loop`` tokenizes and packs them with ``data.pipeline``. With
+``data.source='raw'`` the corpora are read from their files into lists; with ``'tfds'`` they come from the
+``alert_finetune/<mode>`` dataset that ``launch/prepare.py`` wrote to ``data.tfds_dir``: the training split stays a
+random-access source (each process reads only its shard), the validation sets are grouped and capped as the raw path
+does, and records carry token ids when the dataset was prepared with a tokenizer (:func:`check_token_ids`).
 
 Dev-set records. DESIGN.md section 5 validates finetuning runs on each corpus's validation split *and on the dev set*
 (the registry's three dev tasks, :data:`alert_jax.data.registry.DEV_SET`, never among the evaluation datasets), both
@@ -23,41 +27,76 @@ import dataclasses
 import logging
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import ml_collections
 from etils import epath
 
-from alert_jax.data import niv2, pipeline, templates
+from alert_jax.data import niv2, pipeline, sources, templates
 from alert_jax.data import registry as registry_lib
+from alert_jax.train.settings import TrainConfigError
 
 log = logging.getLogger(__name__)
+
+# The settings that choose the corpora's records (corpus_inputs); launch/prepare.py stores them in the dataset's
+# metadata and a data.source='tfds' run refuses a dataset prepared with other values.
+CORPUS_INPUTS = ("corpus", "train_split", "validation_split")
+SYNTHETIC_INPUTS = ("corpus", "synthetic_seed", "synthetic_train_examples", "synthetic_valid_examples")
 
 
 @dataclasses.dataclass
 class Corpora:
-    """Formatted ``(prompt, target)`` records: the training set and one validation set per corpus name."""
+    """Formatted records: the training set (a list or a random-access source) and one validation set per corpus.
 
-    train: list[tuple[str, str]]
-    validation: dict[str, list[tuple[str, str]]]
+    ``tokenizer_fingerprint``: non-empty when the records carry token ids, made by the tokenizer with this
+    ``io.tokenizers.fingerprint`` (``tokenizer`` describes it); :func:`check_token_ids` refuses another one.
+    """
+
+    train: Sequence[Any]
+    validation: dict[str, list[Any]]
+    tokenizer_fingerprint: str = ""
+    tokenizer: str = ""
+    where: str = ""
+
+
+def corpus_inputs(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The settings of ``cfg.data`` that choose the records (:data:`SYNTHETIC_INPUTS` for the synthetic corpus, else
+    :data:`CORPUS_INPUTS`): what a prepared dataset must have been built from."""
+    keys = SYNTHETIC_INPUTS if str(cfg.data.corpus) == "synthetic" else CORPUS_INPUTS
+    return {k: cfg.data[k] for k in keys}
 
 
 def load_corpora(cfg: ml_collections.ConfigDict) -> Corpora:
     """Reads and formats the training and validation examples named by ``cfg.data.corpus``.
 
-    'synthetic': ``data.synthetic.synthetic_corpus_splits``; otherwise corpus names (or 'all') read from
-    ``cfg.data.finetune_dir`` with ``data.finetune``, formatted by ``format_example(ex, cfg.mode)``; each corpus's
-    validation split is capped at the first ``cfg.data.max_eval_examples`` examples.
+    The examples are :func:`read_corpus_examples`, formatted by ``format_example(ex, cfg.mode)``; each validation set
+    is capped at the first ``cfg.data.max_eval_examples`` examples. ``data.source='tfds'``: the same records from the
+    prepared dataset (:func:`load_prepared_corpora`).
+    """
+    if sources.data_source(cfg) == "tfds":
+        return load_prepared_corpora(cfg)
+    mode = str(cfg.mode)
+    limit = int(cfg.data.max_eval_examples) or None
+    train, valid = read_corpus_examples(cfg)
+    val = {name: pipeline.records_from_examples(examples[:limit], mode) for name, examples in valid.items()}
+    return Corpora(pipeline.records_from_examples(train, mode), val)
+
+
+def read_corpus_examples(cfg: ml_collections.ConfigDict) -> tuple[list[Any], dict[str, list[Any]]]:
+    """``(training RationaleExamples, {validation set name: RationaleExamples})`` named by ``cfg.data.corpus``,
+    uncapped.
+
+    'synthetic': ``data.synthetic.synthetic_corpus_splits`` (one validation set, 'synthetic'); otherwise corpus names
+    (or 'all') read from ``cfg.data.finetune_dir`` with ``data.finetune`` (one validation set per corpus, named like
+    it and holding that corpus's examples, whose ``source`` is the corpus name).
     """
     d = cfg.data
-    mode = str(cfg.mode)
-    limit = int(d.max_eval_examples) or None
     if str(d.corpus) == "synthetic":
         from alert_jax.data.synthetic import synthetic_corpus_splits
 
         train, valid = synthetic_corpus_splits(int(d.synthetic_seed), int(d.synthetic_train_examples),
                                                int(d.synthetic_valid_examples))
-        val = {"synthetic": pipeline.records_from_examples(valid[:limit], mode)}
-        return Corpora(pipeline.records_from_examples(train, mode), val)
+        return train, {"synthetic": valid}
     from alert_jax.data import finetune
 
     if not d.finetune_dir:
@@ -68,7 +107,7 @@ def load_corpora(cfg: ml_collections.ConfigDict) -> Corpora:
     train_examples = finetune.read_corpora(names, d.finetune_dir, str(d.train_split), skip_missing=skip)
     if not train_examples:
         raise ValueError(f"no training examples for data.corpus={d.corpus!r} in {d.finetune_dir}")
-    val: dict[str, list[tuple[str, str]]] = {}
+    val: dict[str, list[Any]] = {}
     for name in names:
         try:
             examples = finetune.read_corpus(name, epath.Path(d.finetune_dir) / name, str(d.validation_split))
@@ -78,8 +117,51 @@ def load_corpora(cfg: ml_collections.ConfigDict) -> Corpora:
             log.warning("no validation split for %s: %s", name, e)
             continue
         if examples:
-            val[name] = pipeline.records_from_examples(examples[:limit], mode)
-    return Corpora(pipeline.records_from_examples(train_examples, mode), val)
+            val[name] = examples
+    return train_examples, val
+
+
+def load_prepared_corpora(cfg: ml_collections.ConfigDict) -> Corpora:
+    """:func:`load_corpora` from ``alert_finetune/<cfg.mode>`` in ``cfg.data.tfds_dir``: the same records in the same
+    order (training records stay on storage; validation grouped per corpus -- one 'synthetic' set for the synthetic
+    corpus -- and capped at ``data.max_eval_examples``, as the raw path does). Refuses a dataset prepared from other
+    :data:`CORPUS_INPUTS`."""
+    from alert_jax.data.tfds import alert_finetune
+
+    d = cfg.data
+    try:
+        prepared = alert_finetune.open_prepared(str(d.tfds_dir), str(cfg.mode))
+    except FileNotFoundError as err:
+        raise TrainConfigError(f"data.tfds_dir={str(d.tfds_dir)!r}: {err}; write it with launch/prepare.py "
+                               f"--config=configs/finetune.py:SIZE,{cfg.mode} --out={d.tfds_dir}") from None
+    saved = prepared.metadata.get("inputs", {})
+    wanted = corpus_inputs(cfg)
+    diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
+    if diff:
+        detail = ", ".join(f"data.{k}: prepared {a!r}, this run {b!r}" for k, (a, b) in diff.items())
+        raise TrainConfigError(f"{prepared.path} was prepared from other inputs ({detail}): rerun launch/prepare.py "
+                               "with this config, or use the settings it was prepared with")
+    limit = int(d.max_eval_examples) or None
+    val: dict[str, list[Any]] = {}
+    for source, record in prepared.validation:
+        val.setdefault("synthetic" if str(d.corpus) == "synthetic" else source, []).append(record)
+    val = {name: records[:limit] for name, records in val.items()}
+    return Corpora(prepared.train, val, str(prepared.metadata.get("tokenizer_fingerprint", "")),
+                   str(prepared.metadata.get("tokenizer", "")), prepared.path)
+
+
+def check_token_ids(corpora: Corpora, tokenizer: Any) -> None:
+    """Refuses records whose token ids another tokenizer made (their ids would be wrong for this model)."""
+    if not corpora.tokenizer_fingerprint:
+        return
+    from alert_jax.io.tokenizers import fingerprint
+
+    mine = fingerprint(tokenizer)
+    if mine != corpora.tokenizer_fingerprint:
+        raise TrainConfigError(
+            f"{corpora.where} holds token ids of tokenizer {corpora.tokenizer} ({corpora.tokenizer_fingerprint[:19]}) "
+            f"but this run uses {tokenizer!r} ({mine[:19]}): rerun launch/prepare.py with this run's tokenizer "
+            "(--config.tokenizer or init_from), or train with the tokenizer it was prepared with")
 
 
 def load_dev_sets(cfg: ml_collections.ConfigDict) -> tuple[dict[str, list[tuple[str, str]]], str]:

@@ -6,7 +6,8 @@
    data-reading processes);
 2. the checkpointer and the resume point: a workdir with a saved step resumes from its latest one, and the saved
    run's architecture wins (:func:`_adopt_saved_architecture`);
-3. the records: the corpora (``train.records.load_corpora``, or the ``corpora`` passed in) and the dev set;
+3. the records: the corpora (``train.records.load_corpora``: raw files or the prepared TFDS dataset of
+   ``data.source``, or the ``corpora`` passed in) and the dev set;
 4. the tokenizer (:func:`resolve_tokenizer`: the workdir's, ``cfg.tokenizer``, the one beside ``init_from``, or a
    SentencePiece model trained on the training texts for a random init);
 5. the parameters of a fresh run (:func:`init_params`: ``io.loader.load_model`` of ``cfg.init_from``);
@@ -21,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -43,7 +44,7 @@ from alert_jax.train import settings
 from alert_jax.train import state as state_lib
 from alert_jax.train import step as step_lib
 from alert_jax.train.dev_score import DevGenerationSet, check_fits, load_dev_generation
-from alert_jax.train.records import Corpora, load_corpora, load_dev_sets
+from alert_jax.train.records import Corpora, check_token_ids, load_corpora, load_dev_sets
 from alert_jax.train.settings import TrainConfigError
 
 TOKENIZER_WORKDIR = "tokenizer"
@@ -115,9 +116,11 @@ def _record_architecture(cfg: ml_collections.ConfigDict, model_cfg: OPTConfig) -
         cfg.model[f] = getattr(model_cfg.arch, f)
 
 
-def resolve_tokenizer(cfg: ml_collections.ConfigDict, workdir: epath.Path, texts: list[str], vocab_size: int) -> Any:
+def resolve_tokenizer(cfg: ml_collections.ConfigDict, workdir: epath.Path, texts: Callable[[], list[str]],
+                      vocab_size: int) -> Any:
     """The tokenizer of this run: the workdir's (resume), ``cfg.tokenizer``, the one beside ``init_from``, or (random
-    init) a SentencePiece model of ``vocab_size`` pieces trained on ``texts`` (process 0 trains, all read)."""
+    init) a SentencePiece model of ``vocab_size`` pieces trained on ``texts()`` (process 0 trains, all read; the
+    texts are only read then)."""
     saved = workdir / ckpt_lib.CHECKPOINTS_SUBDIR / ckpt_lib.TOKENIZER_DIR
     if saved.is_dir():
         return tokenizers.load_tokenizer(str(saved))
@@ -129,8 +132,9 @@ def resolve_tokenizer(cfg: ml_collections.ConfigDict, workdir: epath.Path, texts
         raise TrainConfigError(f"init_from={str(init)!r} carries no tokenizer: set --config.tokenizer")
     path = workdir / TOKENIZER_WORKDIR / "tokenizer.model"
     if distributed.is_primary() and not path.is_file():
-        print_primary(f"training a SentencePiece tokenizer ({vocab_size} pieces) on {len(texts)} texts -> {path}")
-        tokenizers.train_sentencepiece(texts, vocab_size, path)
+        corpus = texts()
+        print_primary(f"training a SentencePiece tokenizer ({vocab_size} pieces) on {len(corpus)} texts -> {path}")
+        tokenizers.train_sentencepiece(corpus, vocab_size, path)
     distributed.barrier("tokenizer")
     return tokenizers.load_tokenizer(f"sp:{path}")
 
@@ -254,8 +258,11 @@ def setup_run(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, corpor
     dev_generation, dev_generation_note = load_dev_generation(cfg)
     print_primary(dev_generation_note)
     _check_best_metric(cfg, str(cfg.train.best_metric), corpora, dev_records, dev_generation)
-    texts = [p + t for p, t in corpora.train[: int(cfg.data.tokenizer_train_texts)]]
+    def texts() -> list[str]:
+        return [p + t for p, t in map(pipeline.record_to_pair, corpora.train[: int(cfg.data.tokenizer_train_texts)])]
+
     tokenizer = resolve_tokenizer(cfg, workdir, texts, model_cfg.arch.vocab_size)
+    check_token_ids(corpora, tokenizer)
 
     params = None
     if resume_step is None:

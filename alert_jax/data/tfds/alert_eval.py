@@ -14,7 +14,12 @@ Split ``test`` holds every instance of every selected task, in task order then f
 * ``task``, ``skill`` ('' if the task is not in the registry), ``in_domain`` (bool), ``definition``,
 * ``instance_id``, ``instance_index`` (int32, position in the task file), ``input``, ``outputs`` (list of references),
 * ``positive_examples``: ``{input, output, explanation}`` lists (the few-shot demonstrations, never scored),
-* ``categories``, ``reasoning``, ``source`` (lists of strings from the task file).
+* ``categories``, ``reasoning``, ``source`` (lists of strings from the task file),
+* ``digest``: sha256 (hex) of the task file's bytes (``niv2.Task.digest``; evaluation's provenance key).
+
+Build it with every instance of each task (the default): answer options are derived from all of a task's outputs,
+so :func:`load_tasks` gives back the same :class:`~alert_jax.data.niv2.Task` s (minus negative examples, domains and
+licenses, which evaluation does not use) and evaluation renders the same prompts as from the files.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import tensorflow_datasets as tfds
 
 from alert_jax.data.tfds import common
 
-__all__ = ["AlertEval", "build", "registry_skills"]
+__all__ = ["AlertEval", "build", "load_tasks", "registry_skills"]
 
 _DESCRIPTION = "ALERT evaluation set: NIV2 reasoning task instances with definitions and demonstrations."
 
@@ -54,6 +59,8 @@ class AlertEval(common.LocalBuilder):
     """
 
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Put the NIV2 task files (<task name>.json) in manual_dir, or pass niv2_dir=."
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release.", "1.1.0": "digest: sha256 of the task file."}
 
     def __init__(
         self,
@@ -87,6 +94,7 @@ class AlertEval(common.LocalBuilder):
                 "categories": tfds.features.Sequence(text),
                 "reasoning": tfds.features.Sequence(text),
                 "source": tfds.features.Sequence(text),
+                "digest": text,
             },
             homepage="https://github.com/allenai/natural-instructions",
         )
@@ -129,6 +137,7 @@ class AlertEval(common.LocalBuilder):
                     "categories": list(task.categories),
                     "reasoning": list(task.reasoning),
                     "source": list(task.source),
+                    "digest": task.digest,
                 }
 
 
@@ -149,3 +158,29 @@ def build(
                         data_dir=os.fspath(data_dir))
     common.prepare(builder, overwrite=overwrite)
     return os.fspath(builder.data_dir)
+
+
+def load_tasks(data_dir: str | os.PathLike) -> dict[str, Any]:
+    """The prepared ``alert_eval`` under ``data_dir`` as ``{task name: niv2.Task}`` in stored order: definition,
+    positive examples, instances (id, input, outputs), categories, reasoning, source and digest as in the task files;
+    ``path`` names the dataset folder. Every record is read (evaluation sets are small)."""
+    from alert_jax.data import niv2
+
+    source = common.load_split(data_dir, "alert_eval", "test")
+    path = common.dataset_dir(data_dir, "alert_eval")
+    tasks: dict[str, niv2.Task] = {}
+    for i in range(len(source)):
+        rec = source[i]
+        name = common.text(rec["task"])
+        if name not in tasks:
+            demos = common.examples_dict(rec["positive_examples"])
+            tasks[name] = niv2.Task(
+                name=name, definition=common.text(rec["definition"]),
+                positive_examples=[niv2.Example(d["input"], d["output"], d["explanation"]) for d in demos],
+                negative_examples=[], instances=[], categories=common.texts(rec["categories"]),
+                reasoning=common.texts(rec["reasoning"]), source=common.texts(rec["source"]),
+                path=f"{path}#{name}", digest=common.text(rec["digest"]) if "digest" in rec else "",
+            )
+        tasks[name].instances.append(niv2.Instance(common.text(rec["instance_id"]), common.text(rec["input"]),
+                                                   common.texts(rec["outputs"])))
+    return tasks
