@@ -514,7 +514,7 @@ def fingerprint(tok: Tokenizer) -> str:
     ids): equal fingerprints mean the same ids for every text. Used to refuse token ids made by another tokenizer."""
     digest = hashlib.sha256()
     with tempfile.TemporaryDirectory() as tmp:
-        root = save_tokenizer(tok, tmp)
+        root = pathlib.Path(save_tokenizer(tok, tmp))  # a local temporary folder; epath's local paths refuse rglob
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
             digest.update(path.relative_to(root).as_posix().encode("utf-8") + b"\0")
             digest.update(path.read_bytes())
