@@ -70,9 +70,9 @@ def get_config(arg: str = "tiny,cot") -> ml_collections.ConfigDict:
     c.data.validation_split = "validation"
     c.data.max_eval_examples = 1000  # per corpus validation examples (first N; 0 = all)
     # Dev-set perplexity (alert_jax/train/records.py): the registry's dev tasks read from data.niv2_dir (none when
-    # it is empty; absent files are skipped and named), first N instances each, prompt = this NIV2 template (T1 is
-    # the finetuning prompt layout, zero-shot), target = " " + the first reference. '' disables. Reported as
-    # dev_loss / dev_ppl (+ per task) beside val_loss, which stays the corpora only.
+    # it is empty; absent files are skipped and named; data.source='tfds': from alert_eval), first N instances each,
+    # prompt = this NIV2 template (T1 is the finetuning prompt layout, zero-shot), target = " " + the first reference.
+    # '' disables. Reported as dev_loss / dev_ppl (+ per task) beside val_loss, which stays the corpora only.
     c.data.dev_eval_template = "T1"
     c.data.dev_eval_instances = 100  # first N instances per dev task (0 = all), like evaluation
     # Dev prompts (loss and score) list a classification task's answer options as evaluation does (eval.max_options):

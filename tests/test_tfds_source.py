@@ -4,6 +4,8 @@
   several batches; token ids stored at prepare time and text-only datasets alike) and identical validation batches;
 * launch/prepare.py writes both datasets (synthetic corpus + synthetic tasks); a tiny run with ``data.source=tfds``
   trains, and evaluates from the prepared ``alert_eval``: the tasks (hence prompts) equal those of the task files;
+* the finetuning dev set (dev-loss records, dev-score instances and prompts) read from ``alert_eval`` with
+  ``data.niv2_dir=''`` equals the raw path's from the task files; no dev task in ``data.tfds_dir`` = missing files;
 * errors: an empty or unprepared ``data.tfds_dir``, token ids of another tokenizer, a dataset prepared from other
   corpus settings; the paper-size presets read TFDS, tiny reads the raw files.
 """
@@ -19,7 +21,7 @@ import numpy as np
 import pytest
 from helpers import REPO_ROOT
 
-from alert_jax.data import pipeline, synthetic, templates
+from alert_jax.data import pipeline, registry, synthetic, templates
 from alert_jax.data.sources import DataSourceError
 from alert_jax.io import tokenizers
 from alert_jax.train import records
@@ -162,6 +164,67 @@ def test_prepare_then_tiny_run_trains_and_evaluates_from_tfds(launch_env, tmp_pa
                                      count_tokens=count_tokens, max_tokens=CONTEXT - NEW_TOKENS).text
                     for inst in files.instances[name]]
             assert [p["prompt"] for p in preds] == want and all(p["finish"] != "overflow" for p in preds)
+
+
+def _write_dev_tasks(folder):
+    """Two of the registry's three dev tasks (the second is absent on purpose), with demonstrations and labels."""
+    folder.mkdir(parents=True)
+    labels = ["Entailment", "Neutral", "Contradiction"]
+    for k, name in enumerate((registry.DEV_SET[0], registry.DEV_SET[2])):
+        task = {"Definition": [f"Dev task {k}: decide the relation."], "Categories": ["Textual Entailment"],
+                "Positive Examples": [{"input": "Premise: A. Hypothesis: A.", "output": "Entailment",
+                                       "explanation": "the same"}], "Negative Examples": [],
+                "Instances": [{"id": f"{name}-{i}", "input": f"Premise: p{i}. Hypothesis: h{i}.",
+                               "output": [labels[(i + k) % 3], "other"]} for i in range(4)]}
+        (folder / f"{name}.json").write_text(json.dumps(task))
+    return folder
+
+
+def test_dev_sets_come_from_alert_eval(tmp_path):
+    from alert_jax.apps import prepare
+    from alert_jax.train import dev_score
+
+    raw = _tiny(niv2_dir=str(_write_dev_tasks(tmp_path / "tasks")), dev_eval_instances=3, dev_generate_instances=2)
+    raw.train.dev_every = 1
+    prepare.prepare_eval(raw, tmp_path / "tfds", tasks="dev")
+    stored = _as_tfds(raw, tmp_path / "tfds")
+    stored.data.niv2_dir = ""  # the dev tasks can only come from alert_eval
+    present = [registry.DEV_SET[0], registry.DEV_SET[2]]
+
+    want, want_note = records.load_dev_sets(raw)
+    got, got_note = records.load_dev_sets(stored)
+    assert list(want) == present and [len(r) for r in want.values()] == [3, 3]
+    assert "\nOptions: Contradiction, Entailment, Neutral, other\nOutput:" in want[present[0]][0][0]
+    assert got == want
+    assert registry.DEV_SET[1] in got_note and registry.DEV_SET[1] in want_note  # the missing task is named
+
+    want_gen, _ = dev_score.load_dev_generation(raw)
+    got_gen, got_gen_note = dev_score.load_dev_generation(stored)
+    assert list(got_gen.tasks) == list(want_gen.tasks) == present and registry.DEV_SET[1] in got_gen_note
+    assert got_gen.instances == want_gen.instances and got_gen.options == want_gen.options
+    assert [len(v) for v in got_gen.instances.values()] == [2, 2]
+    for name in present:  # the prompts generation renders (the demonstrations too, for few-shot templates)
+        for template in ("T1", "T3"):
+            def prompts(dev, template=template, name=name):
+                return [templates.render(template, dev.tasks[name], inst, options=dev.options[name]).text
+                        for inst in dev.instances[name]]
+            assert prompts(got_gen) == prompts(want_gen)
+        assert got_gen.tasks[name].positive_examples == want_gen.tasks[name].positive_examples
+
+    # raw without a folder: no dev set, as before; tfds with no dev task prepared (here: no alert_eval at all) is
+    # treated as missing task files
+    assert records.load_dev_sets(_tiny()) == ({}, "no dev-set validation: data.niv2_dir is empty (set it, or "
+                                                  "ALERT_JAX_NIV2_DIR, to the NIV2 task files to also report dev_loss)")
+    empty = _as_tfds(_tiny(), tmp_path / "nothing")
+    empty.train.dev_every = 1
+    dev, note = records.load_dev_sets(empty)
+    assert dev == {} and note.endswith(f"per task): none; skipped, no task file in data.tfds_dir={tmp_path}/nothing "
+                                       "(no alert_eval dataset: launch/prepare.py --what=eval writes it): "
+                                       + ", ".join(registry.DEV_SET))
+    assert dev_score.load_dev_generation(empty) == (None, f"dev-set score off: no dev task file "
+                                                          f"({', '.join(registry.DEV_SET)}) in data.tfds_dir="
+                                                          f"{tmp_path}/nothing (no alert_eval dataset: "
+                                                          "launch/prepare.py --what=eval writes it)")
 
 
 def test_errors_name_the_setting(launch_env, tmp_path):

@@ -11,14 +11,15 @@ Both give the same records, so the same batches and prompts; everything after th
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 
 import ml_collections
 from etils import epath
 
 from alert_jax.data import niv2
 
-__all__ = ["SOURCES", "DataSourceError", "TaskStore", "data_source", "task_store"]
+__all__ = ["SOURCES", "DataSourceError", "TaskStore", "data_source", "folder_store", "task_store"]
 
 SOURCES = ("raw", "tfds")
 
@@ -49,6 +50,17 @@ class TaskStore:
     load: Callable[[str], niv2.Task]
     where: str
 
+    def available(self, tasks: Sequence[str]) -> tuple[list[str], list[str]]:
+        """``(present, missing)``: the ``tasks`` this store holds and those it does not, each in the order given."""
+        have = set(self.names)
+        wanted = list(dict.fromkeys(tasks))
+        return [t for t in wanted if t in have], [t for t in wanted if t not in have]
+
+
+def folder_store(niv2_dir: str | os.PathLike) -> TaskStore:
+    """The task files in ``niv2_dir`` (a task folder or an NIV2 checkout; not a folder -> FileNotFoundError)."""
+    return TaskStore(niv2.list_tasks(niv2_dir), lambda name: niv2.load_task(name, niv2_dir), str(niv2_dir))
+
 
 def task_store(cfg: ml_collections.ConfigDict) -> TaskStore:
     """The tasks of ``cfg.data.source``: the task files in ``data.niv2_dir`` ('raw') or the ``alert_eval`` dataset in
@@ -67,4 +79,4 @@ def task_store(cfg: ml_collections.ConfigDict) -> TaskStore:
     if not niv2_dir or not epath.Path(niv2_dir).is_dir():
         raise DataSourceError(f"data.niv2_dir={niv2_dir!r} is not a folder of NIV2 task files "
                               "(--config.data.niv2_dir)")
-    return TaskStore(niv2.list_tasks(niv2_dir), lambda name: niv2.load_task(name, niv2_dir), niv2_dir)
+    return folder_store(niv2_dir)

@@ -1,9 +1,10 @@
 """Dev-set score by generation during finetuning: ALERT's checkpoint selection (DESIGN.md section 5).
 
 The paper picks the checkpoint with the best score on the dev tasks. Every ``train.dev_every`` steps (and at the last
-step) the current parameters generate answers for the registry's dev tasks found in ``data.niv2_dir`` -- the first
-``data.dev_generate_instances`` instances of each, rendered with ``data.dev_eval_template`` (T1 = the finetuning
-prompt layout) and the task's answer options (``data.dev_max_options``), greedy, at most
+step) the current parameters generate answers for the registry's dev tasks found in the run's task source
+(``train.records.dev_task_store``: ``data.niv2_dir``, or the prepared ``alert_eval`` with ``data.source='tfds'``) --
+the first ``data.dev_generate_instances`` instances of each, rendered with ``data.dev_eval_template`` (T1 = the
+finetuning prompt layout) and the task's answer options (``data.dev_max_options``), greedy, at most
 ``data.dev_generate_max_new_tokens`` new tokens, cut at a blank line -- through the evaluation's own code
 (``eval.runner.run_template``: the same rendering, decoding, answer extraction and exact match). Logged and
 stored with the step's checkpoint:
@@ -55,22 +56,23 @@ class DevGenerationSet:
 def load_dev_generation(cfg: ml_collections.ConfigDict) -> tuple[DevGenerationSet | None, str]:
     """``(dev generation set or None, one log line)`` of a training config.
 
-    None when ``train.dev_every`` is 0, ``data.dev_eval_template`` is '' or ``data.niv2_dir`` is empty or holds no
-    dev task file (the line says which). Task files are read here, before training starts, so a malformed one fails
-    the run at once (``niv2.TaskFileError`` naming the file).
+    None when ``train.dev_every`` is 0, ``data.dev_eval_template`` is '' or there are no dev tasks: 'raw' with an empty
+    ``data.niv2_dir``, or a task source without any (the line says which). Tasks are read here, before training
+    starts, so a malformed task file fails the run at once (``niv2.TaskFileError`` naming the file).
     """
     d = cfg.data
     if int(cfg.train.dev_every) <= 0:
         return None, "dev-set score off (train.dev_every=0)"
     template = str(d.dev_eval_template)
-    if not template or not str(d.niv2_dir):
+    store = records_lib.dev_task_store(cfg) if template else None
+    if store is None:
         return None, "dev-set score off: train.dev_every needs data.niv2_dir and data.dev_eval_template"
     reg = registry_lib.ALERT
-    present, missing = registry_lib.available(reg, d.niv2_dir, list(reg.dev_set))
+    present, missing = store.available(reg.dev_set)
     if not present:
-        return None, f"dev-set score off: no dev task file ({', '.join(missing)}) in {d.niv2_dir}"
+        return None, f"dev-set score off: no dev task file ({', '.join(missing)}) in {store.where}"
     n = int(d.dev_generate_instances)
-    tasks = {name: niv2.load_task(name, d.niv2_dir) for name in present}
+    tasks = {name: store.load(name) for name in present}
     dev = DevGenerationSet(
         template=template, tasks=tasks, instances={name: t.instances[:n] for name, t in tasks.items()},
         options={name: records_lib.dev_options(reg, t, int(d.dev_max_options)) for name, t in tasks.items()},
@@ -80,7 +82,7 @@ def load_dev_generation(cfg: ml_collections.ConfigDict) -> tuple[DevGenerationSe
     note = (f"dev-set score every {cfg.train.dev_every} steps ({template}, greedy, first {n} instances of "
             f"{', '.join(present)})")
     if missing:
-        note += f"; skipped, no task file in {d.niv2_dir}: {', '.join(missing)}"
+        note += f"; skipped, no task file in {store.where}: {', '.join(missing)}"
     return dev, note
 
 

@@ -8,8 +8,10 @@ does, and records carry token ids when the dataset was prepared with a tokenizer
 
 Dev-set records. DESIGN.md section 5 validates finetuning runs on each corpus's validation split *and on the dev set*
 (the registry's three dev tasks, :data:`alert_jax.data.registry.DEV_SET`, never among the evaluation datasets), both
-measured the same way: the mean cross-entropy of the target tokens given the prompt. Per dev task whose file is in
-``niv2_dir``, for its first ``max_instances`` instances in file order (like evaluation, which scores the first N):
+measured the same way: the mean cross-entropy of the target tokens given the prompt. The dev tasks come from the
+run's task source, as evaluation's do (:func:`dev_task_store`: the files in ``data.niv2_dir``, or the prepared
+``alert_eval`` with ``data.source='tfds'``). Per dev task found there, for its first ``max_instances`` instances in file
+order (like evaluation, which scores the first N):
 
 * prompt = ``templates.render(template, task, instance, options=...).text`` with the task's answer options as
   evaluation lists them (:func:`dev_options`; no context fitting: the packer truncates an over-long example from the
@@ -18,7 +20,7 @@ measured the same way: the mean cross-entropy of the target tokens given the pro
 * target = ``" " + outputs[0].strip()``: the instance's first reference, spaced like the finetuning targets
   (``format_example`` targets start with one space after ``Output:``).
 
-Missing task files are not an error: they are returned in :attr:`DevRecords.missing` so the caller can name them.
+Missing dev tasks are not an error: they are returned in :attr:`DevRecords.missing` so the caller can name them.
 """
 
 from __future__ import annotations
@@ -167,23 +169,48 @@ def check_token_ids(corpora: Corpora, tokenizer: Any) -> None:
 def load_dev_sets(cfg: ml_collections.ConfigDict) -> tuple[dict[str, list[tuple[str, str]]], str]:
     """``(records per dev task, one log line)`` for dev-set perplexity (:func:`dev_records`).
 
-    Settings: ``data.dev_eval_template`` ('' disables), ``data.dev_eval_instances`` (first N per task, 0 = all),
-    ``data.niv2_dir`` (empty: no dev sets). Dev tasks without a file are skipped and named in the log line.
+    Settings: ``data.dev_eval_template`` ('' disables), ``data.dev_eval_instances`` (first N per task, 0 = all), the
+    tasks of :func:`dev_task_store` (none with 'raw' and an empty ``data.niv2_dir``). Dev tasks the store lacks are
+    skipped and named in the log line.
     """
     d = cfg.data
     template = str(d.dev_eval_template)
     if not template:
         return {}, "dev-set validation disabled (data.dev_eval_template='')"
-    if not str(d.niv2_dir):
+    store = dev_task_store(cfg)
+    if store is None:
         return {}, ("no dev-set validation: data.niv2_dir is empty (set it, or ALERT_JAX_NIV2_DIR, to the NIV2 task "
                     "files to also report dev_loss)")
     instances = int(d.dev_eval_instances)
-    dev = dev_records(d.niv2_dir, template=template, max_instances=instances, max_options=int(d.dev_max_options))
+    dev = dev_records(store, template=template, max_instances=instances, max_options=int(d.dev_max_options))
     counts = ", ".join(f"{name} {len(recs)}" for name, recs in dev.records.items()) or "none"
     note = f"dev set ({template}, first {instances or 'all'} instances per task): {counts}"
     if dev.missing:
-        note += f"; skipped, no task file in {d.niv2_dir}: {', '.join(dev.missing)}"
+        note += f"; skipped, no task file in {store.where}: {', '.join(dev.missing)}"
     return dev.records, note
+
+
+def dev_task_store(cfg: ml_collections.ConfigDict) -> sources.TaskStore | None:
+    """Where a training run's dev tasks come from: ``sources.task_store(cfg)``, the tasks evaluation reads.
+
+    None with ``data.source='raw'`` and an empty ``data.niv2_dir`` (no dev set). With 'tfds' and no ``alert_eval``
+    dataset in ``data.tfds_dir``, a store without tasks: every dev task is then missing (skipped and named), as when
+    the prepared dataset holds none of them.
+    """
+    source = sources.data_source(cfg)
+    if source == "raw" and not str(cfg.data.niv2_dir):
+        return None
+    try:
+        return sources.task_store(cfg)
+    except sources.DataSourceError:
+        if source == "raw":
+            raise
+    return sources.TaskStore([], _no_task, f"data.tfds_dir={cfg.data.tfds_dir} (no alert_eval dataset: "
+                                           "launch/prepare.py --what=eval writes it)")
+
+
+def _no_task(name: str) -> niv2.Task:
+    raise KeyError(name)
 
 @dataclasses.dataclass
 class DevRecords:
@@ -208,7 +235,7 @@ def instance_record(template: str | templates.Template, task: niv2.Task, instanc
 
 
 def dev_records(
-    niv2_dir: str | os.PathLike,
+    tasks_from: sources.TaskStore | str | os.PathLike,
     *,
     template: str = "T1",
     max_instances: int = 100,
@@ -216,21 +243,23 @@ def dev_records(
     registry: registry_lib.Registry | None = None,
     max_options: int = 10,
 ) -> DevRecords:
-    """Perplexity records of the dev tasks found in ``niv2_dir`` (a task folder or an NIV2 checkout).
+    """Perplexity records of the dev tasks found in ``tasks_from``: a task store (:func:`dev_task_store`) or a
+    folder of task files (a task folder or an NIV2 checkout).
 
     ``tasks`` defaults to ``registry.dev_set`` (``registry`` defaults to the ALERT registry); ``max_instances`` = 0
     takes every instance; ``max_options``: :func:`dev_options` (0 = none). An unknown ``template`` raises
-    ValueError naming the valid ones; a ``niv2_dir`` that is not a folder raises FileNotFoundError; a malformed task
-    file raises :class:`niv2.TaskFileError`.
+    ValueError naming the valid ones; a ``tasks_from`` path that is not a folder raises FileNotFoundError; a malformed
+    task file raises :class:`niv2.TaskFileError`.
     """
     tmpl = templates.get_template(template)
     if max_instances < 0:
         raise ValueError(f"max_instances must be >= 0 (0 = all), got {max_instances}")
     wanted = list((registry or registry_lib.ALERT).dev_set if tasks is None else tasks)
-    present, missing = registry_lib.available(registry, niv2_dir, wanted)
+    store = tasks_from if isinstance(tasks_from, sources.TaskStore) else sources.folder_store(tasks_from)
+    present, missing = store.available(wanted)
     records: dict[str, list[tuple[str, str]]] = {}
     for name in present:
-        task = niv2.load_task(name, niv2_dir)
+        task = store.load(name)
         chosen = task.instances[:max_instances] if max_instances else task.instances
         options = dev_options(registry, task, max_options)
         records[name] = [instance_record(tmpl, task, inst, options) for inst in chosen]
