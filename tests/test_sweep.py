@@ -51,6 +51,11 @@ def test_bad_sweep_settings_are_named():
     cfg = sweep_config.get_config("tiny")  # no task files named: the dev score cannot run
     with pytest.raises(ValueError, match="data.niv2_dir"):
         sweep.expand_runs(cfg)
+    cfg.train_overrides = {"data": {"tfds_dir": "/data/tfds"}}  # prepared alert_eval holds the dev tasks
+    trained = [r for r in sweep.expand_runs(cfg) if r.variant != "pretrained"]
+    train_argvs = [r.commands[0] for r in trained]
+    assert train_argvs and all("--config.train.best_metric=dev_score" in argv for argv in train_argvs)
+    assert not any(f.startswith("--config.data.niv2_dir") for argv in train_argvs for f in argv)
 
 
 def _dry_run(launcher: str, *flags: str) -> dict[str, str]:

@@ -103,9 +103,11 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     if str(cfg.checkpoint_select) == "best_dev_score" and set(cfg.variants) - {"pretrained"}:
         if int(cfg.dev_every) < 1:
             raise SweepConfigError(f"dev_every={cfg.dev_every}: must be >= 1 with checkpoint_select='best_dev_score'")
-        if not _niv2_dir(cfg):
+        if not _niv2_dir(cfg) and not str((cfg.train_overrides.get("data") or {}).get("tfds_dir", "")):
             raise SweepConfigError("checkpoint_select='best_dev_score' scores the dev tasks during training: set "
-                                   "train_overrides or eval_overrides 'data.niv2_dir' to the NIV2 task files")
+                                   "train_overrides or eval_overrides 'data.niv2_dir' to the NIV2 task files, or "
+                                   "train_overrides 'data.tfds_dir' to datasets launch/prepare.py wrote (alert_eval "
+                                   "holds the dev tasks)")
 
 
 def _niv2_dir(cfg: ml_collections.ConfigDict) -> str:
@@ -121,8 +123,8 @@ def _selection_flags(cfg: ml_collections.ConfigDict) -> list[str]:
     """Training flags the checkpoint selection needs (before the user's overrides, which win)."""
     if str(cfg.checkpoint_select) != "best_dev_score":
         return []
-    return [f"--config.data.niv2_dir={_niv2_dir(cfg)}", f"--config.train.dev_every={int(cfg.dev_every)}",
-            "--config.train.best_metric=dev_score"]
+    niv2_dir = [f"--config.data.niv2_dir={_niv2_dir(cfg)}"] if _niv2_dir(cfg) else []  # else tfds_dir's alert_eval
+    return [*niv2_dir, f"--config.train.dev_every={int(cfg.dev_every)}", "--config.train.best_metric=dev_score"]
 
 
 def expand_runs(cfg: ml_collections.ConfigDict) -> list[SweepRun]:

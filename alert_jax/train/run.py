@@ -83,12 +83,14 @@ def _check_best_metric(cfg: ml_collections.ConfigDict, best_metric: str, corpora
     if not bool(cfg.train.keep_best):
         return
     if best_metric == "dev_score" and dev_generation is None:
-        raise TrainConfigError("train.best_metric='dev_score' but no dev set is scored (data.niv2_dir is empty or "
-                               "holds no dev task file, or data.dev_eval_template=''); set data.niv2_dir or "
+        raise TrainConfigError("train.best_metric='dev_score' but no dev set is scored (no dev task file in "
+                               "data.niv2_dir, or none in data.tfds_dir's alert_eval with data.source='tfds', or "
+                               "data.dev_eval_template=''); set data.niv2_dir (or prepare alert_eval) or "
                                "train.best_metric='val_loss'")
     if best_metric == "dev_loss" and not dev_records:
-        raise TrainConfigError("train.best_metric='dev_loss' but no dev set is evaluated (data.niv2_dir is empty, "
-                               "holds no dev task file, or data.dev_eval_template=''); set data.niv2_dir or "
+        raise TrainConfigError("train.best_metric='dev_loss' but no dev set is evaluated (no dev task file in "
+                               "data.niv2_dir, or none in data.tfds_dir's alert_eval with data.source='tfds', or "
+                               "data.dev_eval_template=''); set data.niv2_dir (or prepare alert_eval) or "
                                "train.best_metric='val_loss'")
     if best_metric == "val_loss" and not corpora.validation:
         print_primary("note: no validation sets, so train.keep_best keeps no best checkpoint "
