@@ -13,7 +13,8 @@ bytes; ``10GiB``); every shard file, header included, stays under it.
 
 Exit codes (alert_jax/apps/exits.py): 0 written; 2 bad input (one line naming the flag, file or path: a missing
 checkpoint, a non-empty --out without --overwrite, a bad --dtype or --max_shard_size, a tokenizer that cannot be
-exported); a folder this run created is removed again on failure.
+exported); a folder this run created is removed again on failure. ``--out`` may be a bucket URL (``gs://BUCKET/DIR``),
+and ``--init_from`` a bucket path (``hf:gs://...``, ``metaseq:gs://...``, ``ckpt:gs://...``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from absl import app, flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
 _INIT_FROM = flags.DEFINE_string("init_from", None, "ckpt:DIR[@SELECT] | hf:DIR | metaseq:FILE")
-_OUT = flags.DEFINE_string("out", None, "Output folder (must be absent or empty unless --overwrite).")
+_OUT = flags.DEFINE_string("out", None, "Output folder or bucket URL (absent or empty unless --overwrite).")
 _DTYPE = flags.DEFINE_string("dtype", "float32", "Weights dtype of the export: float32 | bfloat16 | float16.")
 _MAX_SHARD = flags.DEFINE_string("max_shard_size", "5GB", "Largest shard file: 5GB (decimal, as HF), 500MB, 10GiB.")
 _TOKENIZER = flags.DEFINE_string("tokenizer", "", "Tokenizer spec (bpe:DIR); '' = the one stored beside the weights.")
@@ -44,14 +45,16 @@ def main(argv: list[str]) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
+    from etils import epath
+
     from alert_jax.apps import exits
     from alert_jax.io import export
 
-    out = pathlib.Path(_OUT.value).expanduser()
+    out = export.out_path(_OUT.value)
     existed = out.exists()
 
-    def progress(i: int, n: int, path: pathlib.Path) -> None:
-        print(f"export: shard {i}/{n} written: {path.name} ({path.stat().st_size / 1e9:.3f} GB)", flush=True)
+    def progress(i: int, n: int, path: epath.Path) -> None:
+        print(f"export: shard {i}/{n} written: {path.name} ({path.stat().length / 1e9:.3f} GB)", flush=True)
 
     def run() -> None:
         try:

@@ -8,7 +8,8 @@
   ``launch_env`` fixture of conftest.py) and its ``metrics.jsonl``;
 * ``FAST_COMPILE`` / ``train_cfg`` / ``model_config`` / ``random_params`` / ``packed_batch``: the tiny train-step
   setting of test_train_step.py, test_sharded_train.py and test_multihost.py;
-* ``restore_checkpoint``: a saved run's model on one device.
+* ``restore_checkpoint``: a saved run's model on one device;
+* ``small_bpe``: a byte-level BPE tokenizer with OPT's special ids, what a Hugging Face export needs.
 
 conftest.py imports this module before jax is imported, so nothing here imports jax (or alert_jax) at module level.
 """
@@ -236,3 +237,18 @@ def truncate_file(path: str | os.PathLike, fraction: float = 0.5) -> int:
     with open(p, "r+b") as f:
         f.truncate(size)
     return size
+
+
+def small_bpe(vocab_size: int):
+    """A byte-level BPE ``BPETokenizer`` of ``vocab_size`` ids trained on two sentences, with OPT's special ids
+    (<s> 0, <pad> 1, </s> 2, <unk> 3)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from alert_jax.io import tokenizers
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+                                  show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator(["the cat sat on the mat", "So the answer is 7."] * 20, trainer)
+    return tokenizers.BPETokenizer(backend)

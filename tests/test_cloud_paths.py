@@ -1,4 +1,5 @@
-"""Cloud paths: a tiny train + evaluate whose workdirs, checkpoints and task files are ``gs://`` paths.
+"""Cloud paths: a tiny train + evaluate whose workdirs, checkpoints and task files are ``gs://`` paths, and a Hugging
+Face export written to (and loaded back from) a ``gs://`` folder.
 
 The bucket is a local fake GCS server (``gcp-storage-emulator``, in memory, in this process). Both clients that
 write to ``gs://`` use it: ``etils.epath`` (through gcsfs, ``STORAGE_EMULATOR_HOST``) for this project's files and
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import socket
 
+import numpy as np
 import pytest
 
 pytest.importorskip("gcsfs", reason="gs:// paths need gcsfs (pip install -e '.[cloud]')")
@@ -188,3 +190,64 @@ def test_workdir_lock_history_and_metrics_in_a_bucket(fake_bucket):
     writer.close()
     rows = [json.loads(x) for x in fs.cat(f"{BUCKET}/w/metrics.jsonl").decode().splitlines()]
     assert [(r["step"], r["loss"]) for r in rows] == [(1, 1.0), (2, 2.0), (3, 30.0)]
+
+
+def test_hf_export_to_and_load_from_a_bucket(fake_bucket, tmp_path):
+    """``export --out=gs://...`` writes the same files, byte for byte, as a local export (shards, index, config,
+    tokenizer); ``hf:gs://...`` and ``metaseq:gs://...`` load from the bucket; ``overwrite`` and the clean-up after a
+    failed export work on bucket objects."""
+    import torch
+    from helpers import small_bpe
+
+    from alert_jax.io import convert, export, loader
+    from alert_jax.io import safetensors_shards as shards_lib
+    from alert_jax.models import opt, sizes
+    from alert_jax.parallel.sharding import make_mesh
+
+    fs, b = fake_bucket, BUCKET
+    config = sizes.get_model_config("tiny", vocab_size=300, dropout=0.0, attention_dropout=0.0)
+    model, tok = opt.create_model(config, None, rngs_seed=0), small_bpe(300)
+    local, url = tmp_path / "local", f"gs://{b}/exports/tiny"
+    export.export_model(model, tok, local, max_shard_size="80KB")
+    export.export_model(model, tok, url, max_shard_size="80KB")
+    names = sorted(p.name for p in local.iterdir())
+    assert shards_lib.INDEX_FILE in names and sum(n.startswith("model-") for n in names) > 4
+    assert sorted(o.rsplit("/", 1)[1] for o in fs.find(f"{b}/exports/tiny")) == names
+    for name in names:
+        assert fs.cat(f"{b}/exports/tiny/{name}") == (local / name).read_bytes(), name
+
+    # hf:gs://... loads (config, tokenizer and weights from a local copy) and exports again to the same bytes
+    assert loader.checkpoint_identity(f"hf:{url}") == (url, None)
+    export.export(f"hf:{url}", tmp_path / "again", max_shard_size="80KB")
+    for name in names:
+        assert (tmp_path / "again" / name).read_bytes() == (local / name).read_bytes(), name
+
+    # metaseq:gs://... is copied, then read by torch
+    state = {k: torch.tensor(v) for k, v in convert.to_hf_state_dict(model).items()}
+    with fs.open(f"{b}/metaseq/tiny.pt", "wb") as f:
+        torch.save({"model": state}, f)
+    spec = f"metaseq:gs://{b}/metaseq/tiny.pt"
+    loaded = loader.load_model(spec, config, make_mesh((1, -1, 1)))
+    assert loader.checkpoint_identity(spec) == (f"gs://{b}/metaseq/tiny.pt", None)
+    for name, value in convert.to_hf_state_dict(loaded.model).items():
+        np.testing.assert_array_equal(value, state[name].numpy(), err_msg=name)
+
+    # --overwrite replaces every earlier shard in the bucket; without it a non-empty bucket folder is refused
+    with pytest.raises(export.ExportError, match="not empty; pass --overwrite"):
+        export.export_model(model, tok, url)
+    export.export_model(model, tok, url, overwrite=True)
+    left = sorted(o.rsplit("/", 1)[1] for o in fs.find(f"{b}/exports/tiny"))
+    assert "model.safetensors" in left and not [n for n in left if n.startswith("model-") or n.endswith(".index.json")]
+
+    # a failed export removes the bucket folder it created (what launch/export.py does), and only that one
+    failed = f"gs://{b}/exports/failed"
+
+    def fail_after_first(i, n, path):
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        export.export_model(model, tok, failed, max_shard_size="80KB", progress=fail_after_first)
+    assert fs.find(f"{b}/exports/failed")  # the first shard was uploaded
+    export.remove_if_created(failed, existed=False)
+    assert not fs.find(f"{b}/exports/failed") and fs.find(f"{b}/exports/tiny")
+    assert _local_tree(tmp_path / "cwd") == []

@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 import pytest
-from helpers import REPO_ROOT, subprocess_env
+from helpers import REPO_ROOT, small_bpe, subprocess_env
 
 from alert_jax.io import convert
 from alert_jax.io import safetensors_shards as shards_lib
@@ -139,19 +139,6 @@ def test_export_of_finetuned_run_generates_like_alert_jax(niv2_tasks_dir, tmp_pa
     assert any(r["prediction"] for records in predictions.values() for r in records)  # not all trivially empty
 
 
-def _small_bpe(vocab_size: int):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    from alert_jax.io import tokenizers
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
-                                  show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    backend.train_from_iterator(["the cat sat on the mat", "So the answer is 7."] * 20, trainer)
-    return tokenizers.BPETokenizer(backend)
-
-
 def test_bfloat16_export_and_overwrite(tmp_path):
     """bfloat16 shards hold the float32 weights rounded (as torch rounds them); --overwrite replaces every shard of
     the earlier export (none left behind when the new one has fewer)."""
@@ -164,7 +151,7 @@ def test_bfloat16_export_and_overwrite(tmp_path):
 
     model = opt.create_model(sizes.get_model_config("tiny", vocab_size=300, dropout=0.0, attention_dropout=0.0), None,
                              rngs_seed=0)
-    tok = _small_bpe(300)
+    tok = small_bpe(300)
     out = tmp_path / "bf16"
     export.export_model(model, tok, out, dtype="float32", max_shard_size="80KB")
     shards = sorted(out.glob("model-*.safetensors"))

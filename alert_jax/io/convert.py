@@ -45,8 +45,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import nnx
 
+from alert_jax.io.files import atomic_write_text, is_url, local_copy
 from alert_jax.io.safetensors_shards import TensorSpec, parse_size, plan_shards, write_shards
 from alert_jax.io.weight_files import WEIGHT_FILES, CheckpointError, TensorSource, metaseq_source, open_hf_weights
 from alert_jax.models.opt import OPT, abstract_model
@@ -57,6 +59,9 @@ from alert_jax.parallel.sharding import logical_sharding
 # Fetched beside the weights from the hub so evaluation finds the checkpoint's own tokenizer (GPT-2 byte-level BPE).
 TOKENIZER_FILES: tuple[str, ...] = ("vocab.json", "merges.txt", "tokenizer.json", "special_tokens_map.json")
 _IGNORED_SUFFIXES = ("version", "_float_tensor")
+# What a bucket folder's local copy holds: config, index and tokenizer files, then safetensors weights, else torch's.
+_BUCKET_COPIES: tuple[tuple[str, ...], ...] = (("*.json", "*.txt", "*.model", "model*.safetensors"),
+                                               ("*.json", "*.txt", "*.model", "pytorch_model*.bin"))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -318,10 +323,28 @@ def _looks_like_hub_id(spec: str) -> bool:
     return re.fullmatch(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+", spec) is not None
 
 
+def _bucket_directory(url: str) -> pathlib.Path:
+    """A local copy (``io.files.local_copy``) of the checkpoint folder ``url`` (or of the folder of a file in it):
+    its config, index and tokenizer files and one kind of weight files (safetensors, else torch's)."""
+    folder = epath.Path(url)
+    if folder.is_file():
+        folder = folder.parent
+    elif not folder.is_dir():
+        raise CheckpointError(f"{url} does not exist (expected a Hugging Face OPT checkpoint folder)")
+    for patterns in _BUCKET_COPIES:
+        directory = local_copy(folder, patterns)
+        if any((directory / f).is_file() for f in WEIGHT_FILES):
+            break
+    return directory
+
+
 def resolve_hf_path(path_or_hub_id: str | os.PathLike) -> pathlib.Path:
-    """A local directory for ``path_or_hub_id``: an existing path as is, else a Hub id ('facebook/opt-1.3b')
+    """A local directory for ``path_or_hub_id``: an existing path as is; a bucket folder (``gs://...``) copied into a
+    local temporary folder (:func:`_bucket_directory`, once per process); else a Hub id ('facebook/opt-1.3b')
     downloaded (or found in the local HF cache) with ``huggingface_hub.snapshot_download``."""
     spec = str(path_or_hub_id)
+    if is_url(spec):
+        return _bucket_directory(spec)
     path = pathlib.Path(spec).expanduser()
     if path.exists():
         return _hf_directory(path)
@@ -427,19 +450,20 @@ def to_hf(
     dtype: str | None = None,
     max_shard_size: str | int = "5GB",
     special_ids: Mapping[str, int] | None = None,
-    progress: Callable[[int, int, pathlib.Path], None] | None = None,
-) -> pathlib.Path:
+    progress: Callable[[int, int, epath.Path], None] | None = None,
+) -> epath.Path:
     """Writes ``config.json`` and the weights (``model.safetensors``, or shards of at most ``max_shard_size`` with
     ``model.safetensors.index.json``: :mod:`alert_jax.io.safetensors_shards`) loadable by
     ``transformers.OPTForCausalLM.from_pretrained``, one tensor in host memory at a time.
 
     ``dtype`` ('float32', 'bfloat16', 'float16') converts on the way out; default keeps the param dtype.
     ``special_ids``: ``bos_token_id`` / ``eos_token_id`` / ``pad_token_id`` for ``config.json`` (default OPT's).
-    ``progress(i, n, path)`` after each shard. Every process gathers; only process 0 writes."""
+    ``progress(i, n, path)`` after each shard. ``path`` may be a bucket URL. Every process gathers; only process 0
+    writes."""
     out_dtype = dtype or model.config.runtime.param_dtype
     shards = plan_shards(hf_tensor_specs(model.config, out_dtype), parse_size(max_shard_size))
     get = hf_tensor_getter(model)
-    directory = pathlib.Path(path).expanduser()
+    directory = epath.Path(path) if is_url(path) else epath.Path(path).expanduser()
     if jax.process_index() != 0:
         for shard in shards:  # the same gathers as process 0, in the same order
             for t in shard.tensors:
@@ -448,7 +472,7 @@ def to_hf(
     directory.mkdir(parents=True, exist_ok=True)
     config = hf_config_dict(model.config, out_dtype, **dict(special_ids or {}))
     write_shards(directory, shards, get, progress=progress)
-    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    atomic_write_text(directory / "config.json", json.dumps(config, indent=2) + "\n")
     return directory
 
 
@@ -467,8 +491,9 @@ def from_metaseq(
     """Loads a consolidated (not model-parallel-sharded) metaseq checkpoint into the architecture ``config``.
 
     ``file_or_dict``: a ``.pt`` file or an already loaded dict; either the full checkpoint (weights under
-    ``'model'``) or the weights dict itself. Files are read with ``torch.load(weights_only=True)``; checkpoints
-    that also pickle training args need ``trust_pickle=True`` (only for files you trust: unpickling runs code).
+    ``'model'``) or the weights dict itself; a bucket file (``gs://...``) is read from a local copy. Files are read
+    with ``torch.load(weights_only=True)``; checkpoints that also pickle training args need ``trust_pickle=True``
+    (only for files you trust: unpickling runs code).
     """
     if isinstance(file_or_dict, Mapping):
         state, origin = file_or_dict, "<metaseq state dict>"
@@ -476,10 +501,11 @@ def from_metaseq(
         import torch
 
         origin = str(file_or_dict)
-        if not pathlib.Path(origin).is_file():
+        local = local_copy(origin)  # a bucket file is copied first: torch reads (and memory-maps) local files
+        if not local.is_file():
             raise CheckpointError(f"metaseq checkpoint {origin} does not exist")
         try:
-            state = torch.load(origin, map_location="cpu", weights_only=not trust_pickle, mmap=True)
+            state = torch.load(local, map_location="cpu", weights_only=not trust_pickle, mmap=True)
         except Exception as e:  # noqa: BLE001
             hint = (
                 "" if trust_pickle else

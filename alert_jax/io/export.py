@@ -19,19 +19,24 @@ silently encodes differently would score wrongly. Pass a BPE tokenizer (``tokeni
 The model is loaded through :func:`alert_jax.io.loader.load_model` (``ckpt:DIR[@SELECT]``, ``hf:DIR``,
 ``metaseq:FILE``), sharded over every local device (fsdp), in float32; the tokenizer is the explicit spec, else the
 one stored beside the weights.
+
+``out`` may be a bucket URL (``gs://...``): every file goes through ``etils.epath`` (a shard is streamed into a local
+temporary file and uploaded, so memory holds one tensor), and ``overwrite`` / :func:`remove_if_created` work there too.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
-import pathlib
-import shutil
+import os
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from alert_jax.io import convert, loader, safetensors_shards, tokenizers
+from etils import epath
+
+from alert_jax.io import convert, files, loader, safetensors_shards, tokenizers
 from alert_jax.models.sizes import DTYPES, OPTConfig, get_model_config
 from alert_jax.parallel import distributed
 from alert_jax.parallel.sharding import make_mesh
@@ -57,9 +62,15 @@ def generation_config_dict(tokenizer: tokenizers.Tokenizer) -> dict:
             "pad_token_id": int(tokenizer.pad_id), "do_sample": False}
 
 
-def check_out_dir(out: str | pathlib.Path, overwrite: bool) -> pathlib.Path:
-    """``out`` as a path, refused when it is a file or a non-empty folder (unless ``overwrite``)."""
-    path = pathlib.Path(out).expanduser()
+def out_path(out: str | os.PathLike) -> epath.Path:
+    """``out`` as an ``epath.Path``: a local path with ``~`` expanded, a bucket URL as it is."""
+    return epath.Path(out) if files.is_url(out) else epath.Path(out).expanduser()
+
+
+def check_out_dir(out: str | os.PathLike, overwrite: bool) -> epath.Path:
+    """``out`` as a path (local or a bucket URL), refused when it is a file or a non-empty folder (unless
+    ``overwrite``)."""
+    path = out_path(out)
     if path.exists() and not path.is_dir():
         raise ExportError(f"--out={out}: exists and is not a folder")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
@@ -67,14 +78,14 @@ def check_out_dir(out: str | pathlib.Path, overwrite: bool) -> pathlib.Path:
     return path
 
 
-def _clear_previous_export(path: pathlib.Path) -> None:
+def _clear_previous_export(path: epath.Path) -> None:
     """Removes what an earlier export wrote, so no stale shard of a differently sharded export stays behind."""
     if not path.is_dir():
         return
-    stale = [path / f for f in _EXPORT_FILES] + sorted(path.glob("model*.safetensors"))
-    for f in stale:
-        if f.is_file():
-            f.unlink()
+    for f in path.iterdir():
+        if f.name in _EXPORT_FILES or fnmatch.fnmatch(f.name, "model*.safetensors"):
+            if not f.is_dir():
+                f.unlink()
 
 
 def check_dtype(dtype: str) -> str:
@@ -100,13 +111,13 @@ def check_tokenizer(tokenizer: tokenizers.Tokenizer | None, origin: str) -> toke
 def export_model(
     model: OPT,
     tokenizer: tokenizers.Tokenizer,
-    out: str | pathlib.Path,
+    out: str | os.PathLike,
     *,
     dtype: str = "float32",
     max_shard_size: str | int = "5GB",
     overwrite: bool = False,
-    progress: Callable[[int, int, pathlib.Path], None] | None = None,
-) -> pathlib.Path:
+    progress: Callable[[int, int, epath.Path], None] | None = None,
+) -> epath.Path:
     """Writes ``model`` (an ``OPT``) and ``tokenizer`` into the folder ``out`` (module docstring); returns it."""
     check_dtype(dtype)
     max_bytes = safetensors_shards.parse_size(max_shard_size)
@@ -120,22 +131,22 @@ def export_model(
     special = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id}
     convert.to_hf(model, path, dtype=dtype, max_shard_size=max_bytes, special_ids=special, progress=progress)
     if distributed.is_primary():
-        (path / GENERATION_CONFIG_FILE).write_text(json.dumps(generation_config_dict(tok), indent=2) + "\n")
+        files.atomic_write_text(path / GENERATION_CONFIG_FILE, json.dumps(generation_config_dict(tok), indent=2) + "\n")
         tok.save_hf(path, model_max_length=model.config.arch.max_position_embeddings)
     return path
 
 
 def export(
     init_from: str,
-    out: str | pathlib.Path,
+    out: str | os.PathLike,
     *,
     dtype: str = "float32",
     max_shard_size: str | int = "5GB",
     tokenizer: str = "",
     size: str = "",
     overwrite: bool = False,
-    progress: Callable[[int, int, pathlib.Path], None] | None = None,
-) -> pathlib.Path:
+    progress: Callable[[int, int, epath.Path], None] | None = None,
+) -> epath.Path:
     """Loads ``init_from`` (``loader.load_model``) and exports it with its tokenizer (``tokenizer``: an explicit spec,
     else the one beside the weights) into ``out``.
 
@@ -172,7 +183,10 @@ def export(
                         overwrite=overwrite, progress=progress)
 
 
-def remove_if_created(path: pathlib.Path, existed: bool) -> None:
-    """Removes ``path`` after a failed export when this export created it."""
-    if not existed and path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
+def remove_if_created(path: str | os.PathLike, existed: bool) -> None:
+    """Removes the folder ``path`` (local or in a bucket) after a failed export when this export created it."""
+    if not existed:
+        try:
+            files.remove_folder(out_path(path))
+        except OSError as e:  # the export's own error is the one to report
+            log.warning("could not remove %s after the failed export: %s", path, e)

@@ -5,6 +5,8 @@
 * ``''`` -- a random initialisation of the configured model (seeded);
 * ``hf:PATH_OR_HUB_ID`` -- a Hugging Face OPT checkpoint folder (or a file in it) or a Hub id (``io.convert``);
 * ``metaseq:FILE`` -- a consolidated metaseq checkpoint, whose architecture must be the configured one;
+  ``hf:`` and ``metaseq:`` paths may be bucket URLs (``hf:gs://BUCKET/DIR``): the files are read from a local copy
+  (``io.files.local_copy``);
 * ``ckpt:DIR`` -- an alert-jax training workdir, its ``checkpoints/`` folder (the best step, else the latest) or
   one step folder (``io.checkpoint``); only the parameters are read. ``ckpt:DIR@SELECT`` picks the step of a
   checkpoints folder another way (``io.checkpoint.SELECTIONS``: ``@best_dev_score``, ``@best_val_loss``,
@@ -34,7 +36,7 @@ import jax
 from etils import epath
 
 from alert_jax.io import checkpoint, convert, tokenizers
-from alert_jax.io.files import abspath
+from alert_jax.io.files import abspath, is_url
 from alert_jax.io.weight_files import CheckpointError
 from alert_jax.models import opt, sizes
 from alert_jax.models.sizes import ARCHITECTURE_FIELDS, OPTConfig, model_config_from
@@ -166,9 +168,9 @@ def checkpoint_identity(init_from: str | InitFrom) -> tuple[str, int | None]:
 
     * ``ckpt:`` -- the absolute checkpoints folder and the step :func:`load_model` restores (``checkpoint.locate``:
       the named step folder, else the step the selection picks: the best, else the latest, by default);
-    * ``hf:`` -- the absolute local folder; a Hub id resolves to its cache snapshot (named by the Hub revision),
-      fetching ``config.json`` only; step None;
-    * ``metaseq:`` -- the absolute file path; step None;
+    * ``hf:`` -- the absolute local folder (a bucket URL as it is); a Hub id resolves to its cache snapshot (named by
+      the Hub revision), fetching ``config.json`` only; step None;
+    * ``metaseq:`` -- the absolute file path (a bucket URL as it is); step None;
     * ``''`` (random init) -- ``('', None)``.
 
     Raises what :func:`load_model` raises for a missing checkpoint (``CheckpointNotFoundError``, ``CheckpointError``).
@@ -178,13 +180,20 @@ def checkpoint_identity(init_from: str | InitFrom) -> tuple[str, int | None]:
         root, step = _ckpt_location(spec)
         return abspath(root), int(step)
     if spec.kind == "hf":
+        if is_url(spec.location):
+            if not epath.Path(spec.location).exists():
+                raise CheckpointError(f"init_from={str(spec)!r}: {spec.location} does not exist")
+            return spec.location, None
         return os.path.abspath(_hf_identity(spec.location)), None
     if spec.kind == "metaseq":
-        path = pathlib.Path(spec.location).expanduser()
-        if not path.is_file():
-            raise CheckpointError(f"init_from={str(spec)!r}: metaseq checkpoint file {spec.location!r} does not exist")
-        return os.path.abspath(path), None
+        _check_metaseq_file(spec)
+        return abspath(epath.Path(spec.location).expanduser()), None
     return "", None
+
+
+def _check_metaseq_file(spec: InitFrom) -> None:
+    if not epath.Path(spec.location).expanduser().is_file():
+        raise CheckpointError(f"init_from={str(spec)!r}: metaseq checkpoint file {spec.location!r} does not exist")
 
 
 def _hf_identity(location: str) -> pathlib.Path:
@@ -246,10 +255,9 @@ def load_model(
         directory = convert.resolve_hf_path(spec.location)
         resolved = resolve_config(spec, config)
         model = convert.from_hf(directory, mesh=mesh, **dataclasses.asdict(resolved.runtime))
-        source = str(directory)
+        source = spec.location if is_url(spec.location) else str(directory)
     elif spec.kind == "metaseq":
-        if not pathlib.Path(spec.location).is_file():
-            raise CheckpointError(f"init_from={str(spec)!r}: metaseq checkpoint file {spec.location!r} does not exist")
+        _check_metaseq_file(spec)
         model, source = convert.from_metaseq(spec.location, config, mesh=mesh), spec.location
     else:
         root, step = _ckpt_location(spec)

@@ -12,7 +12,9 @@ exceeds the limit cannot be split and is refused (:class:`ShardPlanError`), neve
 
 **Streaming.** A safetensors file is ``<u64 little-endian header length><JSON header><tensor bytes back to back>``;
 the header needs only names, dtypes and shapes, so :func:`write_shards` writes it first and then each tensor as it
-is produced: host memory holds one tensor, not one shard.
+is produced: host memory holds one tensor, not one shard. A shard for a bucket (``gs://``) is streamed into a local
+temporary file the same way, then uploaded in chunks (:func:`alert_jax.io.files.copy_file`): the object appears only
+once complete, and memory still holds one tensor.
 """
 
 from __future__ import annotations
@@ -23,9 +25,14 @@ import math
 import os
 import pathlib
 import re
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
+from typing import BinaryIO
 
 import numpy as np
+from etils import epath
+
+from alert_jax.io.files import atomic_write_text, copy_file, is_url
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -158,18 +165,30 @@ def _header(shard: Shard) -> bytes:
     return len(raw).to_bytes(8, "little") + raw
 
 
-def write_shard(directory: pathlib.Path, shard: Shard, get: Callable[[str], np.ndarray]) -> pathlib.Path:
-    """Writes ``shard`` into ``directory``, asking ``get(name)`` for each tensor in turn (cast to the planned dtype;
-    its shape must be the planned one). Written to a temporary name, then renamed."""
+def _stream(f: BinaryIO, shard: Shard, get: Callable[[str], np.ndarray]) -> None:
+    f.write(_header(shard))
+    for t in shard.tensors:
+        array = np.asarray(get(t.name))
+        if tuple(array.shape) != t.shape:
+            raise ShardPlanError(f"tensor {t.name}: got shape {tuple(array.shape)}, planned {t.shape}")
+        f.write(np.ascontiguousarray(array.astype(_numpy_dtype(t.dtype), copy=False)).tobytes())
+
+
+def write_shard(directory: epath.Path, shard: Shard, get: Callable[[str], np.ndarray]) -> epath.Path:
+    """Writes ``shard`` into ``directory`` (a local folder or a bucket URL), asking ``get(name)`` for each tensor in
+    turn (cast to the planned dtype; its shape must be the planned one). Written to a temporary file first, then
+    renamed (locally) or uploaded (a bucket), so no partial shard appears under its name."""
     path = directory / shard.file
+    if is_url(path):
+        with tempfile.TemporaryDirectory(prefix="alert_jax_shard_") as tmp:
+            local = pathlib.Path(tmp) / shard.file
+            with open(local, "wb") as f:
+                _stream(f, shard, get)
+            copy_file(local, path)
+        return path
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        f.write(_header(shard))
-        for t in shard.tensors:
-            array = np.asarray(get(t.name))
-            if tuple(array.shape) != t.shape:
-                raise ShardPlanError(f"tensor {t.name}: got shape {tuple(array.shape)}, planned {t.shape}")
-            f.write(np.ascontiguousarray(array.astype(_numpy_dtype(t.dtype), copy=False)).tobytes())
+        _stream(f, shard, get)
     os.replace(tmp, path)
     return path
 
@@ -179,11 +198,11 @@ def write_shards(
     shards: Sequence[Shard],
     get: Callable[[str], np.ndarray],
     *,
-    progress: Callable[[int, int, pathlib.Path], None] | None = None,
-) -> list[pathlib.Path]:
+    progress: Callable[[int, int, epath.Path], None] | None = None,
+) -> list[epath.Path]:
     """Writes every shard of a plan (one tensor in memory at a time), then the index when there are several;
     ``progress(i, n, path)`` after shard ``i`` of ``n``. Returns the written paths (index last)."""
-    directory = pathlib.Path(directory)
+    directory = epath.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for i, shard in enumerate(shards):
@@ -192,6 +211,6 @@ def write_shards(
             progress(i + 1, len(shards), written[-1])
     if len(shards) > 1:
         index = directory / INDEX_FILE
-        index.write_text(json.dumps(index_dict(shards), indent=2) + "\n")
+        atomic_write_text(index, json.dumps(index_dict(shards), indent=2) + "\n")
         written.append(index)
     return written

@@ -43,7 +43,7 @@ import tokenizers as hf_tokenizers
 from etils import epath
 from tokenizers import decoders, models, pre_tokenizers, processors
 
-from alert_jax.io.files import is_url
+from alert_jax.io.files import atomic_write_text, is_url, local_copy
 
 __all__ = [
     "Tokenizer",
@@ -229,15 +229,14 @@ class BPETokenizer(_Common):
                 "pad_token": self.pad_token, "bos_id": self.bos_id, "eos_id": self.eos_id, "pad_id": self.pad_id}
         (d / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
-    def save_hf(self, directory: str | os.PathLike, *, model_max_length: int) -> list[pathlib.Path]:
+    def save_hf(self, directory: str | os.PathLike, *, model_max_length: int) -> list[epath.Path]:
         """Write the files with which ``transformers.AutoTokenizer.from_pretrained(directory)`` gives the same ids as
         :meth:`encode` with ``add_bos=True`` (and the same special ids): ``tokenizer.json`` (this backend as is, the
         special tokens marked special, a post-processor that prepends ``bos_token``), ``tokenizer_config.json``
         (``PreTrainedTokenizerFast``, ``add_bos_token``, no clean-up of spaces on decode) and
         ``special_tokens_map.json``. One difference stays: transformers reads a special-token string inside the text
         (``"</s>"``) as the special id, as OPT's own Hugging Face tokenizer does; :meth:`encode` reads it literally."""
-        d = pathlib.Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        d = epath.Path(directory)
         backend = hf_tokenizers.Tokenizer.from_str(self._backend.to_str())
         unk = "<unk>" if backend.token_to_id("<unk>") is not None else self.eos_token
         specials = {"bos_token": self.bos_token, "eos_token": self.eos_token, "unk_token": unk,
@@ -247,12 +246,12 @@ class BPETokenizer(_Common):
         backend.post_processor = processors.TemplateProcessing(
             single=f"{self.bos_token} $A", pair=f"{self.bos_token} $A {self.bos_token} $B",
             special_tokens=[(self.bos_token, self.bos_id)])
-        backend.save(str(d / BPE_JSON_FILE))
+        atomic_write_text(d / BPE_JSON_FILE, backend.to_str(pretty=True))
         config = {"tokenizer_class": "PreTrainedTokenizerFast", **specials, "add_bos_token": True,
                   "add_eos_token": False, "add_prefix_space": False, "clean_up_tokenization_spaces": False,
                   "model_max_length": int(model_max_length)}
-        (d / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
-        (d / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n")
+        atomic_write_text(d / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
+        atomic_write_text(d / "special_tokens_map.json", json.dumps(specials, indent=2) + "\n")
         return [d / BPE_JSON_FILE, d / "tokenizer_config.json", d / "special_tokens_map.json"]
 
     def __repr__(self) -> str:
@@ -437,7 +436,7 @@ def load_tokenizer(spec: str | os.PathLike) -> Tokenizer:
         raise TokenizerLoadError("empty tokenizer spec; expected 'bpe:PATH', 'sp:PATH' or a path")
     kind, sep, rest = spec.partition(":")
     if sep and kind in ("bpe", "sp"):
-        path = _local(rest)
+        path = local_copy(rest)
         if not path.exists():
             raise TokenizerLoadError(f"tokenizer spec {spec!r}: {rest if is_url(rest) else path} does not exist")
         if kind == "bpe":
@@ -460,7 +459,7 @@ def load_tokenizer(spec: str | os.PathLike) -> Tokenizer:
             return tok
         return SentencePieceTokenizer(path)
 
-    path = _local(spec)
+    path = local_copy(spec)
     if not path.exists():
         hint = f" (unknown prefix {kind!r}; use 'bpe:' or 'sp:')" if sep and len(kind) > 1 else ""
         raise TokenizerLoadError(f"tokenizer spec {spec!r}: no such file or directory{hint}; expected 'bpe:PATH', "
@@ -481,23 +480,6 @@ def load_tokenizer(spec: str | os.PathLike) -> Tokenizer:
         return BPETokenizer.from_tokenizer_json(path)
     raise TokenizerLoadError(f"tokenizer spec {spec!r}: cannot tell the kind of file {path} (expected *.model for "
                              f"SentencePiece or *.json for BPE; or prefix the spec with 'bpe:' / 'sp:')")
-
-
-def _local(path: str) -> pathlib.Path:
-    """A local path for ``path``: itself (``~`` expanded), or for a URL a temporary copy of that file or folder
-    (one level: tokenizer folders are flat); a URL that does not exist gives a local path that does not either."""
-    if not is_url(path):
-        return pathlib.Path(path).expanduser()
-    src = epath.Path(path)
-    dest = pathlib.Path(tempfile.mkdtemp(prefix="alert_jax_tokenizer_")) / (src.name or "tokenizer")
-    if src.is_dir():
-        dest.mkdir()
-        for f in src.iterdir():
-            if not f.is_dir():
-                (dest / f.name).write_bytes(f.read_bytes())
-    elif src.exists():
-        dest.write_bytes(src.read_bytes())
-    return dest
 
 
 def save_tokenizer(tok: Tokenizer, directory: str | os.PathLike) -> epath.Path:
