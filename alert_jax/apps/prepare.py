@@ -19,6 +19,7 @@ import os
 from typing import Any
 
 import ml_collections
+from etils import epath
 
 from alert_jax.data import registry as registry_lib
 
@@ -57,7 +58,7 @@ def prepare_eval(cfg: ml_collections.ConfigDict, out: str | os.PathLike, *, task
     from alert_jax.eval.runner import EvalConfigError, build_registry
 
     niv2_dir = str(cfg.data.niv2_dir or "")
-    if not niv2_dir or not os.path.isdir(niv2_dir):
+    if not niv2_dir or not epath.Path(niv2_dir).is_dir():  # a gs:// task folder too
         raise FileNotFoundError(f"data.niv2_dir={niv2_dir!r} is not a folder of NIV2 task files "
                                 "(--config.data.niv2_dir)")
     reg = build_registry(registry)

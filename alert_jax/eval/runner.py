@@ -385,7 +385,7 @@ def resolve_eval_tasks(cfg: ml_collections.ConfigDict) -> EvalTasks:
     except sources.DataSourceError as err:
         raise EvalConfigError(str(err)) from None
     on_disk, where = store.names, store.where
-    present, missing = [t for t in names if t in set(on_disk)], [t for t in names if t not in set(on_disk)]
+    present, missing = store.available(names)
     known = set(registry.names) | set(registry.dev_set)
     unknown = [t for t in missing if t not in known]
     if unknown:
