@@ -82,7 +82,7 @@ def move_folder(src: str | os.PathLike, dest: str | os.PathLike) -> None:
         src.rename(dest)
         return
     for f in list(files_below(src)):
-        (dest / f.relative_to(src).as_posix()).write_bytes(f.read_bytes())
+        copy_file(f, dest / f.relative_to(src).as_posix())  # streamed: a checkpoint's array files can be GBs
     src.rmtree()
 
 
